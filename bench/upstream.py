@@ -1,0 +1,24 @@
+"""Run the fake Azure OpenAI server in its own process, for benchmarks.
+
+    python -m bench.upstream --port 8100
+"""
+
+import argparse
+
+import uvicorn
+
+from tests.fakes.azure_openai import FakeAzureOpenAI
+
+BENCH_KEY = "bench-upstream-key"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    options = parser.parse_args()
+    fake = FakeAzureOpenAI(keys={"bench": BENCH_KEY})
+    uvicorn.run(fake.app, host="127.0.0.1", port=options.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

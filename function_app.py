@@ -1,0 +1,34 @@
+"""Azure Functions entry points: one HTTP function per endpoint.
+
+Each handler hands the request to a gateway operation; the rules live in
+`shared/`. The HTTP streams types (Starlette's) let chat stream as SSE.
+"""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from shared.llm import preload_in_background
+from shared.service import gateway, handle
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+preload_in_background()
+
+
+@app.route(route="health", methods=["GET"])
+async def health(req: Request) -> Response:
+    return await handle(req, gateway.health)
+
+
+@app.route(route="v1/models", methods=["GET"])
+async def list_models(req: Request) -> Response:
+    return await handle(req, gateway.list_models)
+
+
+@app.route(route="v1/models/{model_id}", methods=["GET"])
+async def get_model(req: Request) -> Response:
+    return await handle(req, gateway.get_model)
+
+
+@app.route(route="v1/chat/completions", methods=["POST"])
+async def chat_completions(req: Request) -> Response:
+    return await handle(req, gateway.chat_completions)

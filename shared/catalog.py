@@ -1,0 +1,154 @@
+"""The model catalog: where documents come from, and the in-memory cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .cosmos import CosmosDatabase
+from .domain import InvalidCatalogEntry, LLMModel
+from .errors import CatalogUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Fields Cosmos adds to every document; not part of the catalog contract.
+COSMOS_SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments"})
+
+
+class CatalogSource(Protocol):
+    """Where catalog documents live. `load` raises when the store fails."""
+
+    description: str
+
+    async def load(self) -> list[dict[str, Any]]: ...
+
+
+class FileCatalogSource:
+    """A JSON file holding a list of catalog documents (the local default)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.description = f"catalog file {self.path}"
+
+    async def load(self) -> list[dict[str, Any]]:
+        documents = json.loads(await asyncio.to_thread(self.path.read_text, encoding="utf-8"))
+        if not isinstance(documents, list):
+            raise ValueError(f"{self.path} must hold a JSON list of model documents")
+        return documents
+
+
+class CosmosCatalogSource:
+    """The `models` container of the Cosmos database."""
+
+    def __init__(self, database: CosmosDatabase, container_id: str) -> None:
+        self.database = database
+        self.container_id = container_id
+        self.description = f"Cosmos container {container_id}"
+
+    async def load(self) -> list[dict[str, Any]]:
+        container = await self.database.container(self.container_id)
+        return [
+            {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
+            async for item in container.query_items("SELECT * FROM c")
+        ]
+
+
+class Catalog:
+    """Catalog entries cached in memory.
+
+    The first use waits for a load; after that a stale cache is served while one
+    background refresh runs. A miss triggers at most one early refresh (and not
+    more than once per `miss_refresh_interval`), so a model added to the store
+    is found before the TTL runs out. A store that fails is an error, never an
+    empty catalog.
+    """
+
+    def __init__(
+        self,
+        source: CatalogSource,
+        ttl_seconds: float = 60.0,
+        *,
+        miss_refresh_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.ttl_seconds = ttl_seconds
+        self.miss_refresh_interval = miss_refresh_interval
+        self._clock = clock
+        self._by_id: dict[str, LLMModel] | None = None
+        self._by_code: dict[str, LLMModel] = {}
+        self._loaded_at = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def find(self, model_id: str) -> LLMModel | None:
+        """The entry whose `id`, or else whose `code`, is `model_id`."""
+        await self._ensure_loaded()
+        model = self._lookup(model_id)
+        if model is None and self._clock() - self._loaded_at >= self.miss_refresh_interval:
+            await self._refresh()
+            model = self._lookup(model_id)
+        return model
+
+    async def entries(self) -> list[LLMModel]:
+        await self._ensure_loaded()
+        assert self._by_id is not None
+        return list(self._by_id.values())
+
+    def _lookup(self, model_id: str) -> LLMModel | None:
+        assert self._by_id is not None
+        return self._by_id.get(model_id) or self._by_code.get(model_id)
+
+    async def _ensure_loaded(self) -> None:
+        if self._by_id is None:
+            await self._refresh()
+        elif self._clock() - self._loaded_at >= self.ttl_seconds and not self._refresh_running:
+            self._start_refresh().add_done_callback(self._log_background_failure)
+
+    @property
+    def _refresh_running(self) -> bool:
+        return self._refreshing is not None and not self._refreshing.done()
+
+    def _start_refresh(self) -> asyncio.Task[None]:
+        if not self._refresh_running:
+            self._refreshing = asyncio.get_running_loop().create_task(self._load())
+        assert self._refreshing is not None
+        return self._refreshing
+
+    async def _refresh(self) -> None:
+        """Wait for a refresh (joining one that runs); raise if the store fails."""
+        try:
+            await asyncio.shield(self._start_refresh())
+        except Exception as exc:
+            raise CatalogUnavailable(
+                f"The model catalog is unavailable ({self.source.description}). Try again later."
+            ) from exc
+
+    def _log_background_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning(
+                "catalog refresh from %s failed; serving the cached catalog",
+                self.source.description,
+                exc_info=task.exception(),
+            )
+
+    async def _load(self) -> None:
+        documents = await self.source.load()
+        by_id: dict[str, LLMModel] = {}
+        for document in documents:
+            try:
+                model = LLMModel.from_document(document)
+            except InvalidCatalogEntry as exc:
+                logger.error("skipping invalid %s", exc)
+                continue
+            by_id[model.id] = model
+        self._by_id = by_id
+        self._by_code = {}
+        for model in by_id.values():
+            self._by_code.setdefault(model.code, model)
+        self._loaded_at = self._clock()
+        logger.info("loaded %d models from %s", len(by_id), self.source.description)

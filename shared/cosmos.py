@@ -1,0 +1,55 @@
+"""One async Cosmos DB client per process, shared by every container user."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.cosmos.aio import ContainerProxy, CosmosClient
+
+
+class CosmosDatabase:
+    """The gateway's Cosmos database, connected on first use.
+
+    Authenticates with the account key when one is given, else with
+    `DefaultAzureCredential` (managed identity in Azure).
+    """
+
+    def __init__(self, url: str, key: str | None, database_id: str, verify_tls: bool = True):
+        self.url = url
+        self.database_id = database_id
+        self._key = key
+        self._verify_tls = verify_tls
+        self._client: CosmosClient | None = None
+        self._credential: Any = None
+        self._containers: dict[str, ContainerProxy] = {}
+        self._lock = asyncio.Lock()
+
+    async def container(self, container_id: str) -> "ContainerProxy":
+        if container_id not in self._containers:
+            async with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                database = self._client.get_database_client(self.database_id)
+                self._containers[container_id] = database.get_container_client(container_id)
+        return self._containers[container_id]
+
+    def _connect(self) -> "CosmosClient":
+        from azure.cosmos.aio import CosmosClient
+
+        credential: Any = self._key
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._credential = credential = DefaultAzureCredential()
+        return CosmosClient(self.url, credential=credential, connection_verify=self._verify_tls)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._credential is not None:
+            await self._credential.close()
+            self._credential = None
+        self._containers.clear()

@@ -1,0 +1,161 @@
+"""The model catalog entry and the operations it offers. Pure Python, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Provider(str, Enum):
+    AZURE = "Azure"
+    GOOGLE = "Google"
+
+
+class ModelType(str, Enum):
+    AZURE_OPENAI = "AzureOpenAI"
+    AZURE_FOUNDRY = "AzureFoundry"
+    GOOGLE_VERTEX = "GoogleVertex"
+    GOOGLE_VERTEX_CLAUDE = "GoogleVertexClaude"
+    GOOGLE_VERTEX_DEEPSEEK = "GoogleVertexDeepSeek"
+    GOOGLE_VERTEX_META = "GoogleVertexMeta"
+    GOOGLE_VERTEX_MISTRAL = "GoogleVertexMistral"
+    GOOGLE_VERTEX_JAMBA = "GoogleVertexJamba"
+    GOOGLE_VERTEX_QWEN = "GoogleVertexQwen"
+    GOOGLE_VERTEX_OPENAI = "GoogleVertexOpenAI"
+
+
+class Operation(str, Enum):
+    RESPONSES = "Responses"
+    CHAT_COMPLETION = "ChatCompletion"
+    EMBEDDINGS = "embeddings"
+    IMAGES = "images"
+    AUDIO_TTS = "audio_tts"
+    AUDIO_STT = "audio_stt"
+    AUDIO_REALTIME = "audio_realtime"
+
+
+PROVIDER_OF_TYPE: dict[ModelType, Provider] = {
+    model_type: Provider.AZURE if model_type.value.startswith("Azure") else Provider.GOOGLE
+    for model_type in ModelType
+}
+
+#: LiteLLM's model string for each catalog model type, given the entry's
+#: `code` (Azure deployment name or Vertex model id). The one table for it.
+LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
+    ModelType.AZURE_OPENAI: "azure/{code}",
+    ModelType.AZURE_FOUNDRY: "azure_ai/{code}",
+    ModelType.GOOGLE_VERTEX: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_CLAUDE: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_DEEPSEEK: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_META: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_MISTRAL: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_JAMBA: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_QWEN: "vertex_ai/{code}",
+    ModelType.GOOGLE_VERTEX_OPENAI: "vertex_ai/{code}",
+}
+
+
+class InvalidCatalogEntry(ValueError):
+    """A catalog document does not describe a usable model."""
+
+    def __init__(self, model_id: str, field_name: str, problem: str) -> None:
+        super().__init__(f"catalog entry '{model_id}': field '{field_name}' {problem}")
+        self.model_id = model_id
+        self.field_name = field_name
+
+
+@dataclass(frozen=True)
+class LLMModel:
+    id: str
+    name: str
+    provider: Provider
+    model_type: ModelType
+    code: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    operations: tuple[Operation, ...] = ()
+    projects: tuple[str, ...] = ()
+    private: bool = False
+    created: int = 0
+
+    def supports_operation(self, operation: Operation) -> bool:
+        return operation in self.operations
+
+    def is_available_for_project(self, project_id: str | None) -> bool:
+        return not self.private or project_id in self.projects
+
+    def calculate_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Cost in USD; `costs` are per 1K tokens."""
+        return (
+            input_tokens * self.costs.get("input", 0.0)
+            + output_tokens * self.costs.get("output", 0.0)
+        ) / 1000
+
+    @property
+    def litellm_model(self) -> str:
+        return LITELLM_MODEL_FORMAT[self.model_type].format(code=self.code)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> "LLMModel":
+        """Build an entry from a catalog document, naming the first bad field."""
+        model_id = document.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidCatalogEntry(str(model_id), "id", "must be a non-empty string")
+
+        def fail(field_name: str, problem: str) -> InvalidCatalogEntry:
+            return InvalidCatalogEntry(model_id, field_name, problem)
+
+        def enum_value(enum: type[Enum], field_name: str, value: Any) -> Any:
+            try:
+                return enum(value)
+            except ValueError:
+                allowed = ", ".join(member.value for member in enum)
+                raise fail(field_name, f"is {value!r}; expected one of: {allowed}") from None
+
+        def string_list(field_name: str) -> list[Any]:
+            value = document.get(field_name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise fail(field_name, "must be a list of strings")
+            return value
+
+        code = document.get("code")
+        if not isinstance(code, str) or not code:
+            raise fail("code", "must be a non-empty string")
+        provider = enum_value(Provider, "provider", document.get("provider"))
+        model_type = enum_value(ModelType, "model_type", document.get("model_type"))
+        if PROVIDER_OF_TYPE[model_type] is not provider:
+            raise fail("model_type", f"{model_type.value} is not a {provider.value} model type")
+        parameters = document.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise fail("parameters", "must be an object")
+        costs = document.get("costs", {})
+        if not isinstance(costs, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in costs.values()
+        ):
+            raise fail("costs", "must map 'input'/'output' to non-negative numbers")
+        private = document.get("private", False)
+        if not isinstance(private, bool):
+            raise fail("private", "must be true or false")
+        created = document.get("created", document.get("_ts", 0))
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise fail("created", "must be a Unix timestamp (integer)")
+        name = document.get("name", model_id)
+        if not isinstance(name, str):
+            raise fail("name", "must be a string")
+        return cls(
+            id=model_id,
+            name=name,
+            provider=provider,
+            model_type=model_type,
+            code=code,
+            parameters=parameters,
+            costs={key: float(value) for key, value in costs.items()},
+            operations=tuple(
+                enum_value(Operation, "operations", value) for value in string_list("operations")
+            ),
+            projects=tuple(string_list("projects")),
+            private=private,
+            created=created,
+        )

@@ -1,0 +1,123 @@
+"""Every error a caller can receive, as types.
+
+    GatewayError
+    ├── InvalidRequest              400 invalid_request_error
+    │   ├── UnsupportedOperation    400 unsupported_operation
+    │   └── PayloadTooLarge         413
+    ├── AuthenticationFailed        401 authentication_error / invalid_api_key
+    ├── ModelNotFound               404 model_not_found
+    ├── UpstreamRejected            upstream 4xx, status passed on
+    │   └── RateLimited             429 rate_limit_error, Retry-After passed on
+    ├── UpstreamError               502 api_error / upstream_error
+    ├── UpstreamTimeout             504 api_error / timeout
+    ├── CatalogUnavailable          503 api_error / catalog_unavailable
+    └── ConfigurationError          500 api_error / configuration_error
+
+`shared.http` turns each into an OpenAI-shaped error body; `shared.upstream`
+turns provider exceptions into these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedOperation(InvalidRequest):
+    code = "unsupported_operation"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+        )
+
+
+class UpstreamRejected(GatewayError):
+    """The provider refused the request (4xx); its status is passed on."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status
+
+
+class RateLimited(UpstreamRejected):
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(429, message, **kwargs)
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "timeout"
+
+
+class CatalogUnavailable(GatewayError):
+    status = 503
+    code = "catalog_unavailable"
+
+
+class ConfigurationError(GatewayError):
+    status = 500
+    code = "configuration_error"

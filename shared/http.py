@@ -1,0 +1,193 @@
+"""HTTP in and out: the one place that maps results and errors to responses.
+
+Handlers pass the Functions (Starlette) request and a gateway operation to
+`respond`; everything else about HTTP happens here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from .errors import GatewayError, InvalidRequest, PayloadTooLarge
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass
+class EventStream:
+    """A result sent as server-sent events: JSON events, then `data: [DONE]`.
+
+    `events` yields (event name or None, payload). Errors raised while it is
+    being sent end the stream with an `error` event.
+    """
+
+    events: AsyncIterator[tuple[str | None, Any]]
+    headers: dict[str, str] = field(default_factory=dict)
+    done_marker: bool = True
+
+
+@dataclass
+class Content:
+    """A non-JSON body (audio, plain text), whole or as an async byte stream."""
+
+    body: bytes | AsyncIterator[bytes]
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JSONResult:
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+
+
+Result = JSONResult | EventStream | Content
+
+
+class Inbound:
+    """What an operation may read of the caller's request."""
+
+    def __init__(self, request: Request, request_id: str, max_body_bytes: int) -> None:
+        self._request = request
+        self.request_id = request_id
+        self.max_body_bytes = max_body_bytes
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._request.headers
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self._request.query_params
+
+    def path_param(self, name: str) -> str:
+        return str(self._request.path_params[name])
+
+    async def body(self) -> bytes:
+        """The body, refused with 413 past the limit without reading it all."""
+        declared = self._request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self._request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json(self) -> dict[str, Any]:
+        """The body as a JSON object, or a 400 saying what is wrong with it."""
+        raw = await self.body()
+        if not raw.strip():
+            raise InvalidRequest("The request body is empty; expected a JSON object.")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.")
+        return body
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is larger than the limit of {self.max_body_bytes} bytes."
+        )
+
+
+def request_id_for(request: Request) -> str:
+    """The caller's `x-request-id` when it is sane, else a new one."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+Operation = Callable[[Inbound], Awaitable[Result]]
+
+
+async def respond(request: Request, operation: Operation, max_body_bytes: int) -> Response:
+    """Run `operation` for `request` and turn its result or error into a response."""
+    request_id = request_id_for(request)
+    try:
+        result = await operation(Inbound(request, request_id, max_body_bytes))
+    except GatewayError as exc:
+        if exc.status >= 500:
+            logger.warning("request %s failed: %s", request_id, exc.message)
+        return error_response(exc, request_id)
+    except Exception:
+        logger.exception("request %s failed with an unexpected error", request_id)
+        return error_response(internal_error(request_id), request_id)
+    return to_response(result, request_id)
+
+
+def internal_error(request_id: str) -> GatewayError:
+    return GatewayError(
+        f"The gateway failed to process the request. Quote request id {request_id} "
+        "when reporting this."
+    )
+
+
+def error_response(error: GatewayError, request_id: str) -> JSONResponse:
+    headers = {**error.headers, REQUEST_ID_HEADER: request_id}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def to_response(result: Result, request_id: str) -> Response:
+    headers = {**result.headers, REQUEST_ID_HEADER: request_id}
+    if isinstance(result, JSONResult):
+        return Response(
+            json_bytes(result.body),
+            status_code=result.status,
+            media_type="application/json",
+            headers=headers,
+        )
+    if isinstance(result, EventStream):
+        headers |= {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            _server_sent_events(result, request_id), media_type="text/event-stream", headers=headers
+        )
+    if isinstance(result.body, bytes):
+        return Response(result.body, media_type=result.media_type, headers=headers)
+    return StreamingResponse(result.body, media_type=result.media_type, headers=headers)
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sse(event: str | None, payload: Any) -> bytes:
+    data = payload if isinstance(payload, (bytes, str)) else json_bytes(payload)
+    if isinstance(data, str):
+        data = data.encode()
+    prefix = f"event: {event}\n".encode() if event else b""
+    return prefix + b"data: " + data + b"\n\n"
+
+
+async def _server_sent_events(stream: EventStream, request_id: str) -> AsyncIterator[bytes]:
+    events = stream.events
+    try:
+        async for event, payload in events:
+            yield _sse(event, payload)
+    except GatewayError as exc:
+        logger.warning("stream %s ended by an error: %s", request_id, exc.message)
+        yield _sse("error", exc.body())
+    except Exception:
+        logger.exception("stream %s failed with an unexpected error", request_id)
+        yield _sse("error", internal_error(request_id).body())
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    if stream.done_marker:
+        yield b"data: [DONE]\n\n"

@@ -1,0 +1,47 @@
+"""LiteLLM, imported on first need and configured for a server.
+
+Importing LiteLLM costs seconds and hundreds of MB, so it happens in a worker
+thread the first time a request needs it (health checks and model listings
+never pay for it), with the flags that keep it off the internet set first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from types import ModuleType
+
+#: Keep LiteLLM from downloading its price list and other files at import.
+OFFLINE_FLAGS = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "true"}
+
+_module: ModuleType | None = None
+_import_lock = threading.Lock()
+
+
+def _import_litellm() -> ModuleType:
+    global _module
+    with _import_lock:
+        if _module is None:
+            for name, value in OFFLINE_FLAGS.items():
+                os.environ.setdefault(name, value)
+            import litellm
+
+            litellm.suppress_debug_info = True
+            litellm.telemetry = False
+            litellm.drop_params = False
+            litellm.turn_off_message_logging = True
+            _module = litellm
+    return _module
+
+
+async def litellm() -> ModuleType:
+    """The configured `litellm` module; the first call imports it off the event loop."""
+    if _module is not None:
+        return _module
+    return await asyncio.to_thread(_import_litellm)
+
+
+def preload_in_background() -> None:
+    """Start importing LiteLLM now, so the first LLM request does not wait for it all."""
+    threading.Thread(target=_import_litellm, name="litellm-import", daemon=True).start()

@@ -1,0 +1,111 @@
+"""Serve `function_app.app` locally on uvicorn, the way `func start` would.
+
+Azure Functions Core Tools cannot be installed everywhere, so this is how the
+gateway runs on a workstation and in the tests: the same HTTP functions, at
+the paths host.json's `routePrefix` gives them, with local.settings.json's
+`Values` loaded into the environment without overriding what is already set.
+
+    python -m shared.localhost [--port 7071] [--host 127.0.0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+logger = logging.getLogger("shared.localhost")
+
+DEFAULT_PORT = 7071
+
+
+def load_local_settings(path: Path) -> None:
+    """Put local.settings.json's Values into the environment, as `func start` does."""
+    if not path.exists():
+        return
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
+
+
+def route_prefix(host_json: Path) -> str:
+    """host.json's `extensions.http.routePrefix`; Functions' default is `api`."""
+    if not host_json.exists():
+        return "api"
+    config = json.loads(host_json.read_text(encoding="utf-8"))
+    return str(config.get("extensions", {}).get("http", {}).get("routePrefix", "api")).strip("/")
+
+
+def routes_of(function_app: Any, prefix: str) -> list[Route]:
+    """A Starlette route for every HTTP-triggered function of a FunctionApp."""
+    routes = []
+    for function in function_app.get_functions():
+        trigger = function.get_trigger()
+        if getattr(trigger, "route", None) is None:
+            continue
+        path = "/" + "/".join(part for part in (prefix, trigger.route.strip("/")) if part)
+        methods = [str(getattr(method, "value", method)) for method in trigger.methods or ["GET"]]
+        routes.append(
+            Route(path, function.get_user_function(), methods=methods, name=function.get_function_name())
+        )
+    return routes
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "message": f"No route for {request.method} {request.url.path}.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            }
+        },
+        status_code=404,
+    )
+
+
+def create_app(project_dir: Path) -> Starlette:
+    load_local_settings(project_dir / "local.settings.json")
+    function_app = importlib.import_module("function_app")
+    from .service import gateway
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.close()
+
+    return Starlette(
+        routes=routes_of(function_app.app, route_prefix(project_dir / "host.json")),
+        exception_handlers={404: _not_found},
+        lifespan=lifespan,
+    )
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--log-level", default="info")
+    options = parser.parse_args()
+    logging.basicConfig(level=options.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    project_dir = Path.cwd()
+    app = create_app(project_dir)
+    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The one place that turns a catalog entry into LiteLLM call arguments.
+
+Every credential is passed explicitly on every call: LiteLLM falls back to its
+globals and to environment variables for any credential left out, and that
+must never let one model borrow another's key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .domain import LLMModel, Provider
+from .errors import ConfigurationError
+from .secrets import SecretResolver
+
+DEFAULT_TIMEOUT_SECONDS = 600.0
+DEFAULT_VERTEX_LOCATION = "us-central1"
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+class TokenSource(Protocol):
+    """Bearer tokens for a scope (Entra ID through managed identity in Azure)."""
+
+    async def token(self, scope: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """Arguments for one LiteLLM call, and the secret values in them."""
+
+    arguments: dict[str, Any]
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+class ProviderMapper:
+    def __init__(self, secrets: SecretResolver, tokens: TokenSource) -> None:
+        self.secrets = secrets
+        self.tokens = tokens
+
+    async def call_for(self, model: LLMModel) -> ProviderCall:
+        parameters = await self.secrets.resolve_parameters(model.parameters, model_id=model.id)
+        if model.provider is Provider.AZURE:
+            return await self._azure(model, parameters)
+        return self._vertex(model, parameters)
+
+    async def _azure(self, model: LLMModel, parameters: dict[str, Any]) -> ProviderCall:
+        api_base = parameters.get("api_base") or parameters.get("endpoint")
+        if not api_base:
+            raise ConfigurationError(
+                f"Model '{model.id}' is misconfigured: parameters.endpoint is missing."
+            )
+        arguments = _common(model, parameters) | {
+            "api_base": api_base,
+            "api_version": parameters.get("api_version"),
+        }
+        api_key = parameters.get("api_key")
+        if api_key:
+            arguments["api_key"] = api_key
+            return ProviderCall(arguments, (api_key,))
+        token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
+        arguments["azure_ad_token"] = token
+        return ProviderCall(arguments, (token,))
+
+    def _vertex(self, model: LLMModel, parameters: dict[str, Any]) -> ProviderCall:
+        arguments = _common(model, parameters) | {
+            "vertex_project": parameters.get("gcp_project"),
+            "vertex_location": parameters.get("location") or DEFAULT_VERTEX_LOCATION,
+        }
+        if parameters.get("api_base"):
+            arguments["api_base"] = parameters["api_base"]
+        credentials = parameters.get("secret_name")
+        if not credentials:
+            return ProviderCall(arguments)
+        try:
+            account = json.loads(credentials)
+        except ValueError:
+            raise ConfigurationError(
+                f"Model '{model.id}' is misconfigured: {model.parameters['secret_name']} "
+                "is not a service-account JSON document."
+            ) from None
+        arguments["vertex_credentials"] = account
+        return ProviderCall(arguments, (credentials, str(account.get("private_key", ""))))
+
+
+def _common(model: LLMModel, parameters: dict[str, Any]) -> dict[str, Any]:
+    timeout = parameters.get("timeout", DEFAULT_TIMEOUT_SECONDS)
+    return {"model": model.litellm_model, "timeout": float(timeout), "max_retries": 0}

@@ -1,0 +1,98 @@
+"""Secret references (`"$NAME"` in catalog parameters) and where they resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from .errors import ConfigurationError
+
+
+class SecretSource(Protocol):
+    """Returns a secret's value, or None when the source has no such secret."""
+
+    description: str
+
+    async def get(self, name: str) -> str | None: ...
+
+
+class EnvironmentSecretSource:
+    """Secrets from environment variables (app settings), read at call time."""
+
+    description = "the environment"
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self._environ = environ
+
+    async def get(self, name: str) -> str | None:
+        return self._environ.get(name) or None
+
+
+def reference_name(value: Any) -> str | None:
+    """`NAME` for a `"$NAME"` reference, else None."""
+    if isinstance(value, str) and value.startswith("$") and len(value) > 1:
+        return value[1:]
+    return None
+
+
+class SecretResolver:
+    """Resolves references through a source, caching values for a TTL.
+
+    Concurrent look-ups of one name share a single source call.
+    """
+
+    def __init__(
+        self,
+        source: SecretSource,
+        ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, str]] = {}
+        self._pending: dict[str, asyncio.Future[str | None]] = {}
+
+    async def resolve(self, name: str, *, model_id: str) -> str:
+        cached = self._cache.get(name)
+        if cached is not None and self._clock() - cached[0] < self.ttl_seconds:
+            return cached[1]
+        value = await self._fetch(name)
+        if value is None:
+            raise ConfigurationError(
+                f"Model '{model_id}' is misconfigured: secret reference ${name} "
+                f"does not resolve in {self.source.description}."
+            )
+        return value
+
+    async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]:
+        """A copy of `parameters` with every reference replaced by its value."""
+        resolved = dict(parameters)
+        for key, value in parameters.items():
+            name = reference_name(value)
+            if name is not None:
+                resolved[key] = await self.resolve(name, model_id=model_id)
+        return resolved
+
+    async def _fetch(self, name: str) -> str | None:
+        pending = self._pending.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[name] = future
+        try:
+            value = await self.source.get(name)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(value)
+            if value is not None:
+                self._cache[name] = (self._clock(), value)
+            return value
+        finally:
+            del self._pending[name]

@@ -1,0 +1,108 @@
+"""The gateway's settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: Every app setting the gateway reads; infra and local.settings.json.example
+#: must list each of them (tests/test_infra.py checks it).
+SETTING_NAMES: tuple[str, ...] = (
+    "COSMOS_URL",
+    "COSMOS_KEY",
+    "COSMOS_DATABASE_ID",
+    "COSMOS_CONTAINER_ID",
+    "COSMOS_PROJECTS_CONTAINER_ID",
+    "COSMOS_USAGE_CONTAINER_ID",
+    "COSMOS_VERIFY_TLS",
+    "MODELS_FILE",
+    "KEY_VAULT_URL",
+    "ALLOW_ANONYMOUS",
+    "ENVIRONMENT",
+    "CATALOG_TTL_SECONDS",
+    "SECRET_TTL_SECONDS",
+    "MAX_REQUEST_BYTES",
+)
+
+#: Default Cosmos container ids and their partition key paths.
+COSMOS_CONTAINERS: dict[str, str] = {
+    "models": "/id",
+    "projects": "/id",
+    "usage": "/project",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot use."""
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if number < 0:
+        raise SettingsError(f"{name} must not be negative, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    cosmos_url: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database_id: str = "llm-proxy"
+    cosmos_container_id: str = "models"
+    cosmos_projects_container_id: str = "projects"
+    cosmos_usage_container_id: str = "usage"
+    cosmos_verify_tls: bool = True
+    models_file: str = "models.json"
+    key_vault_url: str | None = None
+    allow_anonymous: bool = False
+    environment: str = "development"
+    catalog_ttl_seconds: float = 60.0
+    secret_ttl_seconds: float = 300.0
+    max_request_bytes: int = 26_214_400
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        defaults = cls()
+        return cls(
+            cosmos_url=text("COSMOS_URL"),
+            cosmos_key=text("COSMOS_KEY"),
+            cosmos_database_id=text("COSMOS_DATABASE_ID", defaults.cosmos_database_id),
+            cosmos_container_id=text("COSMOS_CONTAINER_ID", defaults.cosmos_container_id),
+            cosmos_projects_container_id=text(
+                "COSMOS_PROJECTS_CONTAINER_ID", defaults.cosmos_projects_container_id
+            ),
+            cosmos_usage_container_id=text(
+                "COSMOS_USAGE_CONTAINER_ID", defaults.cosmos_usage_container_id
+            ),
+            cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
+            models_file=text("MODELS_FILE", defaults.models_file),
+            key_vault_url=text("KEY_VAULT_URL"),
+            allow_anonymous=_flag("ALLOW_ANONYMOUS", env.get("ALLOW_ANONYMOUS", "false")),
+            environment=text("ENVIRONMENT", defaults.environment),
+            catalog_ttl_seconds=_number(
+                "CATALOG_TTL_SECONDS", env.get("CATALOG_TTL_SECONDS", "60")
+            ),
+            secret_ttl_seconds=_number("SECRET_TTL_SECONDS", env.get("SECRET_TTL_SECONDS", "300")),
+            max_request_bytes=int(
+                _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
+            ),
+        )

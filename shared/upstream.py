@@ -1,0 +1,66 @@
+"""Provider (LiteLLM) exceptions translated into gateway errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import GatewayError, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
+
+#: Upstream answers that mean the gateway's own configuration is wrong (its
+#: credential, its deployment name); the caller can do nothing about them.
+GATEWAY_SIDE_STATUSES = frozenset({401, 403, 404})
+
+_LITELLM_PREFIX = re.compile(r"^litellm\.\w+:\s*")
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value removed."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _headers(exc: Exception) -> dict[str, str]:
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    return {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
+
+
+def _message(exc: Exception, secrets: Iterable[str]) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return scrub(_LITELLM_PREFIX.sub("", str(message)), secrets)
+
+
+def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> GatewayError | None:
+    """The gateway error for a provider exception, or None if it is not one."""
+    import openai
+
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(f"Model '{model_id}' could not be reached: {_message(exc, secrets)}")
+    status = getattr(exc, "status_code", None)
+    if not isinstance(exc, openai.OpenAIError) or not isinstance(status, int):
+        return None
+    message = _message(exc, secrets)
+    if status == 429:
+        retry_after = _headers(exc).get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return RateLimited(message, headers=headers)
+    if status == 408:
+        return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
+    if status in GATEWAY_SIDE_STATUSES:
+        return UpstreamError(
+            f"The provider refused the gateway's request for model '{model_id}' "
+            f"(status {status}); the model's configuration needs attention."
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(status, message, code=getattr(exc, "code", None) or None)
+    return UpstreamError(f"Model '{model_id}' failed upstream (status {status}): {message}")

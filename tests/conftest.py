@@ -1,0 +1,108 @@
+"""Servers the integration tests share: Cosmos DB, a fake Azure OpenAI, gateways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.fakes.azure_openai import FakeAzureOpenAI
+from tests.fakes.server import ServerThread
+from tests.support import CosmosServer, GatewayProcess, write_catalog
+
+#: Upstream keys per fake deployment; the gateway reads them through `$KEY_*` references.
+UPSTREAM_KEYS = {
+    "dep-a": "key-a-7f3a9c1e5b2d4f60",
+    "dep-b": "key-b-0c8e6a4f2d1b9e37",
+}
+API_VERSION = "2024-10-21"
+
+
+def azure_entry(model_id: str, deployment: str, fake_url: str, **overrides: Any) -> dict[str, Any]:
+    key_reference = "$KEY_B" if deployment == "dep-b" else "$KEY_A"
+    entry = {
+        "id": model_id,
+        "name": model_id.upper(),
+        "provider": "Azure",
+        "model_type": "AzureOpenAI",
+        "code": deployment,
+        "parameters": {"endpoint": fake_url, "api_version": API_VERSION, "api_key": key_reference},
+        "costs": {"input": 0.0025, "output": 0.01},
+        "operations": ["ChatCompletion"],
+        "projects": [],
+        "private": False,
+    }
+    return entry | overrides
+
+
+def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
+    """The catalog the gateways under test serve, pointing at the fake Azure OpenAI."""
+    entry = azure_entry
+    return [
+        entry("chat-a", "dep-a", fake_url),
+        entry("chat-b", "dep-b", fake_url),
+        entry("rate-limited", "rate-limited", fake_url),
+        entry("broken", "broken", fake_url),
+        entry("filtered", "filtered", fake_url),
+        entry("midstream-error", "midstream-error", fake_url),
+        entry("slow", "slow", fake_url, parameters={
+            "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$KEY_A", "timeout": 1,
+        }),
+        entry("unreachable", "dep-a", "http://127.0.0.1:9"),
+        entry("embed-only", "dep-a", fake_url, operations=["embeddings"]),
+        entry("misconfigured", "dep-a", fake_url, parameters={
+            "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$NOT_SET_ANYWHERE",
+        }),
+        entry("team-x-only", "dep-a", fake_url, private=True, projects=["team-x"]),
+    ]  # fmt: skip
+
+
+def gateway_env(**extra: str) -> dict[str, str]:
+    return {
+        "ALLOW_ANONYMOUS": "true",
+        "ENVIRONMENT": "test",
+        "KEY_A": UPSTREAM_KEYS["dep-a"],
+        "KEY_B": UPSTREAM_KEYS["dep-b"],
+    } | extra
+
+
+@pytest.fixture(scope="session")
+def fake_azure() -> Iterator[FakeAzureOpenAI]:
+    fake = FakeAzureOpenAI(keys=dict(UPSTREAM_KEYS))
+    with ServerThread(fake.app) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _fresh_request_log(fake_azure: FakeAzureOpenAI) -> None:
+    fake_azure.clear()
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway on the embedded default: the catalog from MODELS_FILE."""
+    directory = tmp_path_factory.mktemp("file-gateway")
+    catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
+    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log")
+    yield process.start()
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def cosmos() -> Iterator[CosmosServer]:
+    server = CosmosServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused-locally", max_retries=0)
+
+
+@pytest.fixture
+def async_client(gateway: GatewayProcess) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="unused-locally", max_retries=0)

@@ -1,0 +1,145 @@
+"""Running the real gateway and the real Cosmos DB server for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.server import free_port
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+#: Environment variables a gateway under test must not inherit.
+_INHERITED_SETTINGS = (
+    "COSMOS_URL", "COSMOS_KEY", "KEY_VAULT_URL", "MODELS_FILE", "ALLOW_ANONYMOUS",
+    "AZURE_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_API_BASE", "AZURE_API_VERSION",
+    "OPENAI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
+)  # fmt: skip
+
+
+def wait_for(check: Any, what: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class GatewayProcess:
+    """`python -m shared.localhost` in a subprocess, as a user would start it.
+
+    Its log (stdout and stderr) goes to `log_path` so tests can read it.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {k: v for k, v in os.environ.items() if k not in _INHERITED_SETTINGS}
+        self.env |= {"PYTHONUNBUFFERED": "1"} | env
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "GatewayProcess":
+        log = self.log_path.open("wb")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "shared.localhost", "--port", str(self.port)],
+            cwd=PROJECT_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._healthy, "the gateway", self._process)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+
+
+class CosmosServer:
+    """The npm `@vercel/cosmosdb-server` (HTTPS, self-signed) on a free port."""
+
+    #: The server accepts any account key; the SDK still needs one to sign requests.
+    KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "CosmosServer":
+        binary = PROJECT_DIR / "node_modules" / ".bin" / "cosmosdb-server"
+        if not binary.exists():
+            raise RuntimeError("cosmosdb-server is not installed: run `make test`, which runs npm ci")
+        self._process = subprocess.Popen(
+            [str(binary), "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._accepting, "cosmosdb-server", self._process)
+        return self
+
+    def _accepting(self) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                with context.wrap_socket(sock):
+                    return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+
+    def seed(self, database_id: str, container_id: str, partition_key: str, documents: list[dict[str, Any]]) -> None:
+        """Create the container if needed and upsert `documents` (sync SDK, test side)."""
+        from azure.cosmos import CosmosClient, PartitionKey
+
+        client = CosmosClient(self.url, credential=self.KEY, connection_verify=False)
+        database = client.create_database_if_not_exists(database_id)
+        container = database.create_container_if_not_exists(
+            container_id, partition_key=PartitionKey(partition_key)
+        )
+        for document in documents:
+            container.upsert_item(document)
+
+
+def write_catalog(path: Path, documents: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps(documents, indent=2), encoding="utf-8")
+    return path

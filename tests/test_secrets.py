@@ -1,0 +1,56 @@
+"""Secret references: resolution, caching, single flight, clear errors."""
+
+import asyncio
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.secrets import EnvironmentSecretSource, SecretResolver
+
+
+class CountingSource:
+    description = "counting source"
+
+    def __init__(self, values):
+        self.values = values
+        self.calls = 0
+
+    async def get(self, name):
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        return self.values.get(name)
+
+
+def test_references_resolve_and_other_parameters_stay():
+    resolver = SecretResolver(EnvironmentSecretSource({"API_KEY": "s3cret"}))
+    resolved = asyncio.run(
+        resolver.resolve_parameters({"api_key": "$API_KEY", "endpoint": "https://x"}, model_id="m")
+    )
+    assert resolved == {"api_key": "s3cret", "endpoint": "https://x"}
+
+
+def test_a_missing_reference_names_the_reference_and_the_model():
+    resolver = SecretResolver(EnvironmentSecretSource({}))
+    with pytest.raises(ConfigurationError) as caught:
+        asyncio.run(resolver.resolve_parameters({"api_key": "$MISSING_KEY"}, model_id="gpt-4o"))
+    assert "$MISSING_KEY" in caught.value.message and "gpt-4o" in caught.value.message
+    assert caught.value.status == 500
+
+
+def test_concurrent_lookups_share_one_source_call_and_values_are_cached_for_the_ttl():
+    source = CountingSource({"K": "v1"})
+    now = [0.0]
+    resolver = SecretResolver(source, ttl_seconds=300, clock=lambda: now[0])
+
+    async def scenario():
+        values = await asyncio.gather(*(resolver.resolve("K", model_id="m") for _ in range(50)))
+        now[0] = 299
+        await resolver.resolve("K", model_id="m")
+        source.values["K"] = "v2"
+        now[0] = 301
+        return values, await resolver.resolve("K", model_id="m")
+
+    values, rotated = asyncio.run(scenario())
+    assert set(values) == {"v1"}
+    assert rotated == "v2"
+    assert source.calls == 2
