@@ -56,6 +56,13 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a project, or nobody in particular when anonymous use is allowed."""
+
+    project: str | None = None
+
+
 class InvalidCatalogEntry(ValueError):
     """A catalog document does not describe a usable model."""
 

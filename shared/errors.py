@@ -10,7 +10,9 @@
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
     ├── UpstreamError               502 api_error / upstream_error
     ├── UpstreamTimeout             504 api_error / timeout
-    ├── CatalogUnavailable          503 api_error / catalog_unavailable
+    ├── StoreUnavailable            503 api_error
+    │   ├── CatalogUnavailable      503 catalog_unavailable
+    │   └── KeyStoreUnavailable     503 key_store_unavailable
     └── ConfigurationError          500 api_error / configuration_error
 
 `shared.http` turns each into an OpenAI-shaped error body; `shared.upstream`
@@ -113,9 +115,19 @@ class UpstreamTimeout(GatewayError):
     code = "timeout"
 
 
-class CatalogUnavailable(GatewayError):
+class StoreUnavailable(GatewayError):
+    """A store the gateway depends on (Cosmos, the key store) cannot be read."""
+
     status = 503
+    code = "store_unavailable"
+
+
+class CatalogUnavailable(StoreUnavailable):
     code = "catalog_unavailable"
+
+
+class KeyStoreUnavailable(StoreUnavailable):
+    code = "key_store_unavailable"
 
 
 class ConfigurationError(GatewayError):

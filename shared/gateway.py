@@ -8,24 +8,17 @@ result.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import payloads
 from .catalog import Catalog
-from .domain import LLMModel, Operation
+from .domain import Caller, LLMModel, Operation
 from .errors import ModelNotFound, UnsupportedOperation
 from .http import EventStream, Inbound, JSONResult
 from .llm import litellm
+from .projects import Authenticator
 from .providers import ProviderCall, ProviderMapper
 from .upstream import translate
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a project, or nobody in particular when anonymous use is allowed."""
-
-    project: str | None = None
 
 
 class Gateway:
@@ -33,11 +26,13 @@ class Gateway:
         self,
         catalog: Catalog,
         providers: ProviderMapper,
+        authenticator: Authenticator,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.catalog = catalog
         self.providers = providers
+        self.authenticator = authenticator
         self.environment = environment
         self._closers = closers
 
@@ -78,7 +73,7 @@ class Gateway:
         return EventStream(await _primed(_chat_chunks(response, model, call)))
 
     async def _caller(self, inbound: Inbound) -> Caller:
-        return Caller()
+        return await self.authenticator.caller(inbound.headers)
 
     async def _visible_model(self, caller: Caller, model_id: str) -> LLMModel:
         model = await self.catalog.find(model_id)
@@ -109,8 +104,15 @@ def _model_object(model: LLMModel) -> dict[str, Any]:
 
 
 def _for_caller(payload: dict[str, Any], model: LLMModel) -> dict[str, Any]:
-    """A provider payload as the caller sees it: named after the catalog model."""
+    """A provider payload as the caller sees it: named after the catalog model,
+    without the fields LiteLLM adds (its own cost estimate, provider extras)."""
     payload["model"] = model.id
+    payload.pop("provider_specific_fields", None)
+    for choice in payload.get("choices") or ():
+        choice.pop("provider_specific_fields", None)
+    usage = payload.get("usage")
+    if isinstance(usage, dict):
+        usage.pop("cost", None)
     return payload
 
 

@@ -8,6 +8,7 @@ never pay for it), with the flags that keep it off the internet set first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from types import ModuleType
@@ -31,6 +32,7 @@ def _import_litellm() -> ModuleType:
             litellm.telemetry = False
             litellm.drop_params = False
             litellm.turn_off_message_logging = True
+            logging.getLogger("LiteLLM").setLevel(logging.WARNING)
             _module = litellm
     return _module
 

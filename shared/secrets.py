@@ -96,3 +96,56 @@ class SecretResolver:
             return value
         finally:
             del self._pending[name]
+
+
+def key_vault_name(name: str) -> str:
+    """Key Vault secret names allow letters, digits and dashes: `_` is written `-`."""
+    return name.replace("_", "-")
+
+
+class KeyVaultSecretSource:
+    """Secrets from Azure Key Vault through the async client and `DefaultAzureCredential`.
+
+    The client is created on first use and reused. A vault that cannot be
+    reached is an error naming the vault, never a missing secret.
+    """
+
+    def __init__(self, vault_url: str, verify_challenge_resource: bool = True) -> None:
+        self.vault_url = vault_url
+        self.description = f"Key Vault {vault_url}"
+        self._verify_challenge_resource = verify_challenge_resource
+        self._client: Any = None
+        self._credential: Any = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from azure.identity.aio import DefaultAzureCredential
+            from azure.keyvault.secrets.aio import SecretClient
+
+            self._credential = DefaultAzureCredential()
+            self._client = SecretClient(
+                self.vault_url,
+                self._credential,
+                verify_challenge_resource=self._verify_challenge_resource,
+            )
+        return self._client
+
+    async def get(self, name: str) -> str | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            secret = await self._get_client().get_secret(key_vault_name(name))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise ConfigurationError(
+                f"Secret reference ${name} could not be read from {self.description} "
+                f"({type(exc).__name__})."
+            ) from None
+        return secret.value
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            await self._credential.close()
+            self._client = self._credential = None

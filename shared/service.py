@@ -5,38 +5,47 @@ Building is cheap and does no I/O; clients connect on first use.
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .catalog import Catalog, CatalogSource, CosmosCatalogSource, FileCatalogSource
-from .cosmos import CosmosDatabase
+from .catalog import Catalog
 from .gateway import Gateway
 from .http import Operation, respond
 from .identity import AzureTokenSource
+from .projects import Authenticator
 from .providers import ProviderMapper
-from .secrets import EnvironmentSecretSource, SecretResolver
+from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
+from .stores import Stores
+
+logger = logging.getLogger(__name__)
+#: The Azure SDKs log every HTTP request and response at INFO.
+for _name in ("azure.core.pipeline.policies.http_logging_policy", "azure.cosmos._cosmos_http_logging_policy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def build_gateway(settings: Settings) -> Gateway:
-    source: CatalogSource
+    stores = Stores.from_settings(settings)
     tokens = AzureTokenSource()
-    closers = [tokens.close]
-    if settings.cosmos_url:
-        database = CosmosDatabase(
-            settings.cosmos_url,
-            settings.cosmos_key,
-            settings.cosmos_database_id,
-            settings.cosmos_verify_tls,
-        )
-        source = CosmosCatalogSource(database, settings.cosmos_container_id)
-        closers.append(database.close)
+    closers = [*stores.closers, tokens.close]
+    secret_source: SecretSource
+    if settings.key_vault_url:
+        vault = KeyVaultSecretSource(settings.key_vault_url, settings.key_vault_verify_challenge_resource)
+        closers.append(vault.close)
+        secret_source = vault
     else:
-        source = FileCatalogSource(settings.models_file)
-    secrets = SecretResolver(EnvironmentSecretSource(), settings.secret_ttl_seconds)
+        secret_source = EnvironmentSecretSource()
+    if settings.allow_anonymous:
+        logger.warning(
+            "ALLOW_ANONYMOUS is on: requests without a valid API key are served. "
+            "Use this only on a developer machine."
+        )
     return Gateway(
-        catalog=Catalog(source, settings.catalog_ttl_seconds),
-        providers=ProviderMapper(secrets, tokens),
+        catalog=Catalog(stores.catalog, settings.catalog_ttl_seconds),
+        providers=ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens),
+        authenticator=Authenticator(stores.projects, settings.allow_anonymous),
         environment=settings.environment,
         closers=closers,
     )

@@ -17,7 +17,9 @@ SETTING_NAMES: tuple[str, ...] = (
     "COSMOS_USAGE_CONTAINER_ID",
     "COSMOS_VERIFY_TLS",
     "MODELS_FILE",
+    "PROJECTS_FILE",
     "KEY_VAULT_URL",
+    "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
     "ALLOW_ANONYMOUS",
     "ENVIRONMENT",
     "CATALOG_TTL_SECONDS",
@@ -66,7 +68,9 @@ class Settings:
     cosmos_usage_container_id: str = "usage"
     cosmos_verify_tls: bool = True
     models_file: str = "models.json"
+    projects_file: str = "projects.json"
     key_vault_url: str | None = None
+    key_vault_verify_challenge_resource: bool = True
     allow_anonymous: bool = False
     environment: str = "development"
     catalog_ttl_seconds: float = 60.0
@@ -95,7 +99,12 @@ class Settings:
             ),
             cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
             models_file=text("MODELS_FILE", defaults.models_file),
+            projects_file=text("PROJECTS_FILE", defaults.projects_file),
             key_vault_url=text("KEY_VAULT_URL"),
+            key_vault_verify_challenge_resource=_flag(
+                "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+                env.get("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "true"),
+            ),
             allow_anonymous=_flag("ALLOW_ANONYMOUS", env.get("ALLOW_ANONYMOUS", "false")),
             environment=text("ENVIRONMENT", defaults.environment),
             catalog_ttl_seconds=_number(

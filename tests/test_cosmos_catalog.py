@@ -1,5 +1,7 @@
 """The catalog in Cosmos DB (the npm Cosmos DB server), outages included."""
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -56,6 +58,7 @@ def test_a_cosmos_outage_is_a_503_never_model_not_found(fake_azure, tmp_path):
     try:
         assert httpx.get(f"{warm.url}/v1/models").status_code == 200
         server.stop()
+        time.sleep(1.1)  # past the minimum interval between early refreshes
 
         for gateway in (cold, warm):
             response = httpx.post(

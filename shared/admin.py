@@ -1,0 +1,160 @@
+"""Project and API key management, against the configured store.
+
+    python -m shared.admin keys create-project team-a --name "Team A"
+    python -m shared.admin keys issue team-a --name ci [--expires-days 90]
+    python -m shared.admin keys list [team-a]
+    python -m shared.admin keys disable <key id>
+    python -m shared.admin keys delete <key id>
+
+The store is the Cosmos `projects` container when COSMOS_URL is set, else
+PROJECTS_FILE, as for the gateway. A new key is printed once; only its
+SHA-256 hash is stored. A key id is the first 12 characters of that hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .projects import (
+    KEY_DOCUMENT_PREFIX,
+    ProjectStore,
+    hash_key,
+    key_document_id,
+    key_is_usable,
+    new_key,
+    utc_now,
+)
+from .settings import Settings
+from .stores import Stores
+
+KEY_ID_LENGTH = 12
+
+
+class AdminError(Exception):
+    """A management command that cannot be carried out, with the reason."""
+
+
+def key_id(document: dict[str, Any]) -> str:
+    return document["id"][len(KEY_DOCUMENT_PREFIX) :][:KEY_ID_LENGTH]
+
+
+async def create_project(store: ProjectStore, project_id: str, name: str | None, admin: bool) -> str:
+    if await store.read(project_id) is not None:
+        raise AdminError(f"project '{project_id}' already exists")
+    await store.upsert(
+        {"id": project_id, "type": "project", "name": name or project_id, "admin": admin, "created": utc_now()}
+    )
+    return f"created project {project_id}"
+
+
+async def issue_key(store: ProjectStore, project_id: str, name: str, expires_days: int | None) -> str:
+    project = await store.read(project_id)
+    if project is None or project.get("type") != "project":
+        raise AdminError(f"no project '{project_id}'; create it first")
+    key = new_key()
+    expires = None
+    if expires_days is not None:
+        expires = (datetime.now(timezone.utc) + timedelta(days=expires_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    document = {
+        "id": key_document_id(hash_key(key)),
+        "type": "key",
+        "project": project_id,
+        "name": name,
+        "created": utc_now(),
+        "expires": expires,
+        "disabled": False,
+    }
+    await store.upsert(document)
+    return f"key id {key_id(document)} for project {project_id} (shown once, store it now):\n{key}"
+
+
+async def list_keys(store: ProjectStore, project_id: str | None) -> str:
+    rows = ["KEY ID        PROJECT            NAME               CREATED               EXPIRES               STATE"]
+    for document in sorted(await store.documents(), key=lambda d: (d.get("project", ""), d.get("created", ""))):
+        if document.get("type") != "key" or project_id not in (None, document["project"]):
+            continue
+        state = "active" if key_is_usable(document) else ("disabled" if document.get("disabled") else "expired")
+        rows.append(
+            f"{key_id(document):<13} {document['project']:<18} {document.get('name', ''):<18} "
+            f"{document.get('created', ''):<21} {document.get('expires') or '-':<21} {state}"
+        )
+    return "\n".join(rows)
+
+
+async def _key_document(store: ProjectStore, wanted: str) -> dict[str, Any]:
+    matches = [
+        document
+        for document in await store.documents()
+        if document.get("type") == "key" and key_id(document).startswith(wanted)
+    ]
+    if len(matches) != 1:
+        raise AdminError(f"{'no' if not matches else 'more than one'} key matches id '{wanted}'")
+    return matches[0]
+
+
+async def disable_key(store: ProjectStore, wanted: str) -> str:
+    document = await _key_document(store, wanted)
+    await store.upsert(document | {"disabled": True})
+    return f"disabled key {key_id(document)} of project {document['project']}"
+
+
+async def delete_key(store: ProjectStore, wanted: str) -> str:
+    document = await _key_document(store, wanted)
+    await store.delete(document["id"])
+    return f"deleted key {key_id(document)} of project {document['project']}"
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
+    areas = root.add_subparsers(dest="area", required=True)
+    keys = areas.add_parser("keys", help="projects and their API keys").add_subparsers(dest="command", required=True)
+    create = keys.add_parser("create-project", help="create a project")
+    create.add_argument("project")
+    create.add_argument("--name")
+    create.add_argument("--admin", action="store_true", help="may use the admin API")
+    issue = keys.add_parser("issue", help="issue a new key for a project (printed once)")
+    issue.add_argument("project")
+    issue.add_argument("--name", default="default")
+    issue.add_argument("--expires-days", type=int)
+    listing = keys.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("project", nargs="?")
+    for command in ("disable", "delete"):
+        keys.add_parser(command, help=f"{command} a key").add_argument("key_id")
+    return root
+
+
+async def run(arguments: argparse.Namespace, stores: Stores) -> str:
+    store = stores.projects
+    try:
+        match arguments.command:
+            case "create-project":
+                return await create_project(store, arguments.project, arguments.name, arguments.admin)
+            case "issue":
+                return await issue_key(store, arguments.project, arguments.name, arguments.expires_days)
+            case "list":
+                return await list_keys(store, arguments.project)
+            case "disable":
+                return await disable_key(store, arguments.key_id)
+            case _:
+                return await delete_key(store, arguments.key_id)
+    finally:
+        for close in stores.closers:
+            await close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    try:
+        print(asyncio.run(run(arguments, Stores.from_settings(Settings.from_environment()))))
+    except AdminError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Projects and their API keys: storage, and authenticating callers.
+
+Only a key's SHA-256 hash is stored. Projects and keys are documents of one
+store (the Cosmos `projects` container, or locally a JSON file):
+
+    {"id": "team-a", "type": "project", "name": "Team A", "admin": false}
+    {"id": "key-<sha256 hex>", "type": "key", "project": "team-a", "name": "ci",
+     "created": "2026-11-26T10:00:00Z", "expires": null, "disabled": false}
+
+A key is found by a point read of `key-<hash>`, never by a scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from .cosmos import CosmosDatabase
+from .domain import Caller
+from .errors import AuthenticationFailed, KeyStoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "sk-gw-"
+KEY_DOCUMENT_PREFIX = "key-"
+#: How long a key look-up is trusted; a disabled key stops working within it.
+KEY_CACHE_SECONDS = 60.0
+#: How long an unknown key is remembered as unknown.
+UNKNOWN_KEY_CACHE_SECONDS = 5.0
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_document_id(key_hash: str) -> str:
+    return KEY_DOCUMENT_PREFIX + key_hash
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def key_is_usable(document: Mapping[str, Any], now: datetime | None = None) -> bool:
+    if document.get("disabled"):
+        return False
+    expires = document.get("expires")
+    return not expires or _parse_time(expires) > (now or datetime.now(timezone.utc))
+
+
+class ProjectStore(Protocol):
+    description: str
+
+    async def read(self, document_id: str) -> dict[str, Any] | None: ...
+
+    async def documents(self) -> list[dict[str, Any]]: ...
+
+    async def upsert(self, document: dict[str, Any]) -> None: ...
+
+    async def delete(self, document_id: str) -> None: ...
+
+
+class FileProjectStore:
+    """Projects and keys in a JSON file (the local default), re-read when it changes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.description = f"projects file {self.path}"
+        self._by_id: dict[str, dict[str, Any]] = {}
+        self._mtime: float | None = None
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return {}
+        if mtime != self._mtime:
+            documents = json.loads(self.path.read_text(encoding="utf-8"))
+            self._by_id = {document["id"]: document for document in documents}
+            self._mtime = mtime
+        return self._by_id
+
+    def _save(self, by_id: dict[str, dict[str, Any]]) -> None:
+        self.path.write_text(json.dumps(list(by_id.values()), indent=2) + "\n", encoding="utf-8")
+        self._mtime = None
+
+    async def read(self, document_id: str) -> dict[str, Any] | None:
+        return (await asyncio.to_thread(self._load)).get(document_id)
+
+    async def documents(self) -> list[dict[str, Any]]:
+        return list((await asyncio.to_thread(self._load)).values())
+
+    async def upsert(self, document: dict[str, Any]) -> None:
+        by_id = dict(await asyncio.to_thread(self._load))
+        by_id[document["id"]] = document
+        await asyncio.to_thread(self._save, by_id)
+
+    async def delete(self, document_id: str) -> None:
+        by_id = dict(await asyncio.to_thread(self._load))
+        by_id.pop(document_id, None)
+        await asyncio.to_thread(self._save, by_id)
+
+
+class CosmosProjectStore:
+    """The Cosmos `projects` container (partition key `/id`)."""
+
+    def __init__(self, database: CosmosDatabase, container_id: str) -> None:
+        self.database = database
+        self.container_id = container_id
+        self.description = f"Cosmos container {container_id}"
+
+    async def read(self, document_id: str) -> dict[str, Any] | None:
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+        container = await self.database.container(self.container_id)
+        try:
+            return await container.read_item(document_id, partition_key=document_id)
+        except CosmosResourceNotFoundError:
+            return None
+
+    async def documents(self) -> list[dict[str, Any]]:
+        container = await self.database.container(self.container_id)
+        return [item async for item in container.query_items("SELECT * FROM c")]
+
+    async def upsert(self, document: dict[str, Any]) -> None:
+        container = await self.database.container(self.container_id)
+        await container.upsert_item(document)
+
+    async def delete(self, document_id: str) -> None:
+        container = await self.database.container(self.container_id)
+        await container.delete_item(document_id, partition_key=document_id)
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key from `Authorization: Bearer <key>` or `api-key: <key>`."""
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("api-key", "").strip() or None
+
+
+class Authenticator:
+    """Turns a request's key into the calling project, with a short cache."""
+
+    def __init__(
+        self,
+        store: ProjectStore,
+        allow_anonymous: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.allow_anonymous = allow_anonymous
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+
+    async def caller(self, headers: Mapping[str, str]) -> Caller:
+        key = presented_key(headers)
+        found = await self._lookup(hash_key(key)) if key else None
+        if found is not None:
+            return found
+        if self.allow_anonymous:
+            return Caller()
+        if key is None:
+            raise AuthenticationFailed(
+                "No API key provided. Send it as 'Authorization: Bearer <key>' or 'api-key: <key>'."
+            )
+        raise AuthenticationFailed("The API key is not valid, or it is expired or disabled.")
+
+    async def _lookup(self, key_hash: str) -> Caller | None:
+        cached = self._cache.get(key_hash)
+        now = self._clock()
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        try:
+            document = await self.store.read(key_document_id(key_hash))
+        except Exception as exc:
+            raise KeyStoreUnavailable(
+                f"Keys cannot be checked: {self.store.description} is unavailable."
+            ) from exc
+        caller = None
+        if document is not None and key_is_usable(document):
+            caller = Caller(project=document["project"])
+        lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
+        self._cache[key_hash] = (now + lifetime, caller)
+        return caller
