@@ -31,7 +31,6 @@ def _import_litellm() -> ModuleType:
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             litellm.drop_params = False
-            litellm.turn_off_message_logging = True
             logging.getLogger("LiteLLM").setLevel(logging.WARNING)
             _module = litellm
     return _module

@@ -1,0 +1,135 @@
+"""Secrets from Key Vault and tokens from managed identity, as in Azure Functions.
+
+The gateway runs with `KEY_VAULT_URL` pointing at a fake vault over TLS and
+with `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` pointing at a fake App Service
+managed identity endpoint, so the real async Key Vault client and
+`DefaultAzureCredential` do their real work.
+"""
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import API_VERSION, azure_entry, gateway_env
+from tests.fakes.key_vault import FakeKeyVault, tls_files
+from tests.fakes.managed_identity import FakeManagedIdentity
+from tests.fakes.server import ServerThread
+from tests.support import GatewayProcess, write_catalog
+
+VAULT_KEY = "vault-held-key-5d1c9e2a7b"
+ROTATED_KEY = "vault-rotated-key-88f0c3a1"
+SECRET_TTL = 2
+USER = [{"role": "user", "content": "from the vault"}]
+
+
+def managed_identity_token(token: str) -> bool:
+    return token.startswith("mi-token-cognitiveservices.azure.com-")
+
+
+@pytest.fixture(scope="module")
+def identity():
+    fake = FakeManagedIdentity(header_secret="functions-identity-header")
+    with ServerThread(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def vault(identity, tmp_path_factory):
+    fake = FakeKeyVault(lambda token: token.startswith("mi-token-vault.azure.net-"))
+    fake.set_secret("VAULT-KEY-A", VAULT_KEY)
+    fake.tls = tls_files(tmp_path_factory.mktemp("vault-tls"))
+    with ServerThread(fake, ssl_certfile=fake.tls.certfile, ssl_keyfile=fake.tls.keyfile) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("vault-gateway")
+    vault_key = {"endpoint": fake_azure.url, "api_version": API_VERSION, "api_key": "$VAULT_KEY_A"}
+    catalog = write_catalog(directory / "models.json", [
+        azure_entry("vault-chat", "dep-vault", fake_azure.url, parameters=vault_key),
+        azure_entry("keyless-chat", "dep-keyless", fake_azure.url,
+                    parameters={"endpoint": fake_azure.url, "api_version": API_VERSION}),
+        azure_entry("vault-missing", "dep-vault", fake_azure.url,
+                    parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}),
+    ])  # fmt: skip
+    env = gateway_env(
+        MODELS_FILE=str(catalog),
+        KEY_VAULT_URL=vault.url,
+        KEY_VAULT_VERIFY_CHALLENGE_RESOURCE="false",
+        SSL_CERT_FILE=vault.tls.ca_bundle,
+        SECRET_TTL_SECONDS=str(SECRET_TTL),
+        VAULT_KEY_A="an-environment-value-that-must-not-be-used",
+        **identity.environment(identity.url),
+    )
+    fake_azure.keys |= {"dep-vault": VAULT_KEY, "dep-keyless": "no-key-accepted"}
+    fake_azure.accepts_token = managed_identity_token
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    yield process
+    process.stop()
+    fake_azure.accepts_token = lambda token: False
+
+
+def client_of(gateway):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="local", max_retries=0)
+
+
+def test_secret_references_resolve_from_the_vault_once_per_ttl(vault_gateway, vault, fake_azure):
+    async def burst():
+        client = openai.AsyncOpenAI(base_url=f"{vault_gateway.url}/v1", api_key="local", max_retries=0)
+        return await asyncio.gather(*(client.chat.completions.create(model="vault-chat", messages=USER)
+                                      for _ in range(30)))  # fmt: skip
+
+    replies = asyncio.run(burst())
+    assert {reply.choices[0].message.content for reply in replies} == {"echo: from the vault"}
+    assert {request.headers["api-key"] for request in fake_azure.requests_for("dep-vault")} == {VAULT_KEY}
+    assert vault.reads["VAULT-KEY-A"] == 1
+
+
+def test_a_rotated_secret_is_used_after_the_ttl_without_a_restart(vault_gateway, vault, fake_azure):
+    client = client_of(vault_gateway)
+    client.chat.completions.create(model="vault-chat", messages=USER)
+    vault.set_secret("VAULT-KEY-A", ROTATED_KEY)
+    fake_azure.keys["dep-vault"] = ROTATED_KEY
+    try:
+        time.sleep(SECRET_TTL + 0.2)
+        client.chat.completions.create(model="vault-chat", messages=USER)
+        assert fake_azure.requests_for("dep-vault")[-1].headers["api-key"] == ROTATED_KEY
+    finally:
+        vault.set_secret("VAULT-KEY-A", VAULT_KEY)
+        fake_azure.keys["dep-vault"] = VAULT_KEY
+        time.sleep(SECRET_TTL + 0.2)
+
+
+def test_a_secret_missing_from_the_vault_is_a_500_naming_the_reference(vault_gateway):
+    response = httpx.post(
+        f"{vault_gateway.url}/v1/chat/completions", json={"model": "vault-missing", "messages": USER}
+    )
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "configuration_error"
+    assert "$NOT_IN_VAULT" in error["message"] and "vault-missing" in error["message"]
+
+
+def test_a_model_without_a_key_uses_the_managed_identity_token(vault_gateway, identity, fake_azure):
+    client = client_of(vault_gateway)
+    for _ in range(5):
+        assert client.chat.completions.create(model="keyless-chat", messages=USER).model == "keyless-chat"
+    upstream = fake_azure.requests_for("dep-keyless")
+    assert len(upstream) == 5
+    assert all(managed_identity_token(r.headers["authorization"].removeprefix("Bearer ")) for r in upstream)
+    assert all("api-key" not in r.headers for r in upstream)
+    cognitive_tokens = [t for resource, t in identity.tokens_issued if "cognitiveservices" in resource]
+    assert len(cognitive_tokens) == 1  # fetched once, then cached
+
+
+def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):
+    client_of(vault_gateway).chat.completions.create(model="vault-chat", messages=USER)
+    log = vault_gateway.log()
+    for secret in (VAULT_KEY, ROTATED_KEY, *(token for _, token in identity.tokens_issued)):
+        assert secret not in log
