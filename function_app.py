@@ -32,3 +32,28 @@ async def get_model(req: Request) -> Response:
 @app.route(route="v1/chat/completions", methods=["POST"])
 async def chat_completions(req: Request) -> Response:
     return await handle(req, gateway.chat_completions)
+
+
+@app.route(route="v1/embeddings", methods=["POST"])
+async def embeddings(req: Request) -> Response:
+    return await handle(req, gateway.embeddings)
+
+
+@app.route(route="v1/images/generations", methods=["POST"])
+async def image_generations(req: Request) -> Response:
+    return await handle(req, gateway.image_generations)
+
+
+@app.route(route="v1/audio/speech", methods=["POST"])
+async def speech(req: Request) -> Response:
+    return await handle(req, gateway.speech)
+
+
+@app.route(route="v1/audio/transcriptions", methods=["POST"])
+async def transcriptions(req: Request) -> Response:
+    return await handle(req, gateway.transcriptions)
+
+
+@app.route(route="v1/responses", methods=["POST"])
+async def responses(req: Request) -> Response:
+    return await handle(req, gateway.responses)

@@ -14,11 +14,15 @@ from . import payloads
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation
 from .errors import ModelNotFound, UnsupportedOperation
-from .http import EventStream, Inbound, JSONResult
+from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .projects import Authenticator
 from .providers import ProviderCall, ProviderMapper
 from .upstream import translate
+
+
+#: Room for the form fields around an audio upload of the maximum size.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 class Gateway:
@@ -58,19 +62,69 @@ class Gateway:
         return JSONResult(_model_object(await self._visible_model(caller, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | EventStream:
-        caller = await self._caller(inbound)
         body = payloads.chat_completion(await inbound.json())
-        model = await self._model_for(caller, body["model"], Operation.CHAT_COMPLETION)
-        call = await self.providers.call_for(model)
-        arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS) | call.arguments
-        llm = await litellm()
-        try:
-            response = await llm.acompletion(**arguments)
-        except Exception as exc:
-            raise translate(exc, model.id, call.secrets) or exc
+        model, call = await self._route(inbound, body["model"], Operation.CHAT_COMPLETION)
+        arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
+        response = await self._invoke("acompletion", model, call, arguments)
         if not body.get("stream"):
             return JSONResult(_for_caller(response.model_dump(), model))
-        return EventStream(await _primed(_chat_chunks(response, model, call)))
+        return EventStream(await _primed(_relay(response, model, call, _chat_chunk)))
+
+    async def embeddings(self, inbound: Inbound) -> JSONResult:
+        body = payloads.embedding(await inbound.json())
+        model, call = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
+        arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
+        response = await self._invoke("aembedding", model, call, arguments)
+        return JSONResult(_for_caller(response.model_dump(exclude_none=True), model))
+
+    async def image_generations(self, inbound: Inbound) -> JSONResult:
+        body = payloads.image_generation(await inbound.json())
+        model, call = await self._route(inbound, body["model"], Operation.IMAGES)
+        arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
+        response = await self._invoke("aimage_generation", model, call, arguments)
+        return JSONResult(_images_for_caller(response.model_dump(exclude_none=True)))
+
+    async def speech(self, inbound: Inbound) -> Content:
+        body = payloads.speech(await inbound.json())
+        model, call = await self._route(inbound, body["model"], Operation.AUDIO_TTS)
+        arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
+        response = await self._invoke("aspeech", model, call, arguments)
+        media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
+        return Content(response.content, media_type)
+
+    async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
+        fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
+        model, call = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
+        arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
+        arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
+        response = await self._invoke("atranscription", model, call, arguments)
+        if fields.get("response_format") in ("text", "srt", "vtt"):
+            return Content(response.text.encode(), "text/plain; charset=utf-8")
+        payload = response.model_dump(exclude_none=True)
+        return JSONResult({key: value for key, value in payload.items() if not key.startswith("_")})
+
+    async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
+        body = payloads.responses(await inbound.json())
+        model, call = await self._route(inbound, body["model"], Operation.RESPONSES)
+        arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
+        response = await self._invoke("aresponses", model, call, arguments)
+        if not body.get("stream"):
+            return JSONResult(_for_caller(response.model_dump(exclude_none=True), model))
+        return EventStream(await _primed(_relay(response, model, call, _response_event)), done_marker=False)
+
+    async def _route(self, inbound: Inbound, model_id: str, operation: Operation) -> tuple[LLMModel, ProviderCall]:
+        """The caller's model for `operation`, and how to call its provider."""
+        caller = await self._caller(inbound)
+        model = await self._model_for(caller, model_id, operation)
+        return model, await self.providers.call_for(model)
+
+    async def _invoke(self, function: str, model: LLMModel, call: ProviderCall, arguments: dict[str, Any]) -> Any:
+        """Call LiteLLM's `function` with the caller's arguments and the model's credentials."""
+        llm = await litellm()
+        try:
+            return await getattr(llm, function)(**(arguments | call.arguments))
+        except Exception as exc:
+            raise translate(exc, model.id, call.secrets) or exc
 
     async def _caller(self, inbound: Inbound) -> Caller:
         return await self.authenticator.caller(inbound.headers)
@@ -116,19 +170,44 @@ def _for_caller(payload: dict[str, Any], model: LLMModel) -> dict[str, Any]:
     return payload
 
 
-async def _chat_chunks(
-    stream: Any, model: LLMModel, call: ProviderCall
-) -> AsyncGenerator[tuple[str | None, Any], None]:
+def _images_for_caller(payload: dict[str, Any]) -> dict[str, Any]:
+    """The images and their usage; LiteLLM also echoes request settings (some it
+    made up, such as a default size) that OpenAI's schema would misread."""
+    images = {"created": payload.get("created"), "data": payload.get("data", [])}
+    usage = payload.get("usage")
+    if isinstance(usage, dict) and usage.get("total_tokens"):
+        images["usage"] = usage
+    return images
+
+
+Event = tuple[str | None, Any]
+
+
+async def _relay(
+    stream: Any, model: LLMModel, call: ProviderCall, to_event: Callable[[Any, LLMModel], Event]
+) -> AsyncGenerator[Event, None]:
+    """The provider's stream as SSE events, its failures as gateway errors."""
     try:
-        async for chunk in stream:
-            yield None, _for_caller(chunk.model_dump(exclude_none=True), model)
+        async for item in stream:
+            yield to_event(item, model)
     except Exception as exc:
         raise translate(exc, model.id, call.secrets) or exc
 
 
+def _chat_chunk(chunk: Any, model: LLMModel) -> Event:
+    return None, _for_caller(chunk.model_dump(exclude_none=True), model)
+
+
+def _response_event(event: Any, model: LLMModel) -> Event:
+    payload = event.model_dump(exclude_none=True)
+    if isinstance(payload.get("response"), dict):
+        _for_caller(payload["response"], model)
+    return payload.get("type"), payload
+
+
 async def _primed(
-    events: AsyncGenerator[tuple[str | None, Any], None],
-) -> AsyncGenerator[tuple[str | None, Any], None]:
+    events: AsyncGenerator[Event, None],
+) -> AsyncGenerator[Event, None]:
     """Wait for the first event now, so a failure to start is a plain HTTP error."""
     try:
         first = await anext(events)
@@ -138,8 +217,8 @@ async def _primed(
 
 
 async def _chain(
-    first: tuple[str | None, Any], rest: AsyncGenerator[tuple[str | None, Any], None]
-) -> AsyncGenerator[tuple[str | None, Any], None]:
+    first: Event, rest: AsyncGenerator[Event, None]
+) -> AsyncGenerator[Event, None]:
     try:
         yield first
         async for item in rest:

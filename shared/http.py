@@ -10,10 +10,12 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -33,7 +35,7 @@ class EventStream:
     being sent end the stream with an `error` event.
     """
 
-    events: AsyncIterator[tuple[str | None, Any]]
+    events: AsyncGenerator[tuple[str | None, Any], None]
     headers: dict[str, str] = field(default_factory=dict)
     done_marker: bool = True
 
@@ -76,19 +78,47 @@ class Inbound:
     def path_param(self, name: str) -> str:
         return str(self._request.path_params[name])
 
-    async def body(self) -> bytes:
-        """The body, refused with 413 past the limit without reading it all."""
+    async def _stream(self, limit: int) -> AsyncIterator[bytes]:
+        """The body's chunks, refused with 413 past `limit` without reading it all."""
         declared = self._request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise self._too_large()
-        chunks: list[bytes] = []
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
         size = 0
         async for chunk in self._request.stream():
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise self._too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if size > limit:
+                raise _too_large(limit)
+            yield chunk
+
+    async def body(self) -> bytes:
+        return b"".join([chunk async for chunk in self._stream(self.max_body_bytes)])
+
+    async def form(self, limit: int) -> dict[str, Any]:
+        """A multipart body: text fields as strings, files as `(filename, bytes)`.
+
+        Fields named `name[]` (how the OpenAI SDK sends arrays) become lists
+        under `name`. The upload is parsed as it streams in, spooled to disk
+        past 1 MB, and read into memory once.
+        """
+        if not self._request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequest("The request body must be multipart/form-data.")
+        parser = MultiPartParser(self._request.headers, self._stream(limit), max_files=4, max_fields=100)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise InvalidRequest(f"The multipart body is malformed: {exc.message}") from None
+        fields: dict[str, Any] = {}
+        try:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    fields[name] = (value.filename or "upload", await value.read())
+                elif name.endswith("[]"):
+                    fields.setdefault(name[:-2], []).append(value)
+                else:
+                    fields[name] = value
+        finally:
+            await form.close()
+        return fields
 
     async def json(self) -> dict[str, Any]:
         """The body as a JSON object, or a 400 saying what is wrong with it."""
@@ -103,10 +133,9 @@ class Inbound:
             raise InvalidRequest("The request body must be a JSON object.")
         return body
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"The request body is larger than the limit of {self.max_body_bytes} bytes."
-        )
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
 
 def request_id_for(request: Request) -> str:
@@ -188,6 +217,6 @@ async def _server_sent_events(stream: EventStream, request_id: str) -> AsyncIter
         logger.exception("stream %s failed with an unexpected error", request_id)
         yield _sse("error", internal_error(request_id).body())
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     if stream.done_marker:
         yield b"data: [DONE]\n\n"

@@ -1,11 +1,10 @@
 """Request bodies: what the gateway checks, and how the rest reaches LiteLLM.
 
 Only what the gateway itself needs is validated; every other field is passed
-on. Fields of OpenAI's published request schema go to LiteLLM as arguments
-(it translates them per provider); any other field goes in `extra_body`, sent
-upstream as it came. Nothing a caller sends can become a LiteLLM-only
-argument (an `api_base`, a credential, a mock), so a caller cannot redirect
-the gateway's credentials.
+on. The fields LiteLLM translates per provider go to it as arguments; any
+other field goes in `extra_body`, sent upstream as it came. Nothing a caller
+sends can become a LiteLLM-only argument (an `api_base`, a credential, a
+mock), so a caller cannot redirect the gateway's credentials.
 """
 
 from __future__ import annotations
@@ -26,6 +25,47 @@ CHAT_COMPLETION_FIELDS = frozenset(
         "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
     }
 )  # fmt: skip
+
+
+#: Embedding fields LiteLLM translates (CreateEmbeddingRequest, less model).
+EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "user"})
+
+#: Image fields LiteLLM translates for every provider; the rest of
+#: CreateImageRequest (response_format, style, background...) goes in extra_body,
+#: which LiteLLM's Azure image call would otherwise refuse.
+IMAGE_FIELDS = frozenset({"prompt", "n", "size", "quality", "user"})
+
+#: CreateSpeechRequest's fields, less model.
+SPEECH_FIELDS = frozenset({"input", "voice", "instructions", "response_format", "speed", "stream_format"})
+
+#: CreateResponse's properties in OpenAI's API schema, less `model`.
+RESPONSES_FIELDS = frozenset(
+    {
+        "background", "context_management", "conversation", "include", "input", "instructions",
+        "max_output_tokens", "max_tool_calls", "metadata", "moderation", "parallel_tool_calls",
+        "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_options",
+        "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
+        "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+        "top_logprobs", "top_p", "truncation", "user",
+    }
+)  # fmt: skip
+
+SPEECH_FORMATS: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+#: Transcription form fields LiteLLM sends on (CreateTranscriptionRequest's, less model).
+TRANSCRIPTION_FIELDS = frozenset(
+    {"file", "language", "prompt", "temperature", "response_format", "timestamp_granularities",
+     "chunking_strategy", "include"}
+)  # fmt: skip
+#: OpenAI's limit for an audio upload.
+MAX_AUDIO_BYTES = 25 * 1024 * 1024
 
 
 def litellm_arguments(body: dict[str, Any], known_fields: frozenset[str]) -> dict[str, Any]:
@@ -55,6 +95,91 @@ def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], de
     value = body.get(name)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
         raise InvalidRequest(f"'{name}' must be {described}.", param=name)
+
+
+def _required_text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"'{name}' is required and must be a non-empty string.", param=name)
+    return value
+
+
+def _one_of(body: dict[str, Any], name: str, allowed: Any) -> None:
+    value = body.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidRequest(f"'{name}' must be one of: {', '.join(allowed)}; got {value!r}.", param=name)
+
+
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(token, int) and not isinstance(token, bool) for token in value
+    )
+
+
+def embedding(body: dict[str, Any]) -> dict[str, Any]:
+    require_model(body)
+    value = body.get("input")
+    valid = (
+        (isinstance(value, str) and value != "")
+        or _is_token_list(value)
+        or (isinstance(value, list) and bool(value) and all(isinstance(item, str) and item for item in value))
+        or (isinstance(value, list) and bool(value) and all(_is_token_list(item) for item in value))
+    )
+    if not valid:
+        raise InvalidRequest(
+            "'input' is required: a non-empty string, array of strings, array of token ids, "
+            "or array of token id arrays.",
+            param="input",
+        )
+    _one_of(body, "encoding_format", ("float", "base64"))
+    _optional(body, "dimensions", int, "an integer")
+    return body
+
+
+def image_generation(body: dict[str, Any]) -> dict[str, Any]:
+    require_model(body)
+    _required_text(body, "prompt")
+    _optional(body, "n", int, "an integer")
+    _one_of(body, "response_format", ("url", "b64_json"))
+    return body
+
+
+def speech(body: dict[str, Any]) -> dict[str, Any]:
+    require_model(body)
+    _required_text(body, "input")
+    voice = body.get("voice")
+    if not (isinstance(voice, str) and voice) and not isinstance(voice, dict):
+        raise InvalidRequest("'voice' is required: a voice name or a voice object.", param="voice")
+    _one_of(body, "response_format", tuple(SPEECH_FORMATS))
+    _optional(body, "speed", (int, float), "a number")
+    return body
+
+
+def transcription(fields: dict[str, Any]) -> dict[str, Any]:
+    """Multipart fields (the file as `(filename, bytes)`), checked."""
+    require_model(fields)
+    upload = fields.get("file")
+    if not isinstance(upload, tuple):
+        raise InvalidRequest("'file' is required: the audio file to transcribe.", param="file")
+    if not upload[1]:
+        raise InvalidRequest("'file' is empty.", param="file")
+    _one_of(fields, "response_format", TRANSCRIPTION_FORMATS)
+    temperature = fields.get("temperature")
+    if temperature is not None:
+        try:
+            fields["temperature"] = float(temperature)
+        except ValueError:
+            raise InvalidRequest("'temperature' must be a number.", param="temperature") from None
+    return fields
+
+
+def responses(body: dict[str, Any]) -> dict[str, Any]:
+    require_model(body)
+    value = body.get("input")
+    if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
+        raise InvalidRequest("'input' is required: a string or a non-empty array of input items.", param="input")
+    _optional(body, "stream", bool, "a boolean")
+    return body
 
 
 def chat_completion(body: dict[str, Any]) -> dict[str, Any]:

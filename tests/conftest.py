@@ -45,6 +45,9 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("chat-b", "dep-b", fake_url),
         entry("rate-limited", "rate-limited", fake_url),
         entry("broken", "broken", fake_url),
+        entry("rate-limited-everything", "rate-limited", fake_url, operations=[
+            "embeddings", "images", "audio_tts", "audio_stt", "Responses",
+        ]),
         entry("filtered", "filtered", fake_url),
         entry("midstream-error", "midstream-error", fake_url),
         entry("slow", "slow", fake_url, parameters={
@@ -52,6 +55,13 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         }),
         entry("unreachable", "dep-a", "http://127.0.0.1:9"),
         entry("embed-only", "dep-a", fake_url, operations=["embeddings"]),
+        entry("image-model", "dep-a", fake_url, operations=["images"]),
+        entry("tts-model", "dep-b", fake_url, operations=["audio_tts"]),
+        entry("stt-model", "dep-a", fake_url, operations=["audio_stt"]),
+        entry("responses-model", "dep-b", fake_url, operations=["Responses"]),
+        entry("every-operation", "dep-a", fake_url, operations=[
+            "ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt",
+        ]),
         entry("misconfigured", "dep-a", fake_url, parameters={
             "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$NOT_SET_ANYWHERE",
         }),

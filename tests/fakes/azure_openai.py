@@ -5,6 +5,9 @@ Deployments are routed as Azure does (`/openai/deployments/{name}/...` with an
 accepted Entra bearer token. Answers derive from the request, so tests can
 prove what was sent: the reply text is `"echo: "` plus the last user text.
 
+Routes: chat completions (JSON and SSE), embeddings, image generations, speech,
+transcriptions (multipart) and the v1 Responses API (JSON and SSE).
+
 Deployments named after a fault produce it on every route:
 `rate-limited` (429 with Retry-After: 7), `broken` (500), `slow` (answers after
 5 s), `filtered` (400 content filter), `midstream-error` (a stream whose
@@ -14,7 +17,10 @@ connection drops after two chunks).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -71,6 +77,11 @@ class FakeAzureOpenAI:
         self.app = Starlette(
             routes=[
                 Route("/openai/deployments/{deployment}/chat/completions", self._chat, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/embeddings", self._embeddings, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/images/generations", self._images, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/audio/speech", self._speech, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/audio/transcriptions", self._transcription, methods=["POST"]),
+                Route("/openai/v1/responses", self._responses, methods=["POST"]),
             ]
         )
 
@@ -85,7 +96,13 @@ class FakeAzureOpenAI:
     async def _admit(self, request: Request) -> tuple[RecordedRequest, Response | None]:
         """Record the request; return an error response when it must not be served."""
         recorded = await record(request)
-        deployment = request.path_params["deployment"]
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            recorded.extra["form"] = {
+                key: (value if isinstance(value, str) else (value.filename, await value.read()))
+                for key, value in form.multi_items()
+            }
+        deployment = request.path_params.get("deployment") or (recorded.json or {}).get("model", "")
         recorded.extra["deployment"] = deployment
         with self._lock:
             self.requests.append(recorded)
@@ -213,3 +230,153 @@ class FakeAzureOpenAI:
         if (body.get("stream_options") or {}).get("include_usage"):
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+
+    async def _embeddings(self, request: Request) -> Response:
+        recorded, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
+        body = recorded.json or {}
+        inputs = body["input"]
+        if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        dimensions = body.get("dimensions") or 8
+        data = []
+        for index, item in enumerate(inputs):
+            digest = hashlib.sha256(json.dumps(item).encode()).digest()
+            vector = [round(digest[i % len(digest)] / 255, 6) for i in range(dimensions)]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(item) if isinstance(item, list) else words(item) for item in inputs)
+        return JSONResponse(
+            {"object": "list", "data": data, "model": "text-embedding-3-small",
+             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+            headers=AZURE_HEADERS,
+        )  # fmt: skip
+
+    async def _images(self, request: Request) -> Response:
+        recorded, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
+        body = recorded.json or {}
+        items = []
+        for index in range(body.get("n") or 1):
+            if body.get("response_format") == "b64_json":
+                items.append({"b64_json": base64.b64encode(TINY_PNG).decode(), "revised_prompt": body["prompt"]})
+            else:
+                items.append({"url": f"https://fake.blob.core.windows.net/images/{index}.png",
+                              "revised_prompt": body["prompt"]})  # fmt: skip
+        return JSONResponse({"created": int(time.time()), "data": items}, headers=AZURE_HEADERS)
+
+    async def _speech(self, request: Request) -> Response:
+        recorded, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
+        body = recorded.json or {}
+        audio_format = body.get("response_format") or "mp3"
+        audio = speech_bytes(audio_format, body["input"])
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(audio), 16):
+                yield audio[start : start + 16]
+
+        return StreamingResponse(chunks(), media_type=SPEECH_TYPES[audio_format], headers=AZURE_HEADERS)
+
+    async def _transcription(self, request: Request) -> Response:
+        recorded, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
+        form = recorded.extra["form"]
+        text = f"transcribed {len(form['file'][1])} bytes"
+        response_format = form.get("response_format", "json")
+        if response_format == "text":
+            return Response(text + "\n", media_type="text/plain", headers=AZURE_HEADERS)
+        if response_format == "srt":
+            return Response(f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n", media_type="text/plain")
+        if response_format == "vtt":
+            return Response(f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n", media_type="text/plain")
+        if response_format == "verbose_json":
+            verbose: dict[str, Any] = {
+                "task": "transcribe", "language": form.get("language", "english"), "duration": 1.0, "text": text,
+                "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": 1.0, "text": text, "tokens": [1, 2],
+                              "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.0, "no_speech_prob": 0.0}],
+            }  # fmt: skip
+            if form.get("timestamp_granularities[]") == "word":
+                verbose["words"] = [{"word": w, "start": 0.0, "end": 1.0} for w in text.split()]
+            return JSONResponse(verbose, headers=AZURE_HEADERS)
+        return JSONResponse({"text": text}, headers=AZURE_HEADERS)
+
+    async def _responses(self, request: Request) -> Response:
+        recorded, refusal = await self._admit(request)
+        if refusal is not None:
+            return refusal
+        body = recorded.json or {}
+        given = body.get("input")
+        text = "echo: " + (given if isinstance(given, str) else _text_of(given[-1].get("content")))
+        usage = {
+            "input_tokens": words(text) - 1, "output_tokens": words(text), "total_tokens": 2 * words(text) - 1,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+        }  # fmt: skip
+        if body.get("stream"):
+            return StreamingResponse(
+                response_events(body["model"], text, usage), media_type="text/event-stream", headers=AZURE_HEADERS
+            )
+        return JSONResponse(response_object(body["model"], text, "completed", usage), headers=AZURE_HEADERS)
+
+
+TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+SPEECH_TYPES = {
+    "mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
+    "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm",
+}  # fmt: skip
+
+
+def speech_bytes(audio_format: str, text: str) -> bytes:
+    """What the fake 'speaks': deterministic bytes naming the format and the input."""
+    return f"FAKEAUDIO:{audio_format}:{text}:".encode() * 4
+
+
+def _message_item(text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if text else []
+    return {"id": "msg_fake", "type": "message", "role": "assistant", "status": status, "content": content}
+
+
+def response_object(model: str, text: str, status: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": status,
+        "model": model, "output": [_message_item(text, status)] if status == "completed" else [],
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "usage": usage,
+        "error": None, "incomplete_details": None, "instructions": None, "metadata": {},
+        "temperature": 1.0, "top_p": 1.0, "text": {"format": {"type": "text"}},
+    }  # fmt: skip
+
+
+async def response_events(model: str, text: str, usage: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The Responses API event sequence for one text message."""
+    sequence = 0
+
+    def event(kind: str, **fields: Any) -> bytes:
+        nonlocal sequence
+        sequence += 1
+        payload = {"type": kind, "sequence_number": sequence, **fields}
+        return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    part = {"type": "output_text", "text": "", "annotations": []}
+    yield event("response.created", response=response_object(model, "", "in_progress", None))
+    yield event("response.in_progress", response=response_object(model, "", "in_progress", None))
+    yield event("response.output_item.added", output_index=0, item=_message_item("", "in_progress"))
+    yield event("response.content_part.added", item_id="msg_fake", output_index=0, content_index=0, part=part)
+    pieces = text.split(" ")
+    for position, piece in enumerate(pieces):
+        delta = piece if position == len(pieces) - 1 else piece + " "
+        yield event("response.output_text.delta", item_id="msg_fake", output_index=0, content_index=0,
+                    delta=delta, logprobs=[])  # fmt: skip
+    done_part = part | {"text": text}
+    yield event("response.output_text.done", item_id="msg_fake", output_index=0, content_index=0, text=text,
+                logprobs=[])  # fmt: skip
+    yield event("response.content_part.done", item_id="msg_fake", output_index=0, content_index=0, part=done_part)
+    yield event("response.output_item.done", output_index=0, item=_message_item(text, "completed"))
+    yield event("response.completed", response=response_object(model, text, "completed", usage))
