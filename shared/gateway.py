@@ -8,6 +8,7 @@ result.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import payloads
@@ -19,6 +20,16 @@ from .llm import litellm
 from .projects import Authenticator
 from .providers import ProviderCall, ProviderMapper
 from .upstream import translate
+from .usage import CLIENT_CLOSED_STATUS, Meter, UsageRecorder
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A call on its way to a provider: the model, its credentials, its meter."""
+
+    model: LLMModel
+    call: ProviderCall
+    meter: Meter
 
 
 #: Room for the form fields around an audio upload of the maximum size.
@@ -31,17 +42,20 @@ class Gateway:
         catalog: Catalog,
         providers: ProviderMapper,
         authenticator: Authenticator,
+        recorder: UsageRecorder,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.catalog = catalog
         self.providers = providers
         self.authenticator = authenticator
+        self.recorder = recorder
         self.environment = environment
         self._closers = closers
 
     async def close(self) -> None:
         """Release the clients the gateway opened (at shutdown)."""
+        await self.recorder.close()
         for close in self._closers:
             await close()
 
@@ -63,41 +77,45 @@ class Gateway:
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | EventStream:
         body = payloads.chat_completion(await inbound.json())
-        model, call = await self._route(inbound, body["model"], Operation.CHAT_COMPLETION)
+        stream = bool(body.get("stream"))
+        routed = await self._route(inbound, body["model"], Operation.CHAT_COMPLETION, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
-        response = await self._invoke("acompletion", model, call, arguments)
-        if not body.get("stream"):
-            return JSONResult(_for_caller(response.model_dump(), model))
-        return EventStream(await _primed(_relay(response, model, call, _chat_chunk)))
+        if not stream:
+            response = await self._invoke("acompletion", routed, arguments)
+            return JSONResult(_for_caller(response.model_dump(), routed.model))
+        caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        arguments["stream_options"] = (body.get("stream_options") or {}) | {"include_usage": True}
+        response = await self._invoke("acompletion", routed, arguments)
+        return EventStream(await _primed(_relay(response, routed, _chat_chunks(caller_wants_usage))))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult:
         body = payloads.embedding(await inbound.json())
-        model, call = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
+        routed = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
-        response = await self._invoke("aembedding", model, call, arguments)
-        return JSONResult(_for_caller(response.model_dump(exclude_none=True), model))
+        response = await self._invoke("aembedding", routed, arguments)
+        return JSONResult(_for_caller(response.model_dump(exclude_none=True), routed.model))
 
     async def image_generations(self, inbound: Inbound) -> JSONResult:
         body = payloads.image_generation(await inbound.json())
-        model, call = await self._route(inbound, body["model"], Operation.IMAGES)
+        routed = await self._route(inbound, body["model"], Operation.IMAGES)
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
-        response = await self._invoke("aimage_generation", model, call, arguments)
+        response = await self._invoke("aimage_generation", routed, arguments)
         return JSONResult(_images_for_caller(response.model_dump(exclude_none=True)))
 
     async def speech(self, inbound: Inbound) -> Content:
         body = payloads.speech(await inbound.json())
-        model, call = await self._route(inbound, body["model"], Operation.AUDIO_TTS)
+        routed = await self._route(inbound, body["model"], Operation.AUDIO_TTS)
         arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
-        response = await self._invoke("aspeech", model, call, arguments)
+        response = await self._invoke("aspeech", routed, arguments)
         media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
         return Content(response.content, media_type)
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
         fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
-        model, call = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
+        routed = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        response = await self._invoke("atranscription", model, call, arguments)
+        response = await self._invoke("atranscription", routed, arguments)
         if fields.get("response_format") in ("text", "srt", "vtt"):
             return Content(response.text.encode(), "text/plain; charset=utf-8")
         payload = response.model_dump(exclude_none=True)
@@ -105,26 +123,46 @@ class Gateway:
 
     async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
         body = payloads.responses(await inbound.json())
-        model, call = await self._route(inbound, body["model"], Operation.RESPONSES)
+        stream = bool(body.get("stream"))
+        routed = await self._route(inbound, body["model"], Operation.RESPONSES, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
-        response = await self._invoke("aresponses", model, call, arguments)
-        if not body.get("stream"):
-            return JSONResult(_for_caller(response.model_dump(exclude_none=True), model))
-        return EventStream(await _primed(_relay(response, model, call, _response_event)), done_marker=False)
+        response = await self._invoke("aresponses", routed, arguments)
+        if not stream:
+            return JSONResult(_for_caller(response.model_dump(exclude_none=True), routed.model))
+        return EventStream(await _primed(_relay(response, routed, _response_event)), done_marker=False)
 
-    async def _route(self, inbound: Inbound, model_id: str, operation: Operation) -> tuple[LLMModel, ProviderCall]:
-        """The caller's model for `operation`, and how to call its provider."""
+    async def _route(
+        self, inbound: Inbound, model_id: str, operation: Operation, *, stream: bool = False
+    ) -> Routed:
+        """The caller's model for `operation`, how to call its provider, and its meter."""
         caller = await self._caller(inbound)
         model = await self._model_for(caller, model_id, operation)
-        return model, await self.providers.call_for(model)
+        meter = Meter(
+            self.recorder,
+            request_id=inbound.request_id,
+            project=caller.project,
+            model=model,
+            operation=operation.value,
+            stream=stream,
+        )
+        return Routed(model, await self.providers.call_for(model), meter)
 
-    async def _invoke(self, function: str, model: LLMModel, call: ProviderCall, arguments: dict[str, Any]) -> Any:
-        """Call LiteLLM's `function` with the caller's arguments and the model's credentials."""
+    async def _invoke(self, function: str, routed: Routed, arguments: dict[str, Any]) -> Any:
+        """Call LiteLLM's `function` with the caller's arguments and the model's credentials.
+
+        A plain call is metered here; a stream is metered by `_relay` when it ends.
+        """
         llm = await litellm()
         try:
-            return await getattr(llm, function)(**(arguments | call.arguments))
+            response = await getattr(llm, function)(**(arguments | routed.call.arguments))
         except Exception as exc:
-            raise translate(exc, model.id, call.secrets) or exc
+            error = translate(exc, routed.model.id, routed.call.secrets)
+            routed.meter.finish(error.status if error else 500)
+            raise error or exc
+        if not routed.meter.stream:
+            routed.meter.count(getattr(response, "usage", None))
+            routed.meter.finish(200)
+        return response
 
     async def _caller(self, inbound: Inbound) -> Caller:
         return await self.authenticator.caller(inbound.headers)
@@ -184,24 +222,53 @@ Event = tuple[str | None, Any]
 
 
 async def _relay(
-    stream: Any, model: LLMModel, call: ProviderCall, to_event: Callable[[Any, LLMModel], Event]
+    stream: Any, routed: Routed, to_event: Callable[[Any, Routed], Event | None]
 ) -> AsyncGenerator[Event, None]:
-    """The provider's stream as SSE events, its failures as gateway errors."""
+    """The provider's stream as SSE events, its failures as gateway errors.
+
+    Its usage is recorded when it ends, however it ends: a caller who leaves
+    mid-stream is recorded with what was counted until then.
+    """
+    status = CLIENT_CLOSED_STATUS
     try:
         async for item in stream:
-            yield to_event(item, model)
+            event = to_event(item, routed)
+            if event is not None:
+                yield event
+        status = 200
     except Exception as exc:
-        raise translate(exc, model.id, call.secrets) or exc
+        error = translate(exc, routed.model.id, routed.call.secrets)
+        status = error.status if error else 500
+        raise error or exc
+    finally:
+        routed.meter.finish(status)
 
 
-def _chat_chunk(chunk: Any, model: LLMModel) -> Event:
-    return None, _for_caller(chunk.model_dump(exclude_none=True), model)
+def _chat_chunks(caller_wants_usage: bool) -> Callable[[Any, Routed], Event | None]:
+    """Chunks as the caller sees them. The gateway always asks for usage; the
+    usage-only chunk is forwarded only to a caller who asked for it."""
+
+    def convert(chunk: Any, routed: Routed) -> Event | None:
+        payload = chunk.model_dump(exclude_none=True)
+        usage = payload.get("usage")
+        if usage:
+            routed.meter.count(usage)
+            if not caller_wants_usage:
+                if not payload.get("choices"):
+                    return None
+                del payload["usage"]
+        return None, _for_caller(payload, routed.model)
+
+    return convert
 
 
-def _response_event(event: Any, model: LLMModel) -> Event:
+def _response_event(event: Any, routed: Routed) -> Event:
     payload = event.model_dump(exclude_none=True)
-    if isinstance(payload.get("response"), dict):
-        _for_caller(payload["response"], model)
+    response = payload.get("response")
+    if isinstance(response, dict):
+        _for_caller(response, routed.model)
+        if response.get("usage"):
+            routed.meter.count(response["usage"])
     return payload.get("type"), payload
 
 

@@ -19,6 +19,7 @@ from .providers import ProviderMapper
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
 from .stores import Stores
+from .usage import UsageRecorder
 
 logger = logging.getLogger(__name__)
 #: The Azure SDKs log every HTTP request and response at INFO.
@@ -46,6 +47,7 @@ def build_gateway(settings: Settings) -> Gateway:
         catalog=Catalog(stores.catalog, settings.catalog_ttl_seconds),
         providers=ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens),
         authenticator=Authenticator(stores.projects, settings.allow_anonymous),
+        recorder=UsageRecorder(stores.usage),
         environment=settings.environment,
         closers=closers,
     )

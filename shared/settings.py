@@ -18,6 +18,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "COSMOS_VERIFY_TLS",
     "MODELS_FILE",
     "PROJECTS_FILE",
+    "USAGE_FILE",
     "KEY_VAULT_URL",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
     "ALLOW_ANONYMOUS",
@@ -69,6 +70,7 @@ class Settings:
     cosmos_verify_tls: bool = True
     models_file: str = "models.json"
     projects_file: str = "projects.json"
+    usage_file: str = "usage.jsonl"
     key_vault_url: str | None = None
     key_vault_verify_challenge_resource: bool = True
     allow_anonymous: bool = False
@@ -100,6 +102,7 @@ class Settings:
             cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
             models_file=text("MODELS_FILE", defaults.models_file),
             projects_file=text("PROJECTS_FILE", defaults.projects_file),
+            usage_file=text("USAGE_FILE", defaults.usage_file),
             key_vault_url=text("KEY_VAULT_URL"),
             key_vault_verify_challenge_resource=_flag(
                 "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",

@@ -1,4 +1,4 @@
-"""Where the catalog and the projects live, chosen by the settings."""
+"""Where the catalog, the projects and the usage records live, chosen by the settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .catalog import CatalogSource, CosmosCatalogSource, FileCatalogSource
 from .cosmos import CosmosDatabase
 from .projects import CosmosProjectStore, FileProjectStore, ProjectStore
 from .settings import Settings
+from .usage import CosmosUsageStore, FileUsageStore, UsageStore
 
 
 @dataclass
@@ -17,12 +18,17 @@ class Stores:
 
     catalog: CatalogSource
     projects: ProjectStore
+    usage: UsageStore
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Stores":
         if not settings.cosmos_url:
-            return cls(FileCatalogSource(settings.models_file), FileProjectStore(settings.projects_file))
+            return cls(
+                FileCatalogSource(settings.models_file),
+                FileProjectStore(settings.projects_file),
+                FileUsageStore(settings.usage_file),
+            )
         database = CosmosDatabase(
             settings.cosmos_url,
             settings.cosmos_key,
@@ -32,5 +38,6 @@ class Stores:
         return cls(
             CosmosCatalogSource(database, settings.cosmos_container_id),
             CosmosProjectStore(database, settings.cosmos_projects_container_id),
+            CosmosUsageStore(database, settings.cosmos_usage_container_id),
             [database.close],
         )

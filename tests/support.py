@@ -59,7 +59,11 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {k: v for k, v in os.environ.items() if k not in _INHERITED_SETTINGS}
-        self.env |= {"PYTHONUNBUFFERED": "1"} | env
+        self.env |= {
+            "PYTHONUNBUFFERED": "1",
+            "USAGE_FILE": str(log_path.parent / "usage.jsonl"),
+            "PROJECTS_FILE": str(log_path.parent / "projects.json"),
+        } | env
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "GatewayProcess":
@@ -83,6 +87,13 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def usage_records(self) -> list[dict[str, Any]]:
+        """The records in the gateway's usage file (the local usage store)."""
+        path = Path(self.env["USAGE_FILE"])
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
 
     def stop(self) -> None:
         if self._process is not None:
