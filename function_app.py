@@ -57,3 +57,33 @@ async def transcriptions(req: Request) -> Response:
 @app.route(route="v1/responses", methods=["POST"])
 async def responses(req: Request) -> Response:
     return await handle(req, gateway.responses)
+
+
+@app.route(route="v1/usage", methods=["GET"])
+async def usage(req: Request) -> Response:
+    return await handle(req, gateway.management.own_usage)
+
+
+@app.route(route="v1/admin/usage", methods=["GET"])
+async def manage_usage(req: Request) -> Response:
+    return await handle(req, gateway.management.project_usage)
+
+
+@app.route(route="v1/admin/models", methods=["GET"])
+async def manage_list_models(req: Request) -> Response:
+    return await handle(req, gateway.management.list_models)
+
+
+@app.route(route="v1/admin/models/{model_id}", methods=["GET"])
+async def manage_get_model(req: Request) -> Response:
+    return await handle(req, gateway.management.get_model)
+
+
+@app.route(route="v1/admin/models/{model_id}", methods=["PUT"])
+async def manage_put_model(req: Request) -> Response:
+    return await handle(req, gateway.management.put_model)
+
+
+@app.route(route="v1/admin/models/{model_id}", methods=["DELETE"])
+async def manage_delete_model(req: Request) -> Response:
+    return await handle(req, gateway.management.delete_model)

@@ -1,13 +1,16 @@
-"""Project and API key management, against the configured store.
+"""Catalog, project and API key management, against the configured stores.
 
-    python -m shared.admin keys create-project team-a --name "Team A"
+    python -m shared.admin catalog validate models.json
+    python -m shared.admin catalog import models.json     # upsert into the catalog store
+    python -m shared.admin catalog export backup.json
+    python -m shared.admin keys create-project team-a --name "Team A" [--admin]
     python -m shared.admin keys issue team-a --name ci [--expires-days 90]
     python -m shared.admin keys list [team-a]
     python -m shared.admin keys disable <key id>
     python -m shared.admin keys delete <key id>
 
-The store is the Cosmos `projects` container when COSMOS_URL is set, else
-PROJECTS_FILE, as for the gateway. A new key is printed once; only its
+The stores are Cosmos (the `models` and `projects` containers) when
+COSMOS_URL is set, else MODELS_FILE and PROJECTS_FILE, as for the gateway. A new key is printed once; only its
 SHA-256 hash is stored. A key id is the first 12 characters of that hash.
 """
 
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .catalog import COSMOS_SYSTEM_FIELDS, CatalogSource
+from .domain import InvalidCatalogEntry, LLMModel
 from .projects import (
     KEY_DOCUMENT_PREFIX,
     ProjectStore,
@@ -108,9 +115,62 @@ async def delete_key(store: ProjectStore, wanted: str) -> str:
     return f"deleted key {key_id(document)} of project {document['project']}"
 
 
+def read_catalog_file(path: str) -> list[dict[str, Any]]:
+    """The documents of a catalog file, every one valid, or the reasons they are not."""
+    try:
+        documents = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"{path}: {exc}") from None
+    if not isinstance(documents, list):
+        raise AdminError(f"{path} must hold a JSON list of model documents")
+    problems = []
+    for index, document in enumerate(documents):
+        try:
+            LLMModel.from_document(document if isinstance(document, dict) else {})
+        except InvalidCatalogEntry as exc:
+            problems.append(f"document {index}: {exc}")
+    ids = [document.get("id") for document in documents]
+    problems += [f"id '{model_id}' appears more than once" for model_id in sorted({i for i in ids if ids.count(i) > 1})]
+    if problems:
+        raise AdminError(f"{path} is not a valid catalog:\n  " + "\n  ".join(problems))
+    return documents
+
+
+def _stored(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key not in COSMOS_SYSTEM_FIELDS | {"_ts"}}
+
+
+async def validate_catalog(path: str) -> str:
+    return f"{path}: {len(read_catalog_file(path))} valid model documents"
+
+
+async def import_catalog(source: CatalogSource, path: str) -> str:
+    documents = read_catalog_file(path)
+    existing = {document["id"]: _stored(document) for document in await source.load()}
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    for document in documents:
+        before = existing.get(document["id"])
+        if before == document:
+            counts["unchanged"] += 1
+            continue
+        await source.save(document)
+        counts["created" if before is None else "updated"] += 1
+    return f"imported {path} into {source.description}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+async def export_catalog(source: CatalogSource, path: str) -> str:
+    documents = sorted((_stored(d) for d in await source.load()), key=lambda d: str(d.get("id")))
+    Path(path).write_text(json.dumps(documents, indent=2) + "\n", encoding="utf-8")
+    return f"exported {len(documents)} model documents from {source.description} to {path}"
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
     areas = root.add_subparsers(dest="area", required=True)
+    catalog = areas.add_parser("catalog", help="the model catalog").add_subparsers(dest="command", required=True)
+    for command, text in (("validate", "check a catalog file"), ("import", "upsert a catalog file into the store"),
+                          ("export", "write the store's catalog to a file")):  # fmt: skip
+        catalog.add_parser(command, help=text).add_argument("file")
     keys = areas.add_parser("keys", help="projects and their API keys").add_subparsers(dest="command", required=True)
     create = keys.add_parser("create-project", help="create a project")
     create.add_argument("project")
@@ -130,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
 async def run(arguments: argparse.Namespace, stores: Stores) -> str:
     store = stores.projects
     try:
+        match arguments.area, arguments.command:
+            case "catalog", "validate":
+                return await validate_catalog(arguments.file)
+            case "catalog", "import":
+                return await import_catalog(stores.catalog, arguments.file)
+            case "catalog", _:
+                return await export_catalog(stores.catalog, arguments.file)
         match arguments.command:
             case "create-project":
                 return await create_project(store, arguments.project, arguments.name, arguments.admin)
@@ -153,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except AdminError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        print(f"error: the store failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -21,11 +21,17 @@ COSMOS_SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments"})
 
 
 class CatalogSource(Protocol):
-    """Where catalog documents live. `load` raises when the store fails."""
+    """Where catalog documents live. Every method raises when the store fails."""
 
     description: str
 
     async def load(self) -> list[dict[str, Any]]: ...
+
+    async def save(self, document: dict[str, Any]) -> None: ...
+
+    async def remove(self, model_id: str) -> bool:
+        """Delete a document; False when there was none."""
+        ...
 
 
 class FileCatalogSource:
@@ -40,6 +46,22 @@ class FileCatalogSource:
         if not isinstance(documents, list):
             raise ValueError(f"{self.path} must hold a JSON list of model documents")
         return documents
+
+    def _write(self, documents: list[dict[str, Any]]) -> None:
+        self.path.write_text(json.dumps(documents, indent=2) + "\n", encoding="utf-8")
+
+    async def save(self, document: dict[str, Any]) -> None:
+        existing = await self.load() if self.path.exists() else []
+        documents = [d for d in existing if d.get("id") != document["id"]]
+        await asyncio.to_thread(self._write, [*documents, document])
+
+    async def remove(self, model_id: str) -> bool:
+        documents = await self.load()
+        kept = [d for d in documents if d.get("id") != model_id]
+        if len(kept) == len(documents):
+            return False
+        await asyncio.to_thread(self._write, kept)
+        return True
 
 
 class CosmosCatalogSource:
@@ -56,6 +78,20 @@ class CosmosCatalogSource:
             {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
             async for item in container.query_items("SELECT * FROM c")
         ]
+
+    async def save(self, document: dict[str, Any]) -> None:
+        container = await self.database.container(self.container_id)
+        await container.upsert_item(document)
+
+    async def remove(self, model_id: str) -> bool:
+        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+        container = await self.database.container(self.container_id)
+        try:
+            await container.delete_item(model_id, partition_key=model_id)
+        except CosmosResourceNotFoundError:
+            return False
+        return True
 
 
 class Catalog:
@@ -93,6 +129,10 @@ class Catalog:
             await self._refresh()
             model = self._lookup(model_id)
         return model
+
+    async def reload(self) -> None:
+        """Refresh now (after a change made through this instance)."""
+        await self._refresh()
 
     async def entries(self) -> list[LLMModel]:
         await self._ensure_loaded()

@@ -61,6 +61,15 @@ class Caller:
     """Who is calling: a project, or nobody in particular when anonymous use is allowed."""
 
     project: str | None = None
+    #: May use the admin API (the project document says `"admin": true`).
+    admin: bool = False
+
+
+#: Parameters each provider needs; any one name of a tuple will do.
+REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {
+    Provider.AZURE: (("endpoint", "api_base"),),
+    Provider.GOOGLE: (("gcp_project",),),
+}
 
 
 class InvalidCatalogEntry(ValueError):
@@ -136,6 +145,9 @@ class LLMModel:
         parameters = document.get("parameters", {})
         if not isinstance(parameters, dict):
             raise fail("parameters", "must be an object")
+        for required in REQUIRED_PARAMETERS[provider]:
+            if not any(parameters.get(name) for name in required):
+                raise fail(f"parameters.{required[0]}", f"is required for {provider.value} models")
         costs = document.get("costs", {})
         if not isinstance(costs, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0

@@ -5,6 +5,7 @@
     │   ├── UnsupportedOperation    400 unsupported_operation
     │   └── PayloadTooLarge         413
     ├── AuthenticationFailed        401 authentication_error / invalid_api_key
+    ├── PermissionDenied            403 permission_error
     ├── ModelNotFound               404 model_not_found
     ├── UpstreamRejected            upstream 4xx, status passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
@@ -73,6 +74,12 @@ class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "admin_required"
 
 
 class ModelNotFound(GatewayError):

@@ -17,6 +17,7 @@ from .domain import Caller, LLMModel, Operation
 from .errors import ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
+from .management import Management
 from .projects import Authenticator
 from .providers import ProviderCall, ProviderMapper
 from .upstream import translate
@@ -42,6 +43,7 @@ class Gateway:
         catalog: Catalog,
         providers: ProviderMapper,
         authenticator: Authenticator,
+        management: Management,
         recorder: UsageRecorder,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
@@ -49,6 +51,7 @@ class Gateway:
         self.catalog = catalog
         self.providers = providers
         self.authenticator = authenticator
+        self.management = management
         self.recorder = recorder
         self.environment = environment
         self._closers = closers

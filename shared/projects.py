@@ -190,13 +190,16 @@ class Authenticator:
             return cached[1]
         try:
             document = await self.store.read(key_document_id(key_hash))
+            project = None
+            if document is not None and key_is_usable(document):
+                project = await self.store.read(document["project"])
         except Exception as exc:
             raise KeyStoreUnavailable(
                 f"Keys cannot be checked: {self.store.description} is unavailable."
             ) from exc
         caller = None
-        if document is not None and key_is_usable(document):
-            caller = Caller(project=document["project"])
+        if project is not None and not project.get("disabled"):
+            caller = Caller(project=project["id"], admin=project.get("admin") is True)
         lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
         self._cache[key_hash] = (now + lifetime, caller)
         return caller

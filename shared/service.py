@@ -14,6 +14,7 @@ from .catalog import Catalog
 from .gateway import Gateway
 from .http import Operation, respond
 from .identity import AzureTokenSource
+from .management import Management
 from .projects import Authenticator
 from .providers import ProviderMapper
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
@@ -43,10 +44,13 @@ def build_gateway(settings: Settings) -> Gateway:
             "ALLOW_ANONYMOUS is on: requests without a valid API key are served. "
             "Use this only on a developer machine."
         )
+    catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds)
+    authenticator = Authenticator(stores.projects, settings.allow_anonymous)
     return Gateway(
-        catalog=Catalog(stores.catalog, settings.catalog_ttl_seconds),
+        catalog=catalog,
         providers=ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens),
-        authenticator=Authenticator(stores.projects, settings.allow_anonymous),
+        authenticator=authenticator,
+        management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),
         environment=settings.environment,
         closers=closers,

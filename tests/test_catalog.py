@@ -14,6 +14,7 @@ def entry(model_id, code=None):
         "provider": "Azure",
         "model_type": "AzureOpenAI",
         "code": code or f"{model_id}-deployment",
+        "parameters": {"endpoint": "https://example.openai.azure.com"},
         "operations": ["ChatCompletion"],
     }
 
@@ -141,8 +142,8 @@ def test_a_failed_background_refresh_keeps_serving_the_cache():
 
 def test_invalid_documents_are_skipped_and_the_rest_served(tmp_path, caplog):
     path = tmp_path / "models.json"
-    path.write_text('[{"id": "ok", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c"},'
-                    ' {"id": "bad", "provider": "Mars", "model_type": "AzureOpenAI", "code": "c"}]')
+    path.write_text('[{"id": "ok", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c",'
+                    ' "parameters": {"endpoint": "https://e"}}, {"id": "bad", "provider": "Mars", "model_type": "AzureOpenAI", "code": "c"}]')
 
     async def scenario():
         return await Catalog(FileCatalogSource(path), 60).entries()

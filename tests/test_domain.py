@@ -52,6 +52,8 @@ def test_private_models_are_available_only_to_their_projects():
         ({"private": "yes"}, "private"),
         ({"parameters": []}, "parameters"),
         ({"created": "yesterday"}, "created"),
+        ({"parameters": {"api_key": "$KEY"}}, "parameters.endpoint"),
+        ({"provider": "Google", "model_type": "GoogleVertex", "parameters": {}}, "parameters.gcp_project"),
     ],
 )
 def test_a_bad_document_is_refused_naming_the_field(overrides, field):
@@ -64,7 +66,8 @@ def test_a_bad_document_is_refused_naming_the_field(overrides, field):
 def test_every_model_type_has_a_litellm_name():
     for model_type in ModelType:
         provider = "Azure" if model_type.value.startswith("Azure") else "Google"
+        parameters = {"endpoint": "https://e"} if provider == "Azure" else {"gcp_project": "p"}
         model = LLMModel.from_document(
-            document(provider=provider, model_type=model_type.value, code="some-model")
+            document(provider=provider, model_type=model_type.value, code="some-model", parameters=parameters)
         )
         assert "some-model" in model.litellm_model

@@ -1,0 +1,129 @@
+"""Model management and usage reports: the admin API's use cases, and the
+caller's own usage report.
+
+The admin API lives under `/v1/admin/`: Azure Functions reserves routes that
+start with `admin` for its host, so `/admin/...` cannot be served there. It is for projects flagged `"admin": true` (see `shared.admin`
+`keys create-project --admin`): one kind of credential for everything, managed
+like every other key, instead of a separate shared secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .catalog import Catalog
+from .domain import Caller, InvalidCatalogEntry, LLMModel
+from .errors import InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
+from .http import Inbound, JSONResult
+from .projects import Authenticator
+from .usage import ANONYMOUS_PROJECT, UsageStore, summarize, utc_timestamp
+
+GROUPINGS = ("model", "day")
+DEFAULT_REPORT_DAYS = 30
+
+
+def validate_model_document(document: Any, model_id: str | None = None) -> dict[str, Any]:
+    """A catalog document checked for storage, or a 400 naming the bad field."""
+    if not isinstance(document, dict):
+        raise InvalidRequest("The model document must be a JSON object.")
+    if model_id is not None:
+        if document.setdefault("id", model_id) != model_id:
+            raise InvalidRequest(f"'id' is {document['id']!r} but the path names {model_id!r}.", param="id")
+    try:
+        LLMModel.from_document(document)
+    except InvalidCatalogEntry as exc:
+        raise InvalidRequest(str(exc), param=exc.field_name) from None
+    return document
+
+
+def _moment(inbound: Inbound, name: str, default: datetime) -> datetime:
+    value = inbound.query.get(name)
+    if not value:
+        return default
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{name}' must be an ISO 8601 date or date-time, got {value!r}.", param=name
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+class Management:
+    def __init__(self, catalog: Catalog, usage: UsageStore, authenticator: Authenticator) -> None:
+        self.catalog = catalog
+        self.usage = usage
+        self.authenticator = authenticator
+
+    async def own_usage(self, inbound: Inbound) -> JSONResult:
+        caller = await self.authenticator.caller(inbound.headers)
+        return await self._report(inbound, caller.project or ANONYMOUS_PROJECT)
+
+    async def project_usage(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        project = inbound.query.get("project")
+        if not project:
+            raise InvalidRequest("'project' is required.", param="project")
+        return await self._report(inbound, project)
+
+    async def list_models(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        documents = sorted(await self.catalog.source.load(), key=lambda d: str(d.get("id")))
+        return JSONResult({"object": "list", "data": documents})
+
+    async def get_model(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        return JSONResult(await self._document(inbound.path_param("model_id")))
+
+    async def put_model(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        model_id = inbound.path_param("model_id")
+        document = validate_model_document(await inbound.json(), model_id)
+        existed = any(d.get("id") == model_id for d in await self.catalog.source.load())
+        await self.catalog.source.save(document)
+        await self.catalog.reload()
+        return JSONResult(document, status=200 if existed else 201)
+
+    async def delete_model(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        model_id = inbound.path_param("model_id")
+        if not await self.catalog.source.remove(model_id):
+            raise ModelNotFound(model_id)
+        await self.catalog.reload()
+        return JSONResult({"id": model_id, "object": "model", "deleted": True})
+
+    async def _admin(self, inbound: Inbound) -> Caller:
+        caller = await self.authenticator.caller(inbound.headers)
+        if not caller.admin:
+            raise PermissionDenied("This endpoint needs the key of a project flagged as admin.")
+        return caller
+
+    async def _document(self, model_id: str) -> dict[str, Any]:
+        for document in await self.catalog.source.load():
+            if document.get("id") == model_id:
+                return document
+        raise ModelNotFound(model_id)
+
+    async def _report(self, inbound: Inbound, project: str) -> JSONResult:
+        end = _moment(inbound, "end", datetime.now(timezone.utc))
+        start = _moment(inbound, "start", end - timedelta(days=DEFAULT_REPORT_DAYS))
+        group_by = inbound.query.get("group_by") or None
+        if group_by is not None and group_by not in GROUPINGS:
+            raise InvalidRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}.", param="group_by")
+        try:
+            records = await self.usage.query(project, utc_timestamp(start), utc_timestamp(end))
+        except Exception as exc:
+            raise StoreUnavailable(f"Usage cannot be read: {self.usage.description} is unavailable.") from exc
+        return JSONResult(
+            {
+                "object": "usage",
+                "project": project,
+                "start": utc_timestamp(start),
+                "end": utc_timestamp(end),
+                "group_by": group_by,
+                "data": summarize(records, group_by),
+                "total": (summarize(records, None) or [{"requests": 0, "prompt_tokens": 0,
+                          "completion_tokens": 0, "total_tokens": 0, "cost": 0.0}])[0],
+            }  # fmt: skip
+        )
