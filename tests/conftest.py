@@ -50,6 +50,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         ]),
         entry("filtered", "filtered", fake_url),
         entry("midstream-error", "midstream-error", fake_url),
+        entry("slow-stream", "slow-stream", fake_url),
         entry("slow", "slow", fake_url, parameters={
             "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$KEY_A", "timeout": 1,
         }),

@@ -11,7 +11,9 @@ transcriptions (multipart) and the v1 Responses API (JSON and SSE).
 Deployments named after a fault produce it on every route:
 `rate-limited` (429 with Retry-After: 7), `broken` (500), `slow` (answers after
 5 s), `filtered` (400 content filter), `midstream-error` (a stream whose
-connection drops after two chunks).
+connection drops after two chunks), `slow-stream` (a chat stream of 40 chunks,
+0.1 s apart). `stream_outcomes` tells, per chat stream, whether it was sent to
+the end ("completed") or the gateway closed it ("closed").
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FakeAzureOpenAI:
         self.keys = keys
         self.accepts_token = tokens or (lambda token: False)
         self.requests: list[RecordedRequest] = []
+        self.stream_outcomes: list[str] = []
         self.url = ""
         self._lock = threading.Lock()
         self.app = Starlette(
@@ -92,6 +95,7 @@ class FakeAzureOpenAI:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.stream_outcomes.clear()
 
     async def _admit(self, request: Request) -> tuple[RecordedRequest, Response | None]:
         """Record the request; return an error response when it must not be served."""
@@ -126,7 +130,7 @@ class FakeAzureOpenAI:
             )  # fmt: skip
         if deployment == "slow":
             await asyncio.sleep(5)
-        if deployment in ("rate-limited", "broken", "filtered", "slow", "midstream-error"):
+        if deployment in ("rate-limited", "broken", "filtered", "slow", "midstream-error", "slow-stream"):
             return recorded, None
         if deployment not in self.keys:
             return recorded, _error(404, "DeploymentNotFound", f"The API deployment {deployment} does not exist.")
@@ -144,6 +148,8 @@ class FakeAzureOpenAI:
         messages = body.get("messages", [])
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = "echo: " + _text_of(last_user.get("content"))
+        if recorded.extra["deployment"] == "slow-stream":
+            text = " ".join(f"w{index}" for index in range(40))
         prompt_tokens = sum(words(_text_of(m.get("content"))) for m in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -202,6 +208,17 @@ class FakeAzureOpenAI:
     async def _chat_stream(
         self, body: dict[str, Any], text: str, tool: dict[str, Any] | None, usage: dict[str, int], deployment: str
     ) -> AsyncIterator[bytes]:
+        outcome = "closed"
+        try:
+            async for chunk in self._chat_events(body, text, tool, usage, deployment):
+                yield chunk
+            outcome = "completed"
+        finally:
+            self.stream_outcomes.append(outcome)
+
+    async def _chat_events(
+        self, body: dict[str, Any], text: str, tool: dict[str, Any] | None, usage: dict[str, int], deployment: str
+    ) -> AsyncIterator[bytes]:
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             chunk = {
                 "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -225,7 +242,7 @@ class FakeAzureOpenAI:
                 yield event([{"index": 0, "delta": {"content": content}, "finish_reason": None}])
                 if deployment == "midstream-error" and position == 1:
                     raise ConnectionResetError("fake upstream dropped the stream")
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.1 if deployment == "slow-stream" else 0)
         yield event([{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tool else "stop"}])
         if (body.get("stream_options") or {}).get("include_usage"):
             yield event([], usage=usage)
