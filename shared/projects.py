@@ -126,13 +126,21 @@ class CosmosProjectStore:
         self.description = f"Cosmos container {container_id}"
 
     async def read(self, document_id: str) -> dict[str, Any] | None:
-        from azure.cosmos.exceptions import CosmosResourceNotFoundError
+        """The document, looked up within its own logical partition (its id).
 
+        A query scoped to one partition rather than `read_item`: as cheap, and the
+        npm Cosmos DB server the tests use answers a point read of a missing item
+        with a 500 instead of Cosmos' 404.
+        """
         container = await self.database.container(self.container_id)
-        try:
-            return await container.read_item(document_id, partition_key=document_id)
-        except CosmosResourceNotFoundError:
-            return None
+        items = container.query_items(
+            "SELECT * FROM c WHERE c.id = @id",
+            parameters=[{"name": "@id", "value": document_id}],
+            partition_key=document_id,
+        )
+        async for item in items:
+            return item
+        return None
 
     async def documents(self) -> list[dict[str, Any]]:
         container = await self.database.container(self.container_id)
