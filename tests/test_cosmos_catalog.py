@@ -28,6 +28,7 @@ def cosmos_gateway(cosmos, fake_azure, tmp_path_factory):
         azure_entry("cosmos-chat", "dep-b", fake_azure.url),
         azure_entry("cosmos-private", "dep-a", fake_azure.url, private=True, projects=["team-x"]),
     ])  # fmt: skip
+    cosmos.seed("catalog-test", "projects", "/id", [])
     process = GatewayProcess(
         cosmos_env(cosmos, "catalog-test"), tmp_path_factory.mktemp("cosmos") / "gateway.log"
     )
@@ -53,6 +54,7 @@ def test_a_model_added_to_cosmos_is_found_without_waiting_for_the_ttl(cosmos, co
 def test_a_cosmos_outage_is_a_503_never_model_not_found(fake_azure, tmp_path):
     server = CosmosServer().start()
     server.seed("outage-test", "models", "/id", [azure_entry("cosmos-chat", "dep-a", fake_azure.url)])
+    server.seed("outage-test", "projects", "/id", [])
     warm = GatewayProcess(cosmos_env(server, "outage-test"), tmp_path / "warm.log").start()
     cold = GatewayProcess(cosmos_env(server, "outage-test"), tmp_path / "cold.log").start()
     try:

@@ -156,18 +156,27 @@ def fault_for(model: str, project: str, location: str) -> JSONResponse | None:
 # --- Gemini -----------------------------------------------------------------------------------
 
 
+def snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+def field(obj: dict[str, Any], name: str) -> Any:
+    """A protobuf JSON field, which Google accepts in lowerCamelCase or snake_case."""
+    return obj.get(name, obj.get(snake(name)))
+
+
 def gemini_turn(body: dict[str, Any]) -> Turn:
     contents = body.get("contents") or []
-    system = (body.get("systemInstruction") or body.get("system_instruction") or {}).get("parts") or []
+    system = (field(body, "systemInstruction") or {}).get("parts") or []
     prompt = sum(words(p["text"]) if "text" in p else 1 for c in contents for p in c.get("parts", []))
     prompt += sum(words(p.get("text", "")) for p in system)
     last_parts = contents[-1].get("parts", []) if contents else []
-    answers = [p["functionResponse"] for p in last_parts if "functionResponse" in p]
+    answers = [field(p, "functionResponse") for p in last_parts if field(p, "functionResponse")]
     last_text = leaf_text(answers[-1].get("response")) if answers else " ".join(p.get("text", "") for p in last_parts)
     tools = [
         declaration["name"]
         for tool in body.get("tools") or []
-        for declaration in tool.get("function_declarations") or tool.get("functionDeclarations") or []
+        for declaration in field(tool, "functionDeclarations") or []
     ]
     return turn(prompt, last_text.strip(), bool(answers), tools)
 
@@ -188,10 +197,10 @@ def gemini_usage(turn_: Turn, completion_tokens: int | None = None) -> dict[str,
 
 def gemini_parts(body: dict[str, Any], turn_: Turn, text: str) -> list[dict[str, Any]]:
     """The model's parts: a function call, audio, or text."""
-    config = body.get("generationConfig") or body.get("generation_config") or {}
+    config = field(body, "generationConfig") or {}
     if turn_.tool:
         return [{"functionCall": {"name": turn_.tool, "args": turn_.arguments}}]
-    if "AUDIO" in [m.upper() for m in config.get("responseModalities") or config.get("response_modalities") or []]:
+    if "AUDIO" in [modality.upper() for modality in field(config, "responseModalities") or []]:
         data = base64.b64encode(fake_audio("PCM", text)).decode()
         return [{"inlineData": {"mimeType": f"audio/L16;codec=pcm;rate={PCM_RATE}", "data": data}}]
     return [{"text": text}]
@@ -199,7 +208,8 @@ def gemini_parts(body: dict[str, Any], turn_: Turn, text: str) -> list[dict[str,
 
 def gemini_transcription(body: dict[str, Any], model: str) -> JSONResponse:
     """Gemini transcription (`generationConfig.audioTranscriptionConfig`): names the audio's size."""
-    audio = [p["inlineData"] for c in body.get("contents", []) for p in c.get("parts", []) if "inlineData" in p]
+    parts = [p for c in body.get("contents", []) for p in c.get("parts", [])]
+    audio = [field(p, "inlineData") for p in parts if field(p, "inlineData")]
     size = sum(len(base64.b64decode(item["data"])) for item in audio)
     text = f"transcribed {size} bytes"
     usage = {
@@ -212,8 +222,7 @@ def gemini_transcription(body: dict[str, Any], model: str) -> JSONResponse:
 
 
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
-    config = body.get("generationConfig") or {}
-    if "audioTranscriptionConfig" in config:
+    if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
     turn_ = gemini_turn(body)
     if "blocked" in model:
