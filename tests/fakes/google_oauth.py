@@ -93,8 +93,8 @@ class FakeGoogleOAuth:
 
     `tokens_issued` counts fetches per client email; `requests` logs every call
     with `extra["claims"]` holding the assertion's claims when it parsed.
-    Tokens live `expires_in` seconds; below 225 s google-auth treats them as
-    expired at once and fetches a new one for every use.
+    Tokens live `expires_in` seconds; below google-auth's 225 s refresh
+    threshold every use of a token makes google-auth fetch a new one.
     """
 
     def __init__(self, expires_in: int = 3600) -> None:

@@ -64,9 +64,12 @@ GOOGLE_STATUS = {
     404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE",
 }  # fmt: skip
 FAULTS = (
-    ("rate-limited", 429, "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_minute_per_project_per_base_model with base model: {model}. Please submit a quota increase request."),
+    ("rate-limited", 429, "Quota exceeded for aiplatform.googleapis.com/"
+     "generate_content_requests_per_minute_per_project_per_base_model with base model: {model}. "
+     "Please submit a quota increase request."),
     ("invalid", 400, "Request contains an invalid argument."),
-    ("forbidden", 403, "Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/projects/{project}/locations/{location}/publishers/google/models/{model}' (or it may not exist)."),
+    ("forbidden", 403, "Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/"
+     "projects/{project}/locations/{location}/publishers/google/models/{model}' (or it may not exist)."),
     ("broken", 503, "The service is currently unavailable."),
 )  # fmt: skip
 SAFETY_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
@@ -98,6 +101,11 @@ def leaf_text(value: Any) -> str:
 def sse(payload: dict[str, Any], event: str | None = None) -> bytes:
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {json.dumps(payload)}\n\n".encode()
+
+
+async def iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 def pieces(text: str) -> list[str]:
@@ -141,7 +149,7 @@ class Turn:
         return {"echo": self.reply.removeprefix("echo: ")}
 
 
-def turn(prompt_tokens: int, last_text: str, answered_tool: bool, tools: list[str]) -> Turn:
+def make_turn(prompt_tokens: int, last_text: str, answered_tool: bool, tools: list[str]) -> Turn:
     tool = tools[0] if tools and not answered_tool else None
     return Turn(prompt_tokens, "echo: " + last_text, tool)
 
@@ -178,28 +186,28 @@ def gemini_turn(body: dict[str, Any]) -> Turn:
         for tool in body.get("tools") or []
         for declaration in field(tool, "functionDeclarations") or []
     ]
-    return turn(prompt, last_text.strip(), bool(answers), tools)
+    return make_turn(prompt, last_text.strip(), bool(answers), tools)
 
 
 def gemini_envelope(model: str, **fields: Any) -> dict[str, Any]:
     return {"modelVersion": model, "createTime": "2025-01-01T00:00:00.000000Z", "responseId": "fake-vertex", **fields}
 
 
-def gemini_usage(turn_: Turn, completion_tokens: int | None = None) -> dict[str, Any]:
-    completion = turn_.completion_tokens if completion_tokens is None else completion_tokens
+def gemini_usage(turn: Turn, completion_tokens: int | None = None) -> dict[str, Any]:
+    completion = turn.completion_tokens if completion_tokens is None else completion_tokens
     return {
-        "promptTokenCount": turn_.prompt_tokens,
+        "promptTokenCount": turn.prompt_tokens,
         "candidatesTokenCount": completion,
-        "totalTokenCount": turn_.prompt_tokens + completion,
+        "totalTokenCount": turn.prompt_tokens + completion,
         "trafficType": "ON_DEMAND",
     }
 
 
-def gemini_parts(body: dict[str, Any], turn_: Turn, text: str) -> list[dict[str, Any]]:
+def gemini_parts(body: dict[str, Any], turn: Turn, text: str) -> list[dict[str, Any]]:
     """The model's parts: a function call, audio, or text."""
     config = field(body, "generationConfig") or {}
-    if turn_.tool:
-        return [{"functionCall": {"name": turn_.tool, "args": turn_.arguments}}]
+    if turn.tool:
+        return [{"functionCall": {"name": turn.tool, "args": turn.arguments}}]
     if "AUDIO" in [modality.upper() for modality in field(config, "responseModalities") or []]:
         data = base64.b64encode(fake_audio("PCM", text)).decode()
         return [{"inlineData": {"mimeType": f"audio/L16;codec=pcm;rate={PCM_RATE}", "data": data}}]
@@ -221,40 +229,36 @@ def gemini_transcription(body: dict[str, Any], model: str) -> JSONResponse:
     return JSONResponse(gemini_envelope(model, candidates=[candidate], usageMetadata=usage))
 
 
+def gemini_chunks(body: dict[str, Any], turn: Turn, model: str, stream: bool) -> Iterable[dict[str, Any]]:
+    """One response, or the stream's chunks: usage and finishReason ride on the last."""
+    texts = pieces(turn.reply) if stream and not turn.tool else [turn.reply]
+    for position, text in enumerate(texts):
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": gemini_parts(body, turn, text)}}
+        if position < len(texts) - 1:
+            yield gemini_envelope(model, candidates=[candidate])
+        else:
+            last = candidate | {"finishReason": "STOP"}
+            yield gemini_envelope(model, candidates=[last], usageMetadata=gemini_usage(turn))
+
+
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
-    turn_ = gemini_turn(body)
+    turn = gemini_turn(body)
     if "blocked" in model:
         blocked = gemini_envelope(
             model, promptFeedback={"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
-            usageMetadata={"promptTokenCount": turn_.prompt_tokens, "totalTokenCount": turn_.prompt_tokens},
+            usageMetadata={"promptTokenCount": turn.prompt_tokens, "totalTokenCount": turn.prompt_tokens},
         )  # fmt: skip
         chunks = [blocked]
     elif "unsafe" in model:
         candidate = {"finishReason": "SAFETY", "safetyRatings": SAFETY_RATINGS}
-        chunks = [gemini_envelope(model, candidates=[candidate], usageMetadata=gemini_usage(turn_, 0))]
+        chunks = [gemini_envelope(model, candidates=[candidate], usageMetadata=gemini_usage(turn, 0))]
     else:
-        chunks = list(gemini_chunks(body, turn_, model, stream))
+        chunks = list(gemini_chunks(body, turn, model, stream))
     if stream:
         return StreamingResponse(iterate(sse(chunk) for chunk in chunks), media_type="text/event-stream")
     return JSONResponse(chunks[0])
-
-
-def gemini_chunks(body: dict[str, Any], turn_: Turn, model: str, stream: bool) -> Iterable[dict[str, Any]]:
-    """One response, or the stream's chunks: usage and finishReason ride on the last."""
-    texts = pieces(turn_.reply) if stream and not turn_.tool else [turn_.reply]
-    for position, text in enumerate(texts):
-        candidate: dict[str, Any] = {"content": {"role": "model", "parts": gemini_parts(body, turn_, text)}}
-        if position < len(texts) - 1:
-            yield gemini_envelope(model, candidates=[candidate])
-        else:
-            yield gemini_envelope(model, candidates=[candidate | {"finishReason": "STOP"}], usageMetadata=gemini_usage(turn_))
-
-
-async def iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
 
 
 # --- Claude (Anthropic Messages) ----------------------------------------------------------------
@@ -270,38 +274,39 @@ def anthropic_turn(body: dict[str, Any]) -> Turn:
     prompt += sum(words(b.get("text", "")) for b in blocks(system))
     last_blocks = blocks(messages[-1]["content"]) if messages else []
     results = [b for b in last_blocks if b["type"] == "tool_result"]
-    last_text = leaf_text(results[-1].get("content")) if results else leaf_text([b.get("text", "") for b in last_blocks])
-    return turn(prompt, last_text.strip(), bool(results), [tool["name"] for tool in body.get("tools") or []])
+    last_text = leaf_text(results[-1].get("content") if results else [b.get("text", "") for b in last_blocks])
+    tools = [tool["name"] for tool in body.get("tools") or []]
+    return make_turn(prompt, last_text.strip(), bool(results), tools)
 
 
-def anthropic_message(turn_: Turn, model: str, streaming: bool) -> dict[str, Any]:
+def anthropic_message(turn: Turn, model: str, streaming: bool) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if not streaming:
-        tool_use = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn_.tool, "input": turn_.arguments}
-        content = [tool_use if turn_.tool else {"type": "text", "text": turn_.reply}]
+        tool_use = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn.tool, "input": turn.arguments}
+        content = [tool_use if turn.tool else {"type": "text", "text": turn.reply}]
     return {
         "id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": None if streaming else ("tool_use" if turn_.tool else "end_turn"), "stop_sequence": None,
-        "usage": {"input_tokens": turn_.prompt_tokens, "output_tokens": 1 if streaming else turn_.completion_tokens,
+        "stop_reason": None if streaming else ("tool_use" if turn.tool else "end_turn"), "stop_sequence": None,
+        "usage": {"input_tokens": turn.prompt_tokens, "output_tokens": 1 if streaming else turn.completion_tokens,
                   "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
     }  # fmt: skip
 
 
-def anthropic_events(turn_: Turn, model: str) -> Iterable[bytes]:
-    yield sse({"type": "message_start", "message": anthropic_message(turn_, model, streaming=True)}, "message_start")
+def anthropic_events(turn: Turn, model: str) -> Iterable[bytes]:
+    yield sse({"type": "message_start", "message": anthropic_message(turn, model, streaming=True)}, "message_start")
     yield sse({"type": "ping"}, "ping")
-    if turn_.tool:
-        block = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn_.tool, "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": json.dumps(turn_.arguments)}]
+    if turn.tool:
+        block = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn.tool, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": json.dumps(turn.arguments)}]
     else:
         block = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece} for piece in pieces(turn_.reply)]
+        deltas = [{"type": "text_delta", "text": piece} for piece in pieces(turn.reply)]
     yield sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")
     for delta in deltas:
         yield sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
     yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-    stop = {"stop_reason": "tool_use" if turn_.tool else "end_turn", "stop_sequence": None}
-    usage = {"output_tokens": turn_.completion_tokens}
+    stop = {"stop_reason": "tool_use" if turn.tool else "end_turn", "stop_sequence": None}
+    usage = {"output_tokens": turn.completion_tokens}
     yield sse({"type": "message_delta", "delta": stop, "usage": usage}, "message_delta")
     yield sse({"type": "message_stop"}, "message_stop")
 
@@ -311,10 +316,10 @@ def anthropic_response(body: dict[str, Any], model: str, stream: bool) -> Respon
         return google_error(400, f"anthropic_version must be {ANTHROPIC_VERSION}.")
     if not isinstance(body.get("max_tokens"), int):
         return google_error(400, "max_tokens: Field required")
-    turn_ = anthropic_turn(body)
+    turn = anthropic_turn(body)
     if stream:
-        return StreamingResponse(iterate(anthropic_events(turn_, model)), media_type="text/event-stream")
-    return JSONResponse(anthropic_message(turn_, model, streaming=False))
+        return StreamingResponse(iterate(anthropic_events(turn, model)), media_type="text/event-stream")
+    return JSONResponse(anthropic_message(turn, model, streaming=False))
 
 
 # --- OpenAI-style chat (MaaS openapi endpoint, Mistral, Jamba) ----------------------------------
@@ -329,59 +334,59 @@ def openai_turn(body: dict[str, Any]) -> Turn:
     last = messages[-1] if messages else {}
     last_text = leaf_text([p.get("text", "") for p in parts(last.get("content"))])
     tools = [tool["function"]["name"] for tool in body.get("tools") or []]
-    return turn(prompt, last_text.strip(), last.get("role") == "tool", tools)
+    return make_turn(prompt, last_text.strip(), last.get("role") == "tool", tools)
 
 
-def openai_usage(turn_: Turn) -> dict[str, int]:
-    total = turn_.prompt_tokens + turn_.completion_tokens
-    return {"prompt_tokens": turn_.prompt_tokens, "completion_tokens": turn_.completion_tokens, "total_tokens": total}
+def openai_usage(turn: Turn) -> dict[str, int]:
+    total = turn.prompt_tokens + turn.completion_tokens
+    return {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens, "total_tokens": total}
 
 
-def openai_tool_call(turn_: Turn) -> dict[str, Any]:
-    function = {"name": turn_.tool, "arguments": json.dumps(turn_.arguments)}
+def openai_tool_call(turn: Turn) -> dict[str, Any]:
+    function = {"name": turn.tool, "arguments": json.dumps(turn.arguments)}
     return {"id": "call_vrtx_fake_1", "type": "function", "function": function}
 
 
-def openai_completion(turn_: Turn, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": None if turn_.tool else turn_.reply}
-    if turn_.tool:
-        message["tool_calls"] = [openai_tool_call(turn_)]
-    choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if turn_.tool else "stop"}
+def openai_completion(turn: Turn, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None if turn.tool else turn.reply}
+    if turn.tool:
+        message["tool_calls"] = [openai_tool_call(turn)]
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if turn.tool else "stop"}
     return {
         "id": "chatcmpl-vrtx-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [choice], "usage": openai_usage(turn_),
+        "choices": [choice], "usage": openai_usage(turn),
     }  # fmt: skip
 
 
-def openai_chunks(turn_: Turn, model: str, usage_on_last: bool, usage_chunk: bool) -> Iterable[bytes]:
+def openai_chunks(turn: Turn, model: str, usage_on_last: bool, usage_chunk: bool) -> Iterable[bytes]:
     """Chat completion chunks; usage on the finishing chunk (Mistral) or in a last, choiceless one."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        base = {"id": "chatcmpl-vrtx-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-        return b"data: " + json.dumps(base | {"choices": choices} | extra).encode() + b"\n\n"
+        base = {"id": "chatcmpl-vrtx-fake", "object": "chat.completion.chunk", "created": int(time.time())}
+        return b"data: " + json.dumps(base | {"model": model, "choices": choices} | extra).encode() + b"\n\n"
 
     def delta(content: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": content, "finish_reason": finish}]
 
     yield chunk(delta({"role": "assistant", "content": ""}))
-    if turn_.tool:
-        yield chunk(delta({"tool_calls": [{"index": 0, **openai_tool_call(turn_)}]}))
+    if turn.tool:
+        yield chunk(delta({"tool_calls": [{"index": 0, **openai_tool_call(turn)}]}))
     else:
-        for piece in pieces(turn_.reply):
+        for piece in pieces(turn.reply):
             yield chunk(delta({"content": piece}))
-    finish = "tool_calls" if turn_.tool else "stop"
-    yield chunk(delta({}, finish), **({"usage": openai_usage(turn_)} if usage_on_last else {}))
+    finish = "tool_calls" if turn.tool else "stop"
+    yield chunk(delta({}, finish), **({"usage": openai_usage(turn)} if usage_on_last else {}))
     if usage_chunk:
-        yield chunk([], usage=openai_usage(turn_))
+        yield chunk([], usage=openai_usage(turn))
     yield b"data: [DONE]\n\n"
 
 
 def openai_response(body: dict[str, Any], model: str, stream: bool, usage_always: bool) -> Response:
-    turn_ = openai_turn(body)
+    turn = openai_turn(body)
     if not stream:
-        return JSONResponse(openai_completion(turn_, model))
+        return JSONResponse(openai_completion(turn, model))
     usage_chunk = bool((body.get("stream_options") or {}).get("include_usage")) and not usage_always
-    events = openai_chunks(turn_, model, usage_on_last=usage_always, usage_chunk=usage_chunk)
+    events = openai_chunks(turn, model, usage_on_last=usage_always, usage_chunk=usage_chunk)
     return StreamingResponse(iterate(events), media_type="text/event-stream")
 
 
@@ -451,6 +456,7 @@ class FakeVertexAI:
                 Route(OPENAPI_PATH, self._openapi_chat, methods=["POST"]),
                 Route(SYNTHESIZE_PATH, self._synthesize, methods=["POST"]),
                 Route(RECOGNIZE_PATH, self._recognize, methods=["POST"]),
+                Route("/{path:path}", self._unrouted, methods=["GET", "POST"]),
             ]
         )
 
@@ -458,6 +464,7 @@ class FakeVertexAI:
         await self.app(scope, receive, send)
 
     def requests_for(self, model: str) -> list[RecordedRequest]:
+        """Calls for `model`: the path's model id, or the body's `model` on the openapi endpoint."""
         with self._lock:
             return [request for request in self.requests if request.extra.get("model") == model]
 
@@ -478,8 +485,8 @@ class FakeVertexAI:
             model=model, method=method, project=params.get("project"),
             location=params.get("location"), publisher=params.get("publisher"),
         )  # fmt: skip
-        authorization = recorded.headers.get("authorization", "")
-        account = self.oauth.token_owner(authorization.removeprefix("Bearer ")) if authorization.startswith("Bearer ") else None
+        scheme, _, token = recorded.headers.get("authorization", "").partition(" ")
+        account = self.oauth.token_owner(token) if scheme == "Bearer" else None
         recorded.extra["account"] = account
         with self._lock:
             self.requests.append(recorded)
@@ -525,3 +532,11 @@ class FakeVertexAI:
     async def _recognize(self, request: Request) -> Response:
         recorded, refusal = await self._admit(request, "recognize")
         return refusal or recognize_response(recorded.json)
+
+    async def _unrouted(self, request: Request) -> Response:
+        """Record a call to a path Vertex AI does not serve (such as a malformed model path), answer 404."""
+        recorded = await record(request)
+        recorded.extra.update(model=None, method=None, account=None)
+        with self._lock:
+            self.requests.append(recorded)
+        return google_error(404, f"The requested URL {request.url.path} was not found on this server.")
