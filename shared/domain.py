@@ -65,6 +65,26 @@ class Caller:
     admin: bool = False
 
 
+#: How a Vertex model id (`code`) must begin for LiteLLM to route it to its family.
+VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
+    ModelType.GOOGLE_VERTEX_CLAUDE: ("claude-",),
+    ModelType.GOOGLE_VERTEX_META: ("meta/",),
+    ModelType.GOOGLE_VERTEX_MISTRAL: ("mistral", "codestral"),
+    ModelType.GOOGLE_VERTEX_JAMBA: ("jamba",),
+    ModelType.GOOGLE_VERTEX_DEEPSEEK: ("deepseek-ai/",),
+    ModelType.GOOGLE_VERTEX_QWEN: ("qwen/",),
+    ModelType.GOOGLE_VERTEX_OPENAI: ("openai/gpt-oss-",),
+}
+
+#: Operations the gateway can serve per Google model type. Vertex speech and
+#: transcription are refused: LiteLLM 1.110.2 fetches a new OAuth token on every
+#: such call and cannot take a private endpoint for Gemini TTS; the Responses
+#: API on Vertex is not covered by the tests yet.
+GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
+    model_type: frozenset({Operation.CHAT_COMPLETION})
+    for model_type in VERTEX_CODE_PREFIXES
+} | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
+
 #: Parameters each provider needs; any one name of a tuple will do.
 REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {
     Provider.AZURE: (("endpoint", "api_base"),),
@@ -142,6 +162,9 @@ class LLMModel:
         model_type = enum_value(ModelType, "model_type", document.get("model_type"))
         if PROVIDER_OF_TYPE[model_type] is not provider:
             raise fail("model_type", f"{model_type.value} is not a {provider.value} model type")
+        prefixes = VERTEX_CODE_PREFIXES.get(model_type)
+        if prefixes and not code.startswith(prefixes):
+            raise fail("code", f"of a {model_type.value} model must start with {' or '.join(prefixes)}")
         parameters = document.get("parameters", {})
         if not isinstance(parameters, dict):
             raise fail("parameters", "must be an object")
@@ -163,6 +186,16 @@ class LLMModel:
         name = document.get("name", model_id)
         if not isinstance(name, str):
             raise fail("name", "must be a string")
+        operations = tuple(enum_value(Operation, "operations", value) for value in string_list("operations"))
+        if provider is Provider.GOOGLE:
+            unsupported = [op.value for op in operations if op not in GOOGLE_OPERATIONS[model_type]]
+            if unsupported:
+                raise fail(
+                    "operations",
+                    f"lists {', '.join(unsupported)}, which the gateway cannot serve for "
+                    f"{model_type.value} models (it can: "
+                    f"{', '.join(sorted(op.value for op in GOOGLE_OPERATIONS[model_type]))})",
+                )
         return cls(
             id=model_id,
             name=name,
@@ -171,9 +204,7 @@ class LLMModel:
             code=code,
             parameters=parameters,
             costs={key: float(value) for key, value in costs.items()},
-            operations=tuple(
-                enum_value(Operation, "operations", value) for value in string_list("operations")
-            ),
+            operations=operations,
             projects=tuple(string_list("projects")),
             private=private,
             created=created,

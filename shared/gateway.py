@@ -7,13 +7,16 @@ result.
 
 from __future__ import annotations
 
+import base64
+import struct
+
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import payloads
 from .catalog import Catalog
-from .domain import Caller, LLMModel, Operation
+from .domain import Caller, LLMModel, Operation, Provider
 from .errors import ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
@@ -22,6 +25,7 @@ from .projects import Authenticator
 from .providers import ProviderCall, ProviderMapper
 from .upstream import translate
 from .usage import CLIENT_CLOSED_STATUS, Meter, UsageRecorder
+from .vertex import VertexImagen
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Gateway:
         authenticator: Authenticator,
         management: Management,
         recorder: UsageRecorder,
+        imagen: VertexImagen,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
@@ -53,12 +58,14 @@ class Gateway:
         self.authenticator = authenticator
         self.management = management
         self.recorder = recorder
+        self.imagen = imagen
         self.environment = environment
         self._closers = closers
 
     async def close(self) -> None:
         """Release the clients the gateway opened (at shutdown)."""
         await self.recorder.close()
+        await self.imagen.close()
         for close in self._closers:
             await close()
 
@@ -95,12 +102,20 @@ class Gateway:
         body = payloads.embedding(await inbound.json())
         routed = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
+        encode_here = routed.model.provider is Provider.GOOGLE and arguments.get("encoding_format") == "base64"
+        if encode_here:  # LiteLLM refuses encoding_format for Vertex; floats come back, encoded below
+            del arguments["encoding_format"]
         response = await self._invoke("aembedding", routed, arguments)
-        return JSONResult(_for_caller(response.model_dump(exclude_none=True), routed.model))
+        payload = _for_caller(response.model_dump(exclude_none=True), routed.model)
+        return JSONResult(_as_base64(payload) if encode_here else payload)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult:
         body = payloads.image_generation(await inbound.json())
         routed = await self._route(inbound, body["model"], Operation.IMAGES)
+        model = routed.model
+        if model.provider is Provider.GOOGLE:
+            pending = self.imagen.generate(model.id, model.code, routed.call.arguments, body)
+            return JSONResult(await self._metered(routed, pending))
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
         response = await self._invoke("aimage_generation", routed, arguments)
         return JSONResult(_images_for_caller(response.model_dump(exclude_none=True)))
@@ -156,8 +171,12 @@ class Gateway:
         A plain call is metered here; a stream is metered by `_relay` when it ends.
         """
         llm = await litellm()
+        return await self._metered(routed, getattr(llm, function)(**(arguments | routed.call.arguments)))
+
+    async def _metered(self, routed: Routed, pending: Awaitable[Any]) -> Any:
+        """Await a provider call, translating its failure and metering it."""
         try:
-            response = await getattr(llm, function)(**(arguments | routed.call.arguments))
+            response = await pending
         except Exception as exc:
             error = translate(exc, routed.model.id, routed.call.secrets)
             routed.meter.finish(error.status if error else 500)
@@ -208,6 +227,14 @@ def _for_caller(payload: dict[str, Any], model: LLMModel) -> dict[str, Any]:
     usage = payload.get("usage")
     if isinstance(usage, dict):
         usage.pop("cost", None)
+    return payload
+
+
+def _as_base64(payload: dict[str, Any]) -> dict[str, Any]:
+    """Embeddings as OpenAI's base64 encoding: little-endian float32 arrays."""
+    for item in payload.get("data", []):
+        vector = item["embedding"]
+        item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return payload
 
 

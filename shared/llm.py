@@ -13,8 +13,12 @@ import os
 import threading
 from types import ModuleType
 
-#: Keep LiteLLM from downloading its price list and other files at import.
-OFFLINE_FLAGS = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_OFFLINE_MODE": "true"}
+#: Keep LiteLLM from downloading its price list, tokenizers and other files.
+OFFLINE_FLAGS = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "HF_HUB_OFFLINE": "1",
+}
 
 _module: ModuleType | None = None
 _import_lock = threading.Lock()

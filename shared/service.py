@@ -21,6 +21,7 @@ from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolv
 from .settings import Settings
 from .stores import Stores
 from .usage import UsageRecorder
+from .vertex import GoogleTokens, VertexImagen
 
 logger = logging.getLogger(__name__)
 #: The Azure SDKs log every HTTP request and response at INFO.
@@ -52,6 +53,7 @@ def build_gateway(settings: Settings) -> Gateway:
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),
+        imagen=VertexImagen(GoogleTokens()),
         environment=settings.environment,
         closers=closers,
     )

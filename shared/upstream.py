@@ -49,11 +49,22 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, openai.OpenAIError) or not isinstance(status, int):
         return None
-    message = _message(exc, secrets)
+    return from_status(
+        status,
+        _message(exc, secrets),
+        _headers(exc),
+        model_id,
+        code=getattr(exc, "code", None) or None,
+    )
+
+
+def from_status(
+    status: int, message: str, headers: dict[str, str], model_id: str, code: str | None = None
+) -> GatewayError:
+    """The gateway error for a provider's HTTP error status (headers lower-cased)."""
     if status == 429:
-        retry_after = _headers(exc).get("retry-after")
-        headers = {"Retry-After": retry_after} if retry_after else {}
-        return RateLimited(message, headers=headers)
+        retry_after = headers.get("retry-after")
+        return RateLimited(message, headers={"Retry-After": retry_after} if retry_after else {})
     if status == 408:
         return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
     if status in GATEWAY_SIDE_STATUSES:
@@ -62,5 +73,5 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
             f"(status {status}); the model's configuration needs attention."
         )
     if 400 <= status < 500:
-        return UpstreamRejected(status, message, code=getattr(exc, "code", None) or None)
+        return UpstreamRejected(status, message, code=code)
     return UpstreamError(f"Model '{model_id}' failed upstream (status {status}): {message}")

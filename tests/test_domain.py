@@ -63,11 +63,51 @@ def test_a_bad_document_is_refused_naming_the_field(overrides, field):
     assert f"'{field}'" in str(caught.value)
 
 
-def test_every_model_type_has_a_litellm_name():
-    for model_type in ModelType:
-        provider = "Azure" if model_type.value.startswith("Azure") else "Google"
-        parameters = {"endpoint": "https://e"} if provider == "Azure" else {"gcp_project": "p"}
-        model = LLMModel.from_document(
-            document(provider=provider, model_type=model_type.value, code="some-model", parameters=parameters)
-        )
-        assert "some-model" in model.litellm_model
+@pytest.mark.parametrize(
+    ("model_type", "code", "litellm_model"),
+    [
+        ("AzureOpenAI", "gpt-4o-prod", "azure/gpt-4o-prod"),
+        ("AzureFoundry", "Phi-4", "azure_ai/Phi-4"),
+        ("GoogleVertex", "gemini-2.0-flash", "vertex_ai/gemini-2.0-flash"),
+        ("GoogleVertexClaude", "claude-3-5-sonnet-v2@20241022", "vertex_ai/claude-3-5-sonnet-v2@20241022"),
+        ("GoogleVertexMeta", "meta/llama-3.3-70b-instruct-maas", "vertex_ai/meta/llama-3.3-70b-instruct-maas"),
+        ("GoogleVertexMistral", "mistral-large@2407", "vertex_ai/mistral-large@2407"),
+        ("GoogleVertexJamba", "jamba-1.5-large@001", "vertex_ai/jamba-1.5-large@001"),
+        ("GoogleVertexDeepSeek", "deepseek-ai/deepseek-r1-0528-maas", "vertex_ai/deepseek-ai/deepseek-r1-0528-maas"),
+        ("GoogleVertexQwen", "qwen/qwen3-coder-480b-a35b-instruct-maas", "vertex_ai/qwen/qwen3-coder-480b-a35b-instruct-maas"),
+        ("GoogleVertexOpenAI", "openai/gpt-oss-120b-maas", "vertex_ai/openai/gpt-oss-120b-maas"),
+    ],
+)
+def test_each_model_type_maps_to_the_litellm_route_of_its_family(model_type, code, litellm_model):
+    provider = "Azure" if model_type.startswith("Azure") else "Google"
+    parameters = {"endpoint": "https://e"} if provider == "Azure" else {"gcp_project": "p"}
+    model = LLMModel.from_document(
+        document(provider=provider, model_type=model_type, code=code, parameters=parameters, operations=["ChatCompletion"])
+    )
+    assert model.litellm_model == litellm_model
+
+
+def test_every_model_type_is_covered_by_the_table():
+    from shared.domain import LITELLM_MODEL_FORMAT
+
+    assert set(LITELLM_MODEL_FORMAT) == set(ModelType)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "code", "operations", "field"),
+    [
+        ("GoogleVertexClaude", "anthropic/claude-3-5-sonnet", ["ChatCompletion"], "code"),
+        ("GoogleVertexMeta", "llama-3.3-70b-instruct-maas", ["ChatCompletion"], "code"),
+        ("GoogleVertexOpenAI", "gpt-oss-120b-maas", ["ChatCompletion"], "code"),
+        ("GoogleVertex", "gemini-2.0-flash", ["audio_tts"], "operations"),
+        ("GoogleVertex", "gemini-2.0-flash", ["audio_stt"], "operations"),
+        ("GoogleVertexClaude", "claude-3-5-sonnet-v2@20241022", ["embeddings"], "operations"),
+    ],
+)
+def test_vertex_combinations_litellm_cannot_serve_are_refused(model_type, code, operations, field):
+    with pytest.raises(InvalidCatalogEntry) as caught:
+        LLMModel.from_document(
+            document(provider="Google", model_type=model_type, code=code, operations=operations,
+                     parameters={"gcp_project": "p"})
+        )  # fmt: skip
+    assert caught.value.field_name == field
