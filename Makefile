@@ -18,6 +18,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# checkov pins packaging<24, which LiteLLM cannot share: it gets a virtualenv of its own.
+CHECKOV := $(VENV)/checkov/bin/checkov
+$(CHECKOV): infra/requirements-checkov.txt | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet -r infra/requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -28,7 +35,7 @@ local.settings.json:
 run: $(VENV)/.runtime local.settings.json
 	$(BIN)/python -m shared.localhost --port $(PORT)
 
-test: $(VENV)/.dev node_modules/.installed
+test: $(VENV)/.dev node_modules/.installed $(CHECKOV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

@@ -102,6 +102,21 @@ class InvalidCatalogEntry(ValueError):
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One place a model is served: a deployment name or model id, and its parameters.
+
+    Lower `priority` numbers are tried first; within a priority, traffic is
+    spread by `weight`.
+    """
+
+    name: str
+    code: str
+    parameters: dict[str, Any]
+    priority: int = 0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class LLMModel:
     id: str
     name: str
@@ -114,6 +129,8 @@ class LLMModel:
     projects: tuple[str, ...] = ()
     private: bool = False
     created: int = 0
+    deployments: tuple[Deployment, ...] = ()
+    fallbacks: tuple[str, ...] = ()
 
     def supports_operation(self, operation: Operation) -> bool:
         return operation in self.operations
@@ -130,7 +147,10 @@ class LLMModel:
 
     @property
     def litellm_model(self) -> str:
-        return LITELLM_MODEL_FORMAT[self.model_type].format(code=self.code)
+        return self.litellm_model_for(self.code)
+
+    def litellm_model_for(self, code: str) -> str:
+        return LITELLM_MODEL_FORMAT[self.model_type].format(code=code)
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> "LLMModel":
@@ -162,15 +182,24 @@ class LLMModel:
         model_type = enum_value(ModelType, "model_type", document.get("model_type"))
         if PROVIDER_OF_TYPE[model_type] is not provider:
             raise fail("model_type", f"{model_type.value} is not a {provider.value} model type")
-        prefixes = VERTEX_CODE_PREFIXES.get(model_type)
-        if prefixes and not code.startswith(prefixes):
-            raise fail("code", f"of a {model_type.value} model must start with {' or '.join(prefixes)}")
         parameters = document.get("parameters", {})
         if not isinstance(parameters, dict):
             raise fail("parameters", "must be an object")
-        for required in REQUIRED_PARAMETERS[provider]:
-            if not any(parameters.get(name) for name in required):
-                raise fail(f"parameters.{required[0]}", f"is required for {provider.value} models")
+        deployments = _deployments(document.get("deployments"), code, parameters, fail)
+
+        def check_deployment(deployment: Deployment, where: str) -> None:
+            prefixes = VERTEX_CODE_PREFIXES.get(model_type)
+            if prefixes and not deployment.code.startswith(prefixes):
+                raise fail(f"{where}code", f"of a {model_type.value} model must start with {' or '.join(prefixes)}")
+            for required in REQUIRED_PARAMETERS[provider]:
+                if not any(deployment.parameters.get(name) for name in required):
+                    raise fail(f"{where}parameters.{required[0]}", f"is required for {provider.value} models")
+
+        for index, deployment in enumerate(deployments):
+            check_deployment(deployment, f"deployments[{index}]." if "deployments" in document else "")
+        fallbacks = string_list("fallbacks")
+        if model_id in fallbacks:
+            raise fail("fallbacks", "must not name the model itself")
         costs = document.get("costs", {})
         if not isinstance(costs, dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
@@ -208,4 +237,38 @@ class LLMModel:
             projects=tuple(string_list("projects")),
             private=private,
             created=created,
+            deployments=deployments,
+            fallbacks=tuple(fallbacks),
         )
+
+
+def _deployments(
+    given: Any, code: str, parameters: dict[str, Any], fail: Any
+) -> tuple[Deployment, ...]:
+    """The entry's deployments: its `deployments`, each inheriting the top-level
+    `code` and `parameters`, or else the top level itself as the only one."""
+    if given is None:
+        return (Deployment("default", code, parameters),)
+    if not isinstance(given, list) or not given:
+        raise fail("deployments", "must be a non-empty list of objects")
+    deployments = []
+    for index, item in enumerate(given):
+        where = f"deployments[{index}]"
+        if not isinstance(item, dict):
+            raise fail(where, "must be an object")
+        own = item.get("parameters", {})
+        if not isinstance(own, dict):
+            raise fail(f"{where}.parameters", "must be an object")
+        priority, weight = item.get("priority", 0), item.get("weight", 1)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise fail(f"{where}.priority", "must be an integer")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise fail(f"{where}.weight", "must be a positive number")
+        deployment_code = item.get("code", code)
+        if not isinstance(deployment_code, str) or not deployment_code:
+            raise fail(f"{where}.code", "must be a non-empty string")
+        name = item.get("name", str(index))
+        deployments.append(Deployment(str(name), deployment_code, parameters | own, priority, float(weight)))
+    if len({d.name for d in deployments}) != len(deployments):
+        raise fail("deployments", "names must be unique")
+    return tuple(deployments)

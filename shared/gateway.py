@@ -7,35 +7,53 @@ result.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
-
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import payloads
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
-from .errors import ModelNotFound, UnsupportedOperation
+from .errors import GatewayError, ModelNotFound, UnsupportedOperation, UpstreamTimeout
 from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderCall, ProviderMapper
+from .providers import ProviderCall
+from .routing import Router
 from .upstream import translate
 from .usage import CLIENT_CLOSED_STATUS, Meter, UsageRecorder
 from .vertex import VertexImagen
 
 
+T = TypeVar("T")
+Event = tuple[str | None, Any]
+#: Tries one deployment of one model; raises a gateway error when it fails.
+Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
+ToEvent = Callable[[Any, LLMModel, "Routed"], Event | None]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time budgets: the whole request, and a stream's first event."""
+
+    request_seconds: float = 230.0
+    first_byte_seconds: float = 60.0
+
+
 @dataclass(frozen=True)
 class Routed:
-    """A call on its way to a provider: the model, its credentials, its meter."""
+    """A call on its way: the requested model then its fallbacks, its meter, its deadline."""
 
-    model: LLMModel
-    call: ProviderCall
+    candidates: list[LLMModel]
     meter: Meter
+    deadline: float
 
+
+ANSWERED_BY_HEADER = "x-gateway-model"
 
 #: Room for the form fields around an audio upload of the maximum size.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -45,16 +63,18 @@ class Gateway:
     def __init__(
         self,
         catalog: Catalog,
-        providers: ProviderMapper,
+        router: Router,
         authenticator: Authenticator,
         management: Management,
         recorder: UsageRecorder,
         imagen: VertexImagen,
         environment: str,
+        limits: Limits = Limits(),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
+        self.limits = limits
         self.catalog = catalog
-        self.providers = providers
+        self.router = router
         self.authenticator = authenticator
         self.management = management
         self.recorder = recorder
@@ -91,70 +111,91 @@ class Gateway:
         routed = await self._route(inbound, body["model"], Operation.CHAT_COMPLETION, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
-            response = await self._invoke("acompletion", routed, arguments)
-            return JSONResult(_for_caller(response.model_dump(), routed.model))
+            model, response = await self._call(routed, self._litellm("acompletion", arguments))
+            return _json(_for_caller(response.model_dump(), model), model)
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         arguments["stream_options"] = (body.get("stream_options") or {}) | {"include_usage": True}
-        response = await self._invoke("acompletion", routed, arguments)
-        return EventStream(await _primed(_relay(response, routed, _chat_chunks(caller_wants_usage))))
+        attempt = self._litellm_stream("acompletion", arguments, routed, _chat_chunks(caller_wants_usage))
+        model, events = await self._call(routed, attempt)
+        return EventStream(events, headers=_answered_by(model))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult:
         body = payloads.embedding(await inbound.json())
         routed = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
-        encode_here = routed.model.provider is Provider.GOOGLE and arguments.get("encoding_format") == "base64"
-        if encode_here:  # LiteLLM refuses encoding_format for Vertex; floats come back, encoded below
-            del arguments["encoding_format"]
-        response = await self._invoke("aembedding", routed, arguments)
-        payload = _for_caller(response.model_dump(exclude_none=True), routed.model)
-        return JSONResult(_as_base64(payload) if encode_here else payload)
+        llm = await litellm()
+
+        async def attempt(model: LLMModel, call: ProviderCall) -> dict[str, Any]:
+            # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
+            encode_here = model.provider is Provider.GOOGLE and arguments.get("encoding_format") == "base64"
+            own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
+            response = await _translated(model, call, llm.aembedding(**(own | call.arguments)))
+            routed.meter.count(response.usage)
+            payload = _for_caller(response.model_dump(exclude_none=True), model)
+            return _as_base64(payload) if encode_here else payload
+
+        model, payload = await self._call(routed, attempt)
+        return _json(payload, model)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult:
         body = payloads.image_generation(await inbound.json())
         routed = await self._route(inbound, body["model"], Operation.IMAGES)
-        model = routed.model
-        if model.provider is Provider.GOOGLE:
-            pending = self.imagen.generate(model.id, model.code, routed.call.arguments, body)
-            return JSONResult(await self._metered(routed, pending))
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
-        response = await self._invoke("aimage_generation", routed, arguments)
-        return JSONResult(_images_for_caller(response.model_dump(exclude_none=True)))
+        llm = await litellm()
+
+        async def attempt(model: LLMModel, call: ProviderCall) -> dict[str, Any]:
+            if model.provider is Provider.GOOGLE:
+                return await self.imagen.generate(model.id, call.deployment.code, call.arguments, body)
+            response = await _translated(model, call, llm.aimage_generation(**(arguments | call.arguments)))
+            return _images_for_caller(response.model_dump(exclude_none=True))
+
+        model, payload = await self._call(routed, attempt)
+        return _json(payload, model)
 
     async def speech(self, inbound: Inbound) -> Content:
         body = payloads.speech(await inbound.json())
         routed = await self._route(inbound, body["model"], Operation.AUDIO_TTS)
         arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
-        response = await self._invoke("aspeech", routed, arguments)
+        model, response = await self._call(routed, self._litellm("aspeech", arguments))
         media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
-        return Content(response.content, media_type)
+        return Content(response.content, media_type, headers=_answered_by(model))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
         fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
         routed = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        response = await self._invoke("atranscription", routed, arguments)
+        model, response = await self._call(routed, self._litellm("atranscription", arguments))
         if fields.get("response_format") in ("text", "srt", "vtt"):
-            return Content(response.text.encode(), "text/plain; charset=utf-8")
+            return Content(response.text.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
         payload = response.model_dump(exclude_none=True)
-        return JSONResult({key: value for key, value in payload.items() if not key.startswith("_")})
+        return _json({key: value for key, value in payload.items() if not key.startswith("_")}, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
         body = payloads.responses(await inbound.json())
         stream = bool(body.get("stream"))
         routed = await self._route(inbound, body["model"], Operation.RESPONSES, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
-        response = await self._invoke("aresponses", routed, arguments)
         if not stream:
-            return JSONResult(_for_caller(response.model_dump(exclude_none=True), routed.model))
-        return EventStream(await _primed(_relay(response, routed, _response_event)), done_marker=False)
+            model, response = await self._call(routed, self._litellm("aresponses", arguments))
+            return _json(_for_caller(response.model_dump(exclude_none=True), model), model)
+        attempt = self._litellm_stream("aresponses", arguments, routed, _response_event)
+        model, events = await self._call(routed, attempt)
+        return EventStream(events, headers=_answered_by(model), done_marker=False)
 
     async def _route(
         self, inbound: Inbound, model_id: str, operation: Operation, *, stream: bool = False
     ) -> Routed:
-        """The caller's model for `operation`, how to call its provider, and its meter."""
+        """The caller's model for `operation` and its usable fallbacks, with a meter."""
         caller = await self._caller(inbound)
         model = await self._model_for(caller, model_id, operation)
+        candidates = [model]
+        for fallback_id in model.fallbacks:
+            fallback = await self.catalog.find(fallback_id)
+            if fallback is not None and fallback.is_available_for_project(caller.project) and (
+                fallback.supports_operation(operation)
+            ):
+                candidates.append(fallback)
         meter = Meter(
             self.recorder,
             request_id=inbound.request_id,
@@ -163,28 +204,63 @@ class Gateway:
             operation=operation.value,
             stream=stream,
         )
-        return Routed(model, await self.providers.call_for(model), meter)
+        return Routed(candidates, meter, asyncio.get_running_loop().time() + self.limits.request_seconds)
 
-    async def _invoke(self, function: str, routed: Routed, arguments: dict[str, Any]) -> Any:
-        """Call LiteLLM's `function` with the caller's arguments and the model's credentials.
+    def _litellm(self, function: str, arguments: dict[str, Any]) -> Attempt[Any]:
+        """An attempt that calls LiteLLM's `function` and meters the usage it reports."""
 
-        A plain call is metered here; a stream is metered by `_relay` when it ends.
-        """
-        llm = await litellm()
-        return await self._metered(routed, getattr(llm, function)(**(arguments | routed.call.arguments)))
+        async def attempt(model: LLMModel, call: ProviderCall) -> Any:
+            llm = await litellm()
+            return await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
 
-    async def _metered(self, routed: Routed, pending: Awaitable[Any]) -> Any:
-        """Await a provider call, translating its failure and metering it."""
+        return attempt
+
+    def _litellm_stream(
+        self, function: str, arguments: dict[str, Any], routed: Routed, to_event: ToEvent
+    ) -> Attempt[AsyncGenerator[Event, None]]:
+        """An attempt that opens a LiteLLM stream and waits for its first event
+        (at most the first-byte budget), so a stream that fails to start can
+        still move on to another deployment."""
+
+        async def attempt(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+            llm = await litellm()
+            stream = await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
+            events = _relay(stream, model, call, to_event, routed)
+            first_byte_by = min(routed.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
+            try:
+                first = await _next_before(events, first_byte_by, model)
+            except StopAsyncIteration:
+                return events
+            except BaseException:
+                await events.aclose()
+                raise
+            return _chain(first, events)
+
+        return attempt
+
+    async def _call(self, routed: Routed, attempt: Attempt[T]) -> tuple[LLMModel, T]:
+        """Run `attempt` on the deployments and fallbacks within the request's
+        budget; meter the outcome (a stream's end is metered by `_relay`)."""
+        remaining = routed.deadline - asyncio.get_running_loop().time()
         try:
-            response = await pending
-        except Exception as exc:
-            error = translate(exc, routed.model.id, routed.call.secrets)
-            routed.meter.finish(error.status if error else 500)
-            raise error or exc
+            async with asyncio.timeout(remaining):
+                model, result = await self.router.run(routed.candidates, attempt)
+        except TimeoutError:
+            routed.meter.finish(UpstreamTimeout.status)
+            raise UpstreamTimeout(f"Model '{routed.candidates[0].id}' did not answer within the request's time budget.") from None
+        except GatewayError as error:
+            routed.meter.finish(error.status)
+            raise
+        except Exception:
+            routed.meter.finish(500)
+            raise
+        routed.meter.model = model
         if not routed.meter.stream:
-            routed.meter.count(getattr(response, "usage", None))
+            usage = getattr(result, "usage", None)
+            if usage is not None:
+                routed.meter.count(usage)
             routed.meter.finish(200)
-        return response
+        return model, result
 
     async def _caller(self, inbound: Inbound) -> Caller:
         return await self.authenticator.caller(inbound.headers)
@@ -248,37 +324,68 @@ def _images_for_caller(payload: dict[str, Any]) -> dict[str, Any]:
     return images
 
 
-Event = tuple[str | None, Any]
+async def _translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T]) -> T:
+    """Await a provider call; its failure becomes a gateway error."""
+    try:
+        return await pending
+    except Exception as exc:
+        raise translate(exc, model.id, call.secrets) or exc
+
+
+async def _next_before(events: AsyncGenerator[Event, None], deadline: float, model: LLMModel) -> Event:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await anext(events)
+    except TimeoutError:
+        raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
 
 
 async def _relay(
-    stream: Any, routed: Routed, to_event: Callable[[Any, Routed], Event | None]
+    stream: Any, model: LLMModel, call: ProviderCall, to_event: ToEvent, routed: Routed
 ) -> AsyncGenerator[Event, None]:
-    """The provider's stream as SSE events, its failures as gateway errors.
+    """The provider's stream as SSE events, its failures as gateway errors,
+    each item awaited within the request's budget.
 
-    Its usage is recorded when it ends, however it ends: a caller who leaves
-    mid-stream is recorded with what was counted until then.
+    Once the stream has started, its usage is recorded when it ends, however
+    it ends: a caller who leaves midway is recorded with what was counted.
     """
+    loop = asyncio.get_running_loop()
+    items = aiter(stream)
+    started = False
     status = CLIENT_CLOSED_STATUS
     try:
-        async for item in stream:
-            event = to_event(item, routed)
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(items), routed.deadline - loop.time())
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not finish within the request's time budget.") from None
+            event = to_event(item, model, routed)
             if event is not None:
+                started = True
                 yield event
         status = 200
+    except GatewayError as error:
+        status = error.status
+        raise
     except Exception as exc:
-        error = translate(exc, routed.model.id, routed.call.secrets)
+        error = translate(exc, model.id, call.secrets)
         status = error.status if error else 500
         raise error or exc
     finally:
-        routed.meter.finish(status)
+        if started:
+            routed.meter.finish(status)
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
-def _chat_chunks(caller_wants_usage: bool) -> Callable[[Any, Routed], Event | None]:
+def _chat_chunks(caller_wants_usage: bool) -> ToEvent:
     """Chunks as the caller sees them. The gateway always asks for usage; the
     usage-only chunk is forwarded only to a caller who asked for it."""
 
-    def convert(chunk: Any, routed: Routed) -> Event | None:
+    def convert(chunk: Any, model: LLMModel, routed: Routed) -> Event | None:
         payload = chunk.model_dump(exclude_none=True)
         usage = payload.get("usage")
         if usage:
@@ -287,30 +394,28 @@ def _chat_chunks(caller_wants_usage: bool) -> Callable[[Any, Routed], Event | No
                 if not payload.get("choices"):
                     return None
                 del payload["usage"]
-        return None, _for_caller(payload, routed.model)
+        return None, _for_caller(payload, model)
 
     return convert
 
 
-def _response_event(event: Any, routed: Routed) -> Event:
+def _response_event(event: Any, model: LLMModel, routed: Routed) -> Event:
     payload = event.model_dump(exclude_none=True)
     response = payload.get("response")
     if isinstance(response, dict):
-        _for_caller(response, routed.model)
+        _for_caller(response, model)
         if response.get("usage"):
             routed.meter.count(response["usage"])
     return payload.get("type"), payload
 
 
-async def _primed(
-    events: AsyncGenerator[Event, None],
-) -> AsyncGenerator[Event, None]:
-    """Wait for the first event now, so a failure to start is a plain HTTP error."""
-    try:
-        first = await anext(events)
-    except StopAsyncIteration:
-        return events
-    return _chain(first, events)
+def _answered_by(model: LLMModel) -> dict[str, str]:
+    """The header naming the catalog model that answered (a fallback, perhaps)."""
+    return {ANSWERED_BY_HEADER: model.id}
+
+
+def _json(payload: dict[str, Any], model: LLMModel) -> JSONResult:
+    return JSONResult(payload, headers=_answered_by(model))
 
 
 async def _chain(

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .domain import LLMModel, Provider
+from .domain import Deployment, LLMModel, Provider
 from .errors import ConfigurationError
 from .secrets import SecretResolver
 
@@ -28,8 +28,9 @@ class TokenSource(Protocol):
 
 @dataclass(frozen=True)
 class ProviderCall:
-    """Arguments for one LiteLLM call, and the secret values in them."""
+    """Arguments for one LiteLLM call to one deployment, and the secret values in them."""
 
+    deployment: Deployment
     arguments: dict[str, Any]
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -39,32 +40,32 @@ class ProviderMapper:
         self.secrets = secrets
         self.tokens = tokens
 
-    async def call_for(self, model: LLMModel) -> ProviderCall:
-        parameters = await self.secrets.resolve_parameters(model.parameters, model_id=model.id)
+    async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
+        parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
         if model.provider is Provider.AZURE:
-            return await self._azure(model, parameters)
-        return self._vertex(model, parameters)
+            return await self._azure(model, deployment, parameters)
+        return self._vertex(model, deployment, parameters)
 
-    async def _azure(self, model: LLMModel, parameters: dict[str, Any]) -> ProviderCall:
+    async def _azure(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         api_base = parameters.get("api_base") or parameters.get("endpoint")
         if not api_base:
             raise ConfigurationError(
                 f"Model '{model.id}' is misconfigured: parameters.endpoint is missing."
             )
-        arguments = _common(model, parameters) | {
+        arguments = _common(model, deployment, parameters) | {
             "api_base": api_base,
             "api_version": parameters.get("api_version"),
         }
         api_key = parameters.get("api_key")
         if api_key:
             arguments["api_key"] = api_key
-            return ProviderCall(arguments, (api_key,))
+            return ProviderCall(deployment, arguments, (api_key,))
         token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
         arguments["azure_ad_token"] = token
-        return ProviderCall(arguments, (token,))
+        return ProviderCall(deployment, arguments, (token,))
 
-    def _vertex(self, model: LLMModel, parameters: dict[str, Any]) -> ProviderCall:
-        arguments = _common(model, parameters) | {
+    def _vertex(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
+        arguments = _common(model, deployment, parameters) | {
             "vertex_project": parameters.get("gcp_project"),
             "vertex_location": parameters.get("location") or DEFAULT_VERTEX_LOCATION,
         }
@@ -72,18 +73,18 @@ class ProviderMapper:
             arguments["api_base"] = parameters["api_base"]
         credentials = parameters.get("secret_name")
         if not credentials:
-            return ProviderCall(arguments)
+            return ProviderCall(deployment, arguments)
         try:
             account = json.loads(credentials)
         except ValueError:
             raise ConfigurationError(
-                f"Model '{model.id}' is misconfigured: {model.parameters['secret_name']} "
+                f"Model '{model.id}' is misconfigured: {deployment.parameters['secret_name']} "
                 "is not a service-account JSON document."
             ) from None
         arguments["vertex_credentials"] = account
-        return ProviderCall(arguments, (credentials, str(account.get("private_key", ""))))
+        return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
 
 
-def _common(model: LLMModel, parameters: dict[str, Any]) -> dict[str, Any]:
+def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:
     timeout = parameters.get("timeout", DEFAULT_TIMEOUT_SECONDS)
-    return {"model": model.litellm_model, "timeout": float(timeout), "max_retries": 0}
+    return {"model": model.litellm_model_for(deployment.code), "timeout": float(timeout), "max_retries": 0}

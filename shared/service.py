@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .catalog import Catalog
-from .gateway import Gateway
+from .gateway import Gateway, Limits
 from .http import Operation, respond
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
 from .providers import ProviderMapper
+from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
 from .stores import Stores
@@ -49,12 +50,13 @@ def build_gateway(settings: Settings) -> Gateway:
     authenticator = Authenticator(stores.projects, settings.allow_anonymous)
     return Gateway(
         catalog=catalog,
-        providers=ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens),
+        router=Router(ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),
         imagen=VertexImagen(GoogleTokens()),
         environment=settings.environment,
+        limits=Limits(settings.request_timeout_seconds, settings.stream_first_byte_timeout_seconds),
         closers=closers,
     )
 

@@ -26,6 +26,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "CATALOG_TTL_SECONDS",
     "SECRET_TTL_SECONDS",
     "MAX_REQUEST_BYTES",
+    "REQUEST_TIMEOUT_SECONDS",
+    "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
 )
 
 #: Default Cosmos container ids and their partition key paths.
@@ -78,6 +80,8 @@ class Settings:
     catalog_ttl_seconds: float = 60.0
     secret_ttl_seconds: float = 300.0
     max_request_bytes: int = 26_214_400
+    request_timeout_seconds: float = 230.0
+    stream_first_byte_timeout_seconds: float = 60.0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -114,6 +118,12 @@ class Settings:
                 "CATALOG_TTL_SECONDS", env.get("CATALOG_TTL_SECONDS", "60")
             ),
             secret_ttl_seconds=_number("SECRET_TTL_SECONDS", env.get("SECRET_TTL_SECONDS", "300")),
+            request_timeout_seconds=_number(
+                "REQUEST_TIMEOUT_SECONDS", env.get("REQUEST_TIMEOUT_SECONDS", "230")
+            ),
+            stream_first_byte_timeout_seconds=_number(
+                "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
+            ),
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
             ),

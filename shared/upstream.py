@@ -45,7 +45,7 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamError(f"Model '{model_id}' could not be reached: {_message(exc, secrets)}")
+        return UpstreamError(f"Model '{model_id}' could not be reached.")
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, openai.OpenAIError) or not isinstance(status, int):
         return None
@@ -74,4 +74,5 @@ def from_status(
         )
     if 400 <= status < 500:
         return UpstreamRejected(status, message, code=code)
-    return UpstreamError(f"Model '{model_id}' failed upstream (status {status}): {message}")
+    # A 5xx message can carry provider internals (LiteLLM puts tracebacks in some): not passed on.
+    return UpstreamError(f"Model '{model_id}' failed upstream (status {status}).")

@@ -1,0 +1,259 @@
+// LLM gateway on Azure Functions (Flex Consumption), deployed to one resource group.
+//
+//   identity   user-assigned managed identity the app runs as
+//   monitoring Log Analytics + Application Insights (Entra ID auth only)
+//   storage    host storage + deployment package (no shared keys)
+//   cosmos     model catalog, projects and usage (no account keys)
+//   keyvault   provider secrets, RBAC mode
+//   rbac       the identity's (and the deploying user's) roles, before the app starts
+//   function   the Function App and its Flex Consumption plan
+//   apim       optional API Management in front of the app
+//
+// `azd up` fills the parameters from main.parameters.json.
+
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; part of the resource names\' hash and the azd-env-name tag.')
+param environmentName string
+
+@description('Region of every resource. Must offer Flex Consumption: `az functionapp list-flexconsumption-locations`.')
+param location string = resourceGroup().location
+
+@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID). Gets Key Vault Secrets Officer and Cosmos data access to run the admin steps; empty = none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Reported by /health as "environment" (the ENVIRONMENT setting).')
+param gatewayEnvironment string = 'production'
+
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Concurrent HTTP requests per instance (Flex Consumption defaults to 1 for Python; the gateway is async).')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Always-ready instances (billed while idle) to avoid cold starts; 0 = scale to zero.')
+@minValue(0)
+param alwaysReadyInstances int = 0
+
+@description('Cosmos DB database id (COSMOS_DATABASE_ID).')
+param cosmosDatabaseName string = 'llm-proxy'
+
+@description('Cosmos DB serverless (default). false = provisioned autoscale throughput shared by the database.')
+param cosmosServerless bool = true
+
+@description('Autoscale max RU/s of the database when cosmosServerless is false.')
+@minValue(1000)
+param cosmosAutoscaleMaxThroughput int = 1000
+
+@description('Existing Azure OpenAI / AI Services accounts the app may call keylessly: names (in this resource group) or full resource ids. The identity gets "Cognitive Services OpenAI User" on each.')
+param openAiAccounts array = []
+
+@description('Put Azure API Management in front of the Function App.')
+param enableApiManagement bool = false
+
+@allowed([
+  'BasicV2'
+  'StandardV2'
+])
+@description('API Management tier (v2 tiers: long-lived streaming connections and LLM policies; see modules/apim.bicep).')
+param apimSku string = 'BasicV2'
+
+@description('API Management publisher e-mail (required by APIM; receives its notifications).')
+param apimPublisherEmail string = 'admin@example.com'
+
+param apimPublisherName string = 'LLM gateway'
+
+@description('Tokens per minute for each API Management subscription (llm-token-limit).')
+@minValue(1)
+param apimTokensPerMinute int = 100000
+
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+// Existing Azure OpenAI accounts as resource ids (a bare name means this resource group).
+var openAiAccountIds = [for account in openAiAccounts: contains(account, '/') ? account : resourceId('Microsoft.CognitiveServices/accounts', account)]
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  params: {
+    name: 'cosmos-${resourceToken}'
+    location: location
+    tags: tags
+    databaseName: cosmosDatabaseName
+    serverless: cosmosServerless
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+  }
+}
+
+module openAiAccess 'modules/openai-access.bicep' = [for (accountId, i) in openAiAccountIds: {
+  name: 'openai-access-${i}'
+  scope: resourceGroup(split(accountId, '/')[2], split(accountId, '/')[4])
+  params: {
+    accountName: last(split(accountId, '/'))
+    principalId: identity.outputs.principalId
+  }
+}]
+
+// The gateway's settings: every name in shared/settings.py SETTING_NAMES
+// (tests/test_infra.py checks), with the values for Azure.
+var gatewaySettings = {
+  ENVIRONMENT: gatewayEnvironment
+  ALLOW_ANONYMOUS: 'false' // every call needs a project key
+  COSMOS_URL: cosmos.outputs.endpoint
+  COSMOS_KEY: '' // empty = managed identity (the account has key auth disabled)
+  COSMOS_DATABASE_ID: cosmos.outputs.databaseName
+  COSMOS_CONTAINER_ID: 'models' // container ids: modules/cosmos.bicep
+  COSMOS_PROJECTS_CONTAINER_ID: 'projects'
+  COSMOS_USAGE_CONTAINER_ID: 'usage'
+  COSMOS_VERIFY_TLS: 'true'
+  KEY_VAULT_URL: keyVault.outputs.uri
+  KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
+  CATALOG_TTL_SECONDS: '60'
+  SECRET_TTL_SECONDS: '300'
+  MAX_REQUEST_BYTES: '26214400'
+  REQUEST_TIMEOUT_SECONDS: '230' // Azure's front end ends responses at about 230 s
+  STREAM_FIRST_BYTE_TIMEOUT_SECONDS: '60'
+  // Local-file stores; unused while COSMOS_URL is set.
+  MODELS_FILE: 'models.json'
+  PROJECTS_FILE: 'projects.json'
+  USAGE_FILE: 'usage.jsonl'
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    gatewaySettings: gatewaySettings
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    alwaysReadyInstances: alwaysReadyInstances
+  }
+  // Roles first: the app must not start before its identity can read storage, Cosmos and secrets.
+  dependsOn: [
+    rbac
+    openAiAccess
+  ]
+}
+
+module apim 'modules/apim.bicep' = if (enableApiManagement) {
+  name: 'apim'
+  params: {
+    name: 'apim-${resourceToken}'
+    location: location
+    tags: tags
+    skuName: apimSku
+    publisherEmail: apimPublisherEmail
+    publisherName: apimPublisherName
+    functionAppHostName: functionApp.outputs.hostName
+    tokensPerMinute: apimTokensPerMinute
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+  }
+}
+
+// Outputs become azd environment values (`azd env get-value NAME`).
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output GATEWAY_URL string = 'https://${functionApp.outputs.hostName}'
+output APIM_NAME string = enableApiManagement ? apim.outputs.name : ''
+output APIM_GATEWAY_URL string = enableApiManagement ? apim.outputs.gatewayUrl : ''
+output APIM_DEFAULT_SUBSCRIPTION string = enableApiManagement ? apim.outputs.defaultSubscriptionName : ''
+output COSMOS_URL string = cosmos.outputs.endpoint
+output COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
+output COSMOS_DATABASE_ID string = cosmos.outputs.databaseName
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString

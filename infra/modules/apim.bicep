@@ -1,0 +1,237 @@
+// Optional API Management in front of the gateway: APIM subscription keys,
+// a token-per-minute limit per subscription, and token metrics.
+//
+// Tier: BasicV2 or StandardV2. The v2 gateways keep long-running connections
+// open and pass SSE streams through unbuffered, support the llm-token-limit
+// and llm-emit-token-metric policies, and deploy in minutes. The Consumption
+// tier is excluded: it has no llm-token-limit and its shared gateway is not
+// meant for minutes-long streaming responses. Classic Developer/Basic/Standard
+// also work but take 30-45 minutes to create.
+
+param name string
+param location string
+param tags object = {}
+
+@allowed([
+  'BasicV2'
+  'StandardV2'
+])
+param skuName string = 'BasicV2'
+
+param publisherEmail string
+param publisherName string
+
+@description('Host name of the Function App (no scheme).')
+param functionAppHostName string
+
+@description('Tokens per minute allowed to each APIM subscription.')
+@minValue(1)
+param tokensPerMinute int
+
+param applicationInsightsName string
+param applicationInsightsConnectionString string
+
+// "name METHOD /path" for every route of function_app.py (tests/test_infra.py
+// checks the two lists agree). APIM answers 404 for anything not listed.
+var operations = [
+  'health GET /health'
+  'list-models GET /v1/models'
+  'get-model GET /v1/models/{model_id}'
+  'chat-completions POST /v1/chat/completions'
+  'responses POST /v1/responses'
+  'embeddings POST /v1/embeddings'
+  'image-generations POST /v1/images/generations'
+  'audio-speech POST /v1/audio/speech'
+  'audio-transcriptions POST /v1/audio/transcriptions'
+  'own-usage GET /v1/usage'
+  'admin-usage GET /v1/admin/usage'
+  'admin-list-models GET /v1/admin/models'
+  'admin-get-model GET /v1/admin/models/{model_id}'
+  'admin-put-model PUT /v1/admin/models/{model_id}'
+  'admin-delete-model DELETE /v1/admin/models/{model_id}'
+]
+
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
+  //checkov:skip=CKV_AZURE_107: APIM is the public entry point for the gateway's clients; VNet injection needs the Premium (v2) tiers and a network design this template does not impose.
+  //checkov:skip=CKV_AZURE_174: same as CKV_AZURE_107: clients reach the gateway through APIM's public endpoint, with subscription keys and project keys.
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: skuName
+    capacity: 1
+  }
+  identity: {
+    type: 'SystemAssigned' // sends telemetry to Application Insights without keys
+  }
+  properties: {
+    publisherEmail: publisherEmail
+    publisherName: publisherName
+  }
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// This role assignment lives here, not in rbac.bicep: APIM's identity exists
+// only once the service does, which is after the Function App.
+resource apimTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, apim.id, monitoringMetricsPublisher)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: apim.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource logger 'Microsoft.ApiManagement/service/loggers@2024-05-01' = {
+  parent: apim
+  name: 'appinsights'
+  properties: {
+    loggerType: 'applicationInsights'
+    resourceId: applicationInsights.id
+    credentials: {
+      connectionString: applicationInsightsConnectionString
+      identityClientId: 'systemAssigned'
+    }
+  }
+  dependsOn: [
+    apimTelemetry
+  ]
+}
+
+resource tokensPerMinuteValue 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+  parent: apim
+  name: 'llm-tokens-per-minute'
+  properties: {
+    displayName: 'llm-tokens-per-minute'
+    value: string(tokensPerMinute)
+  }
+}
+
+resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'llm-gateway'
+  properties: {
+    displayName: 'LLM gateway'
+    description: 'OpenAI-compatible LLM gateway (Azure Functions).'
+    path: '' // clients use base_url https://<apim>.azure-api.net/v1, as with the app itself
+    protocols: [
+      'https'
+    ]
+    serviceUrl: 'https://${functionAppHostName}'
+    subscriptionRequired: true
+    // The subscription key has its own header, so Authorization stays free for the gateway key.
+    subscriptionKeyParameterNames: {
+      header: 'Ocp-Apim-Subscription-Key'
+      query: 'subscription-key'
+    }
+  }
+}
+
+resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = [for operation in operations: {
+  parent: api
+  name: split(operation, ' ')[0]
+  properties: {
+    displayName: split(operation, ' ')[0]
+    method: split(operation, ' ')[1]
+    urlTemplate: split(operation, ' ')[2]
+    // {model_id} is the only path parameter the gateway has.
+    templateParameters: contains(operation, '{model_id}') ? [
+      {
+        name: 'model_id'
+        type: 'string'
+        required: true
+      }
+    ] : []
+  }
+}]
+
+resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: api
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: loadTextContent('apim-policy.xml')
+  }
+  dependsOn: [
+    tokensPerMinuteValue
+  ]
+}
+
+// Request logs and the token metrics of llm-emit-token-metric ("metrics: true").
+// No body bytes are logged: logging a body would make APIM buffer it.
+resource apiDiagnostics 'Microsoft.ApiManagement/service/apis/diagnostics@2024-05-01' = {
+  parent: api
+  name: 'applicationinsights'
+  properties: {
+    loggerId: logger.id
+    alwaysLog: 'allErrors'
+    metrics: true
+    sampling: {
+      samplingType: 'fixed'
+      percentage: 100
+    }
+    frontend: {
+      request: {
+        body: {
+          bytes: 0
+        }
+      }
+      response: {
+        body: {
+          bytes: 0
+        }
+      }
+    }
+    backend: {
+      request: {
+        body: {
+          bytes: 0
+        }
+      }
+      response: {
+        body: {
+          bytes: 0
+        }
+      }
+    }
+  }
+}
+
+// A product to hand out subscriptions (one per team or application).
+resource product 'Microsoft.ApiManagement/service/products@2024-05-01' = {
+  parent: apim
+  name: 'llm-gateway'
+  properties: {
+    displayName: 'LLM gateway'
+    description: 'Access to the LLM gateway. Each subscription has its own token-per-minute budget.'
+    subscriptionRequired: true
+    approvalRequired: false
+    state: 'published'
+  }
+}
+
+resource productApi 'Microsoft.ApiManagement/service/products/apis@2024-05-01' = {
+  parent: product
+  name: api.name
+}
+
+// A first subscription, so the gateway can be called through APIM right away.
+resource defaultSubscription 'Microsoft.ApiManagement/service/subscriptions@2024-05-01' = {
+  parent: apim
+  name: 'llm-gateway-default'
+  properties: {
+    displayName: 'LLM gateway (default)'
+    scope: '/products/${product.name}'
+    state: 'active'
+  }
+}
+
+output name string = apim.name
+output gatewayUrl string = apim.properties.gatewayUrl
+output defaultSubscriptionName string = defaultSubscription.name

@@ -1,0 +1,100 @@
+// Cosmos DB (NoSQL): account, database and the gateway's containers.
+// Key auth is disabled: the app and admins use Entra ID with the data-plane
+// role assigned in rbac.bicep.
+
+param name string
+param location string
+param tags object = {}
+param databaseName string
+
+@description('Serverless (pay per request). false = provisioned autoscale throughput shared by the database.')
+param serverless bool = true
+
+@description('Autoscale max RU/s shared by all containers when serverless is false.')
+@minValue(1000)
+param autoscaleMaxThroughput int = 1000
+
+// The containers the gateway reads and writes, with their partition keys.
+// Names and keys must match shared/settings.py COSMOS_CONTAINERS (tests/test_infra.py checks).
+var containers = [
+  {
+    name: 'models' // model catalog (COSMOS_CONTAINER_ID)
+    partitionKey: '/id'
+  }
+  {
+    name: 'projects' // projects and API key hashes (COSMOS_PROJECTS_CONTAINER_ID)
+    partitionKey: '/id'
+  }
+  {
+    name: 'usage' // one record per call (COSMOS_USAGE_CONTAINER_ID)
+    partitionKey: '/project'
+  }
+]
+
+resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
+  //checkov:skip=CKV_AZURE_101: the Flex Consumption app (no VNet integration here) and the admin CLI reach Cosmos over its public endpoint; key auth is disabled, so every request needs an Entra ID identity with the data-plane role.
+  //checkov:skip=CKV_AZURE_99: same as CKV_AZURE_101: no IP rules, as Flex Consumption outbound IPs are not fixed.
+  name: name
+  location: location
+  tags: tags
+  kind: 'GlobalDocumentDB'
+  properties: {
+    databaseAccountOfferType: 'Standard'
+    locations: [
+      {
+        locationName: location
+        failoverPriority: 0
+        isZoneRedundant: false
+      }
+    ]
+    consistencyPolicy: {
+      defaultConsistencyLevel: 'Session'
+    }
+    capabilities: serverless ? [
+      {
+        name: 'EnableServerless'
+      }
+    ] : []
+    disableLocalAuth: true // no account keys: Entra ID only
+    disableKeyBasedMetadataWriteAccess: true // databases and containers change only through ARM (this template)
+    minimalTlsVersion: 'Tls12'
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-11-15' = {
+  parent: account
+  name: databaseName
+  properties: {
+    resource: {
+      id: databaseName
+    }
+    options: serverless ? {} : {
+      autoscaleSettings: {
+        maxThroughput: autoscaleMaxThroughput
+      }
+    }
+  }
+}
+
+resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-11-15' = [for c in containers: {
+  parent: database
+  name: c.name
+  properties: {
+    resource: {
+      id: c.name
+      partitionKey: {
+        paths: [
+          c.partitionKey
+        ]
+        kind: 'Hash'
+        version: 2
+      }
+    }
+  }
+}]
+
+output name string = account.name
+output id string = account.id
+output endpoint string = account.properties.documentEndpoint
+output databaseName string = database.name

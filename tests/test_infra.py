@@ -1,0 +1,396 @@
+"""The deployment templates (infra/): checkov's Azure policies pass, and the
+templates agree with the code: app settings, Cosmos containers, API Management
+routes and policy.
+
+checkov cannot share the project's virtualenv (it pins packaging<24, LiteLLM
+needs packaging>=24), so it is looked up in this order: $CHECKOV, next to this
+Python (the venv's bin), .venv/checkov/bin (see infra/requirements-checkov.txt),
+then PATH.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.settings import COSMOS_CONTAINERS, SETTING_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+INFRA = REPO / "infra"
+MAIN = INFRA / "main.bicep"
+MODULES = INFRA / "modules"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+
+INSTALL_HINT = (
+    "python3 -m venv .venv/checkov && "
+    ".venv/checkov/bin/pip install -r infra/requirements-checkov.txt "
+    "(or set CHECKOV=/path/to/checkov)"
+)
+
+# App settings the platform and SDKs need on Flex Consumption with identity-based access.
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__blobServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "AZURE_CLIENT_ID",
+    "PYTHON_ENABLE_INIT_INDEXING",
+}
+
+# Settings Flex Consumption rejects or ignores (runtime comes from functionAppConfig),
+# and key-based storage settings that must not appear.
+FORBIDDEN_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "AzureWebJobsStorage",
+}
+
+
+# --- reading Bicep -----------------------------------------------------------
+
+
+def strip_comments(text: str) -> str:
+    """Bicep source without // and /* */ comments (strings are kept intact)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "'":
+            end = i + 1
+            while end < n and text[end] != "'":
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[i : end + 1])
+            i = end + 1
+        elif text.startswith("//", i):
+            while i < n and text[i] != "\n":
+                i += 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def bicep(path: Path) -> str:
+    return strip_comments(path.read_text())
+
+
+def block(text: str, opening: str) -> str:
+    """The bracketed body that starts at `opening` (which ends with { or [)."""
+    start = text.find(opening)
+    assert start >= 0, f"{opening!r} not found"
+    i = start + len(opening)
+    depth = 1
+    in_string = False
+    while depth:
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                i += 1
+            elif char == "'":
+                in_string = False
+        elif char == "'":
+            in_string = True
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+        i += 1
+    return text[start + len(opening) : i - 1]
+
+
+def object_entries(text: str, opening: str) -> dict[str, str]:
+    """Top-level `key: value` lines of the object literal that starts at `opening`."""
+    entries: dict[str, str] = {}
+    depth = 0
+    for line in block(text, opening).splitlines():
+        if depth == 0:
+            match = re.match(r"\s*'?([A-Za-z_][\w-]*)'?\s*:\s*(.*?)\s*$", line)
+            if match:
+                entries[match.group(1)] = match.group(2)
+        depth += sum(line.count(c) for c in "{[(") - sum(line.count(c) for c in "}])")
+    return entries
+
+
+def declared_params(text: str) -> dict[str, bool]:
+    """Parameter name -> whether it has a default value."""
+    return {
+        match.group(1): bool(match.group(2))
+        for match in re.finditer(r"^param\s+(\w+)\s+\w+(\s*=)?", text, re.MULTILINE)
+    }
+
+
+# --- checkov -----------------------------------------------------------------
+
+
+def find_checkov() -> str | None:
+    override = os.environ.get("CHECKOV")
+    if override:
+        return override
+    return (
+        shutil.which("checkov", path=str(Path(sys.executable).parent))
+        or shutil.which("checkov", path=str(REPO / ".venv" / "checkov" / "bin"))
+        or shutil.which("checkov")
+    )
+
+
+class CheckovReport(dict):
+    """checkov's JSON report, shown briefly in test failures."""
+
+    def __repr__(self) -> str:
+        return f"<checkov report {self['summary']}>"
+
+
+@pytest.fixture(scope="module")
+def checkov() -> CheckovReport:
+    """checkov's JSON report for infra/ (Bicep framework, offline)."""
+    executable = find_checkov()
+    if executable is None:
+        pytest.fail(f"checkov is not installed: {INSTALL_HINT}")
+    command = [
+        executable,
+        "--directory", str(INFRA),
+        "--framework", "bicep",
+        "--output", "json",
+        "--skip-download",  # no Prisma Cloud look-ups: offline and quick
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"checkov did not produce a JSON report (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    reports = report if isinstance(report, list) else [report]
+    bicep_reports = [r for r in reports if r.get("check_type") == "bicep"]
+    assert bicep_reports, f"checkov scanned no Bicep resources in {INFRA}: {report}"
+    return CheckovReport(bicep_reports[0])
+
+
+def test_checkov_parses_every_template(checkov):
+    errors = checkov["results"].get("parsing_errors", [])
+    assert not errors, f"checkov could not parse: {errors}"
+    assert checkov["summary"]["parsing_errors"] == 0
+    assert checkov["summary"]["resource_count"] > 0
+    assert checkov["summary"]["passed"] > 0
+
+
+def test_checkov_finds_no_failed_check(checkov):
+    failed = [
+        f"{c['check_id']} {c['check_name']!r} on {c['resource']} ({c['file_path']}:{c['file_line_range']})"
+        for c in checkov["results"]["failed_checks"]
+    ]
+    assert not failed, (
+        "fix these, or skip each inside its resource with "
+        "`//checkov:skip=CKV_AZURE_xxx: reason`:\n" + "\n".join(failed)
+    )
+
+
+SKIP_COMMENT = re.compile(r"checkov:skip=([A-Z0-9_]+)(?::(.*))?")
+
+
+def skip_comments() -> list[tuple[str, str, str]]:
+    return [
+        (path.name, match.group(1), (match.group(2) or "").strip())
+        for path in BICEP_FILES
+        for match in SKIP_COMMENT.finditer(path.read_text())
+    ]
+
+
+def test_every_skipped_check_says_why():
+    unexplained = [f"{file}: {check}" for file, check, reason in skip_comments() if len(reason) < 20]
+    assert not unexplained, f"a checkov skip needs a written reason: {unexplained}"
+
+
+def test_every_skip_comment_is_still_needed(checkov):
+    used = {(Path(c["file_path"]).name, c["check_id"]) for c in checkov["results"]["skipped_checks"]}
+    stale = [f"{file}: {check}" for file, check, _ in skip_comments() if (file, check) not in used]
+    assert not stale, f"these skips match no check any more; remove them: {stale}"
+
+
+# --- the templates agree with the code ----------------------------------------
+
+
+def gateway_settings() -> dict[str, str]:
+    return object_entries(bicep(MAIN), "var gatewaySettings = {")
+
+
+def platform_settings() -> dict[str, str]:
+    return object_entries(bicep(MODULES / "function-app.bicep"), "var platformSettings = {")
+
+
+def test_every_setting_the_code_reads_is_set_in_azure():
+    missing = [name for name in SETTING_NAMES if name not in gateway_settings()]
+    assert not missing, f"add to gatewaySettings in infra/main.bicep: {missing}"
+
+
+def test_every_setting_the_code_reads_is_in_the_local_example():
+    values = json.loads((REPO / "local.settings.json.example").read_text())["Values"]
+    missing = [name for name in SETTING_NAMES if name not in values]
+    assert not missing, f"add to local.settings.json.example: {missing}"
+
+
+def test_platform_settings_use_the_managed_identity():
+    platform = platform_settings()
+    assert PLATFORM_SETTINGS <= platform.keys(), PLATFORM_SETTINGS - platform.keys()
+    assert platform["AzureWebJobsStorage__credential"] == "'managedidentity'"
+    assert platform["AzureWebJobsStorage__clientId"] == "identityClientId"
+    assert platform["AZURE_CLIENT_ID"] == "identityClientId"
+    assert platform["PYTHON_ENABLE_INIT_INDEXING"] == "'1'"
+    assert "Authorization=AAD" in platform["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+    overlap = platform.keys() & gateway_settings().keys()
+    assert not overlap, f"set in both main.bicep and function-app.bicep: {overlap}"
+
+
+def test_no_keys_and_no_settings_flex_consumption_rejects():
+    gateway = gateway_settings()
+    assert gateway["COSMOS_KEY"] == "''", "COSMOS_KEY must be empty: the app uses its managed identity"
+    assert gateway["ALLOW_ANONYMOUS"] == "'false'"
+    names = gateway.keys() | platform_settings().keys()
+    assert not names & FORBIDDEN_SETTINGS, names & FORBIDDEN_SETTINGS
+    for path in BICEP_FILES:
+        text = bicep(path)
+        assert "listKeys(" not in text, f"{path.name} reads an account key"
+        assert "AccountKey=" not in text, f"{path.name} builds a key-based connection string"
+
+
+def test_cosmos_containers_and_partition_keys():
+    text = bicep(MODULES / "cosmos.bicep")
+    declared = dict(
+        re.findall(r"name:\s*'([^']+)'\s*partitionKey:\s*'([^']+)'", block(text, "var containers = ["))
+    )
+    for container, partition_key in COSMOS_CONTAINERS.items():
+        assert container in declared, f"container {container!r} is not declared in cosmos.bicep"
+        assert declared[container] == partition_key, (
+            f"container {container!r}: partition key {declared[container]!r}, the code uses {partition_key!r}"
+        )
+    assert re.search(r"paths:\s*\[\s*c\.partitionKey\s*\]", text), "containers must use their partitionKey"
+    assert re.search(r"disableLocalAuth:\s*true", text), "Cosmos key auth must be disabled"
+    gateway = gateway_settings()
+    for setting in ("COSMOS_CONTAINER_ID", "COSMOS_PROJECTS_CONTAINER_ID", "COSMOS_USAGE_CONTAINER_ID"):
+        assert gateway[setting].strip("'") in declared, f"{setting} names an undeclared container"
+
+
+def test_cosmos_data_plane_role_for_the_app():
+    text = bicep(MODULES / "rbac.bicep")
+    assert "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments" in text
+    assert "00000000-0000-0000-0000-000000000002" in text  # Cosmos DB Built-in Data Contributor
+    assert "4633458b-17de-408a-b874-0445c86b69e6" in text  # Key Vault Secrets User
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(METHOD, /path) of every @app.route in function_app.py."""
+    tree = ast.parse((REPO / "function_app.py").read_text())
+    routes = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for decorator in node.decorator_list:
+            if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", None) == "route"):
+                continue
+            arguments = {k.arg: ast.literal_eval(k.value) for k in decorator.keywords if k.arg in ("route", "methods")}
+            assert "methods" in arguments, f"{node.name}: give the route explicit methods"
+            for method in arguments["methods"]:
+                routes.add((method.upper(), "/" + arguments["route"].strip("/")))
+    return routes
+
+
+def apim_operations() -> set[tuple[str, str]]:
+    text = bicep(MODULES / "apim.bicep")
+    entries = re.findall(r"'([\w-]+) ([A-Z]+) (/\S*)'", block(text, "var operations = ["))
+    names = [name for name, _, _ in entries]
+    assert len(names) == len(set(names)), f"duplicate APIM operation names: {names}"
+    return {(method, path) for _, method, path in entries}
+
+
+def test_api_management_exposes_every_route():
+    routes, operations = app_routes(), apim_operations()
+    assert routes, "no routes found in function_app.py"
+    missing, stale = sorted(routes - operations), sorted(operations - routes)
+    assert not missing, f"add to `operations` in infra/modules/apim.bicep: {missing}"
+    assert not stale, f"remove from `operations` in infra/modules/apim.bicep: {stale}"
+
+
+def test_api_management_policy_streams_and_limits_tokens():
+    raw = (MODULES / "apim-policy.xml").read_text()
+    policy = ET.fromstring(raw)
+    forward = policy.find("./backend/forward-request")
+    assert forward is not None
+    assert forward.get("buffer-response") == "false", "streams must not be buffered"
+    assert 0 < int(forward.get("timeout")) <= 230, "the platform cuts responses at about 230 s"
+    limit = policy.find("./inbound/llm-token-limit")
+    if limit is None:
+        limit = policy.find("./inbound/azure-openai-token-limit")
+    assert limit is not None, "a token limit policy is required"
+    assert "context.Subscription.Id" in limit.get("counter-key", "")
+    assert policy.find("./inbound/llm-emit-token-metric") is not None
+    assert "Response.Body" not in raw, "reading the response body buffers streams"
+    for header in policy.iter("set-header"):
+        assert header.get("name", "").lower() != "authorization", "Authorization carries the gateway key"
+
+
+def test_api_management_settings():
+    text = bicep(MODULES / "apim.bicep")
+    assert "loadTextContent('apim-policy.xml')" in text
+    assert re.search(r"header:\s*'Ocp-Apim-Subscription-Key'", text)
+    skus = re.findall(r"'(\w+)'", block(text, "@allowed(["))
+    assert skus and "Consumption" not in skus, skus
+    assert re.search(r"metrics:\s*true", text), "llm-emit-token-metric needs diagnostics with metrics"
+    bodies = re.findall(r"bytes:\s*(\d+)", text)
+    assert bodies and set(bodies) == {"0"}, "logging bodies would buffer streams"
+
+
+def test_function_app_runs_on_flex_consumption():
+    text = bicep(MODULES / "function-app.bicep")
+    assert re.search(r"tier:\s*'FlexConsumption'", text)
+    assert re.search(r"httpsOnly:\s*true", text)
+    assert re.search(r"type:\s*'UserAssigned'", text)
+    assert re.search(r"name:\s*'python'", text)
+    assert re.search(r"param pythonVersion string = '3\.11'", text)
+
+
+def test_outputs_for_azd():
+    outputs = set(re.findall(r"^output\s+(\w+)\s", bicep(MAIN), re.MULTILINE))
+    expected = {"AZURE_FUNCTION_APP_NAME", "GATEWAY_URL", "APIM_GATEWAY_URL", "COSMOS_URL", "KEY_VAULT_URL"}
+    assert expected <= outputs, expected - outputs
+
+
+def test_parameters_file_matches_main():
+    params = declared_params(bicep(MAIN))
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    unknown = values.keys() - params.keys()
+    assert not unknown, f"main.parameters.json sets undeclared parameters: {unknown}"
+    required = {name for name, has_default in params.items() if not has_default}
+    assert required <= values.keys(), f"main.parameters.json lacks: {required - values.keys()}"
+
+
+def test_modules_exist():
+    text = bicep(MAIN)
+    for module in re.findall(r"^module\s+\w+\s+'([^']+)'", text, re.MULTILINE):
+        assert (INFRA / module).is_file(), module
+    for path in BICEP_FILES:
+        for loaded in re.findall(r"loadTextContent\('([^']+)'\)", bicep(path)):
+            assert (path.parent / loaded).is_file(), loaded
+
+
+def test_azure_yaml_deploys_the_function_app():
+    config = yaml.safe_load((REPO / "azure.yaml").read_text())
+    api = config["services"]["api"]
+    assert api == {"project": ".", "language": "python", "host": "function"}
+    assert config.get("infra", {}).get("path", "infra") == "infra"
+    assert "'azd-service-name': 'api'" in bicep(MODULES / "function-app.bicep")
