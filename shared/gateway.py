@@ -18,14 +18,14 @@ from . import payloads
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
 from .errors import GatewayError, ModelNotFound, UnsupportedOperation, UpstreamTimeout
-from .http import Content, EventStream, Inbound, JSONResult
+from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
 from .projects import Authenticator
 from .providers import ProviderCall
 from .routing import Router
 from .upstream import translate
-from .usage import CLIENT_CLOSED_STATUS, Meter, UsageRecorder
+from .usage import Meter, UsageRecorder
 from .vertex import VertexImagen
 
 
@@ -224,16 +224,20 @@ class Gateway:
 
         async def attempt(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
             llm = await litellm()
-            stream = await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
-            events = _relay(stream, model, call, to_event, routed)
             first_byte_by = min(routed.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
-                first = await _next_before(events, first_byte_by, model)
-            except StopAsyncIteration:
-                return events
-            except BaseException:
-                await events.aclose()
-                raise
+                async with asyncio.timeout_at(first_byte_by):
+                    stream = await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
+                    events = _relay(stream, model, call, to_event, routed)
+                    try:
+                        first = await anext(events)
+                    except StopAsyncIteration:
+                        return events
+                    except BaseException:
+                        await events.aclose()
+                        raise
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
 
         return attempt
@@ -250,6 +254,9 @@ class Gateway:
             raise UpstreamTimeout(f"Model '{routed.candidates[0].id}' did not answer within the request's time budget.") from None
         except GatewayError as error:
             routed.meter.finish(error.status)
+            raise
+        except asyncio.CancelledError:
+            routed.meter.finish(CLIENT_CLOSED_STATUS)
             raise
         except Exception:
             routed.meter.finish(500)
@@ -330,14 +337,6 @@ async def _translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T]
         return await pending
     except Exception as exc:
         raise translate(exc, model.id, call.secrets) or exc
-
-
-async def _next_before(events: AsyncGenerator[Event, None], deadline: float, model: LLMModel) -> Event:
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await anext(events)
-    except TimeoutError:
-        raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
 
 
 async def _relay(

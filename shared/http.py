@@ -6,6 +6,7 @@ Handlers pass the Functions (Starlette) request and a gateway operation to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -24,6 +25,8 @@ from .errors import GatewayError, InvalidRequest, PayloadTooLarge
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+#: nginx's status for a request whose client closed the connection first.
+CLIENT_CLOSED_STATUS = 499
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -66,6 +69,8 @@ class Inbound:
         self._request = request
         self.request_id = request_id
         self.max_body_bytes = max_body_bytes
+        #: Set once the body has been read: from then on the connection can be watched.
+        self.body_read = asyncio.Event()
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -89,6 +94,7 @@ class Inbound:
             if size > limit:
                 raise _too_large(limit)
             yield chunk
+        self.body_read.set()
 
     async def body(self) -> bytes:
         return b"".join([chunk async for chunk in self._stream(self.max_body_bytes)])
@@ -148,10 +154,25 @@ Operation = Callable[[Inbound], Awaitable[Result]]
 
 
 async def respond(request: Request, operation: Operation, max_body_bytes: int) -> Response:
-    """Run `operation` for `request` and turn its result or error into a response."""
+    """Run `operation` for `request` and turn its result or error into a response.
+
+    A caller who hangs up while the operation runs cancels it, and so the
+    upstream call: no work goes on for a caller who left.
+    """
     request_id = request_id_for(request)
+    inbound = Inbound(request, request_id, max_body_bytes)
+    work = asyncio.ensure_future(operation(inbound))
+    watch = asyncio.ensure_future(_hang_up(request, inbound))
     try:
-        result = await operation(Inbound(request, request_id, max_body_bytes))
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not work.done():
+        work.cancel()
+        logger.info("request %s: the caller hung up; its upstream call was cancelled", request_id)
+        return Response(status_code=CLIENT_CLOSED_STATUS, headers={REQUEST_ID_HEADER: request_id})
+    try:
+        result = work.result()
     except GatewayError as exc:
         if exc.status >= 500:
             logger.warning("request %s failed: %s", request_id, exc.message)
@@ -160,6 +181,14 @@ async def respond(request: Request, operation: Operation, max_body_bytes: int) -
         logger.exception("request %s failed with an unexpected error", request_id)
         return error_response(internal_error(request_id), request_id)
     return to_response(result, request_id)
+
+
+async def _hang_up(request: Request, inbound: Inbound) -> None:
+    """Return when the caller disconnects (watched only once the body is read,
+    so the watcher never takes body chunks from the operation)."""
+    await inbound.body_read.wait()
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def internal_error(request_id: str) -> GatewayError:

@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: The project recorded for callers without one (ALLOW_ANONYMOUS).
 ANONYMOUS_PROJECT = "anonymous"
-#: The status recorded when the caller went away before the response ended.
-CLIENT_CLOSED_STATUS = 499
 #: Marks a log line that carries a usage record that could not be stored.
 LOST_RECORD_MARKER = "usage-record"
 

@@ -493,7 +493,7 @@ class FakeAzureOpenAI:
     (by default: it is in `tokens`). `requests` logs every request received, in order, with the deployment in
     `extra["deployment"]`, multipart fields in `extra["form"]` (every value of each in `extra["form_lists"]`).
     `stream_outcomes` tells, per SSE stream, whether it was sent to the end ("completed") or the client closed it
-    first ("closed").
+    first ("closed"); `abandoned` counts `slow` calls whose client hung up while waiting.
     """
 
     def __init__(self, keys: dict[str, str], tokens: set[str] | None = None) -> None:
@@ -502,6 +502,7 @@ class FakeAzureOpenAI:
         self.accepts_token: Callable[[str], bool] = self.tokens.__contains__
         self.requests: list[RecordedRequest] = []
         self.stream_outcomes: list[str] = []
+        self.abandoned = 0
         self.url = ""
         self._lock = threading.Lock()
         routes = [Route(path, self._endpoint(operation), methods=["POST"]) for operation in OPERATIONS
@@ -520,6 +521,7 @@ class FakeAzureOpenAI:
         with self._lock:
             self.requests.clear()
             self.stream_outcomes.clear()
+            self.abandoned = 0
 
     async def _record(self, request: Request) -> RecordedRequest:
         recorded = await record(request)
@@ -548,6 +550,8 @@ class FakeAzureOpenAI:
             if not recorded.path.startswith("/openai/v1/") and "api-version" not in recorded.query:
                 message = "Missing required query parameter 'api-version'."
                 return azure_error(400, "BadRequest", message, param="api-version")
+            if deployment == "slow":
+                await self._wait_unless_abandoned(request)
             refusal = await self._refusal(recorded, deployment, azure_operation)
             if refusal is not None:
                 return refusal
@@ -558,8 +562,17 @@ class FakeAzureOpenAI:
 
         return endpoint
 
+    async def _wait_unless_abandoned(self, request: Request) -> None:
+        """`slow`'s wait; a caller that hangs up meanwhile is counted in `abandoned`."""
+        deadline = time.monotonic() + SLOW_SECONDS
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                self.abandoned += 1
+                return
+            await asyncio.sleep(0.05)
+
     async def _refusal(self, recorded: RecordedRequest, deployment: str, azure_operation: str) -> Response | None:
-        """The fault, 404 or 401 this request gets, if any; `slow` waits here."""
+        """The fault, 404 or 401 this request gets, if any."""
         if deployment == "rate-limited":
             return _rate_limited(azure_operation, recorded.query.get("api-version", "v1"))
         if deployment == "broken":
@@ -567,8 +580,6 @@ class FakeAzureOpenAI:
             return azure_error(500, "InternalServerError", message)
         if deployment == "filtered":
             return _content_filtered()
-        if deployment == "slow":
-            await asyncio.sleep(SLOW_SECONDS)
         if deployment in FAULTS:
             return None
         if deployment not in self.keys:

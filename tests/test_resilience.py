@@ -1,0 +1,163 @@
+"""Several deployments per model, retries, cool-downs, fallbacks, time budgets."""
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import API_VERSION, azure_entry, gateway_env
+from tests.support import GatewayProcess, write_catalog
+
+USER = [{"role": "user", "content": "keep answering"}]
+
+
+def deployment(name, code, fake_url, key="$KEY_A", **extra):
+    return {"name": name, "code": code, "parameters": {"endpoint": fake_url, "api_version": API_VERSION,
+                                                       "api_key": key}} | extra  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def resilient(fake_azure, tmp_path_factory):
+    url = fake_azure.url
+
+    def spread(model_id, deployments, **extra):
+        return azure_entry(model_id, "unused", url, deployments=deployments, **extra)
+
+    catalog = [
+        spread("regional", [
+            deployment("sweden-throttled", "rate-limited", url, priority=0),
+            deployment("france-failing", "broken", url, priority=0),
+            deployment("us-healthy", "dep-a", url, priority=1),
+        ]),
+        spread("weighted", [deployment("big", "dep-a", url, weight=3),
+                            deployment("small", "dep-b", url, key="$KEY_B", weight=1)]),
+        spread("doomed", [deployment("only", "broken", url)], fallbacks=["rescuer", "no-such-model"]),
+        azure_entry("rescuer", "dep-b", url),
+        spread("throttled", [deployment("one", "rate-limited", url), deployment("two", "rate-limited", url)]),
+        azure_entry("slow-model", "slow", url, parameters={"endpoint": url, "api_version": API_VERSION,
+                                                           "api_key": "$KEY_A", "timeout": 1}),
+        azure_entry("slow-budget", "slow", url, parameters={"endpoint": url, "api_version": API_VERSION,
+                                                            "api_key": "$KEY_A", "timeout": 30}),
+        azure_entry("streamer", "slow-stream", url),
+        azure_entry("mixed-operations", "dep-a", url, operations=["embeddings"], fallbacks=["rescuer"]),
+    ]  # fmt: skip
+    directory = tmp_path_factory.mktemp("resilience")
+    env = gateway_env(
+        MODELS_FILE=str(write_catalog(directory / "models.json", catalog)),
+        REQUEST_TIMEOUT_SECONDS="3",
+        STREAM_FIRST_BYTE_TIMEOUT_SECONDS="1",
+    )
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    yield process
+    process.stop()
+
+
+def client_for(gateway):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="local", max_retries=0)
+
+
+def test_failing_deployments_are_absorbed_and_skipped_while_they_cool_down(resilient, fake_azure):
+    client = client_for(resilient)
+    for _ in range(5):
+        assert client.chat.completions.create(model="regional", messages=USER).model == "regional"
+
+    # 429: skipped for its Retry-After (7 s). 500: skipped after 3 failures in a row (circuit breaker).
+    assert len(fake_azure.requests_for("rate-limited")) == 1
+    assert len(fake_azure.requests_for("broken")) == 3
+    assert len(fake_azure.requests_for("dep-a")) == 5
+
+
+def test_weights_spread_traffic_within_a_priority(resilient, fake_azure):
+    async def scenario():
+        client = openai.AsyncOpenAI(base_url=f"{resilient.url}/v1", api_key="local", max_retries=0)
+        for start in range(0, 200, 50):
+            await asyncio.gather(*(client.chat.completions.create(model="weighted", messages=USER)
+                                   for _ in range(start, start + 50)))  # fmt: skip
+
+    asyncio.run(scenario())
+    big, small = len(fake_azure.requests_for("dep-a")), len(fake_azure.requests_for("dep-b"))
+    assert big + small == 200
+    assert 120 <= big <= 180  # expected 150; the binomial standard deviation is about 6
+
+
+def test_a_fallback_model_answers_when_every_deployment_fails(resilient, fake_azure):
+    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "doomed", "messages": USER})
+    assert response.status_code == 200
+    assert response.json()["model"] == "rescuer"
+    assert response.headers["x-gateway-model"] == "rescuer"
+    assert len(fake_azure.requests_for("dep-b")) == 1
+
+
+def test_fallbacks_must_offer_the_operation(resilient):
+    response = httpx.post(f"{resilient.url}/v1/embeddings", json={"model": "mixed-operations", "input": "x"})
+    assert response.status_code == 200
+    assert response.headers["x-gateway-model"] == "mixed-operations"
+
+
+def test_all_deployments_cooling_down_is_a_429_with_the_shortest_wait(resilient, fake_azure):
+    client = client_for(resilient)
+    with pytest.raises(openai.RateLimitError) as first:
+        client.chat.completions.create(model="throttled", messages=USER)
+    assert first.value.response.headers["retry-after"] == "7"
+    assert len(fake_azure.requests_for("rate-limited")) == 2
+
+    with pytest.raises(openai.RateLimitError) as cooling:
+        client.chat.completions.create(model="throttled", messages=USER)
+    assert cooling.value.response.headers["retry-after"] in ("6", "7")
+    assert "cooling down" in cooling.value.message
+    assert len(fake_azure.requests_for("rate-limited")) == 2  # nobody was called
+
+
+def test_a_slow_upstream_is_a_504_at_the_models_timeout(resilient):
+    started = time.monotonic()
+    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "slow-model", "messages": USER}, timeout=30)
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "timeout"
+    assert time.monotonic() - started < 2.5
+
+
+def test_the_request_budget_caps_a_slower_models_timeout(resilient):
+    started = time.monotonic()
+    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "slow-budget", "messages": USER}, timeout=30)
+    assert response.status_code == 504
+    assert 2.5 < time.monotonic() - started < 4.5
+
+
+def test_a_stream_without_a_first_byte_in_time_is_a_504(resilient):
+    started = time.monotonic()
+    response = httpx.post(f"{resilient.url}/v1/chat/completions",
+                          json={"model": "slow-budget", "messages": USER, "stream": True}, timeout=30)  # fmt: skip
+    assert response.status_code == 504
+    assert time.monotonic() - started < 2
+
+
+def test_a_stream_that_outlives_the_request_budget_ends_with_an_error_event(resilient):
+    with httpx.stream("POST", f"{resilient.url}/v1/chat/completions",
+                      json={"model": "streamer", "messages": USER, "stream": True}, timeout=30) as response:  # fmt: skip
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    assert "event: error" in lines and '"timeout"' in lines[-2]
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_a_client_that_closes_a_stream_closes_the_upstream_stream(resilient, fake_azure):
+    with httpx.stream("POST", f"{resilient.url}/v1/chat/completions",
+                      json={"model": "streamer", "messages": USER, "stream": True}) as response:  # fmt: skip
+        for line in response.iter_lines():
+            if "w1" in line:
+                break
+    deadline = time.monotonic() + 5
+    while not fake_azure.stream_outcomes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_azure.stream_outcomes == ["closed"]
+
+
+def test_a_client_that_hangs_up_cancels_the_upstream_call(resilient, fake_azure):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "slow-budget", "messages": USER}, timeout=0.5)
+    deadline = time.monotonic() + 3
+    while not fake_azure.abandoned and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_azure.abandoned == 1
