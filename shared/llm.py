@@ -35,6 +35,7 @@ def _import_litellm() -> ModuleType:
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             litellm.drop_params = False
+            litellm.disable_streaming_logging = True
             logging.getLogger("LiteLLM").setLevel(logging.WARNING)
             _module = litellm
     return _module

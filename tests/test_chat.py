@@ -194,3 +194,12 @@ def test_no_secret_reaches_the_gateway_log(client, gateway):
     assert log  # the gateway does log
     for key in UPSTREAM_KEYS.values():
         assert key not in log
+
+
+def test_provider_headers_that_reveal_internals_are_not_passed_on(gateway, fake_azure):
+    import httpx
+
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "chat-a", "messages": USER})
+    assert response.status_code == 200
+    upstream_only = {"apim-request-id", "x-ms-region", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"}
+    assert upstream_only.isdisjoint(name.lower() for name in response.headers)
