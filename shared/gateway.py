@@ -28,7 +28,6 @@ from .upstream import translate
 from .usage import Meter, UsageRecorder
 from .vertex import VertexImagen
 
-
 T = TypeVar("T")
 Event = tuple[str | None, Any]
 #: Tries one deployment of one model; raises a gateway error when it fails.
@@ -207,7 +206,7 @@ class Gateway:
         return Routed(candidates, meter, asyncio.get_running_loop().time() + self.limits.request_seconds)
 
     def _litellm(self, function: str, arguments: dict[str, Any]) -> Attempt[Any]:
-        """An attempt that calls LiteLLM's `function` and meters the usage it reports."""
+        """An attempt that calls LiteLLM's `function` with one deployment's credentials."""
 
         async def attempt(model: LLMModel, call: ProviderCall) -> Any:
             llm = await litellm()
@@ -251,7 +250,8 @@ class Gateway:
                 model, result = await self.router.run(routed.candidates, attempt)
         except TimeoutError:
             routed.meter.finish(UpstreamTimeout.status)
-            raise UpstreamTimeout(f"Model '{routed.candidates[0].id}' did not answer within the request's time budget.") from None
+            model_id = routed.candidates[0].id
+            raise UpstreamTimeout(f"Model '{model_id}' did not answer within the request's time budget.") from None
         except GatewayError as error:
             routed.meter.finish(error.status)
             raise
