@@ -13,16 +13,19 @@ from typing import Any
 
 from .errors import InvalidRequest
 
-#: CreateChatCompletionRequest's properties in OpenAI's API schema, less `model`.
+#: CreateChatCompletionRequest's properties in OpenAI's API schema, less `model`
+#: and less the fields LiteLLM refuses for Azure deployments it does not know
+#: (`service_tier`, `verbosity`, `safety_identifier`) or keeps for itself
+#: (`metadata`): those travel in `extra_body`, untouched.
 CHAT_COMPLETION_FIELDS = frozenset(
     {
         "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities",
+        "max_completion_tokens", "max_tokens", "messages", "modalities",
         "moderation", "n", "parallel_tool_calls", "prediction", "presence_penalty",
         "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
+        "reasoning_effort", "response_format", "seed",
         "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
-        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+        "top_logprobs", "top_p", "user", "web_search_options",
     }
 )  # fmt: skip
 

@@ -115,6 +115,11 @@ def test_image_parts_and_options_pass_through_untouched(client, fake_azure):
         logprobs=True,
         response_format={"type": "json_object"},
         extra_body={"future_knob": {"level": 3}},
+        metadata={"team": "a"},
+        store=True,
+        service_tier="priority",
+        verbosity="low",
+        safety_identifier="user-hash-1",
     )
 
     assert len(completion.choices) == 2
@@ -125,6 +130,8 @@ def test_image_parts_and_options_pass_through_untouched(client, fake_azure):
     assert (sent["n"], sent["seed"], sent["logprobs"]) == (2, 42, True)
     assert sent["response_format"] == {"type": "json_object"}
     assert sent["future_knob"] == {"level": 3}
+    assert (sent["metadata"], sent["store"], sent["service_tier"]) == ({"team": "a"}, True, "priority")
+    assert (sent["verbosity"], sent["safety_identifier"]) == ("low", "user-hash-1")
 
 
 def test_caller_cannot_redirect_the_gateway_credentials(client, fake_azure):
