@@ -35,6 +35,8 @@ KEY_DOCUMENT_PREFIX = "key-"
 KEY_CACHE_SECONDS = 60.0
 #: How long an unknown key is remembered as unknown.
 UNKNOWN_KEY_CACHE_SECONDS = 5.0
+#: Most key look-ups remembered at once: random keys must not grow memory without end.
+KEY_CACHE_ENTRIES = 10_000
 
 
 def hash_key(key: str) -> str:
@@ -208,6 +210,9 @@ class Authenticator:
         caller = None
         if project is not None and not project.get("disabled"):
             caller = Caller(project=project["id"], admin=project.get("admin") is True)
-        lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
-        self._cache[key_hash] = (now + lifetime, caller)
+        if len(self._cache) >= KEY_CACHE_ENTRIES:
+            self._cache = {key: entry for key, entry in self._cache.items() if entry[0] > now}
+        if caller is not None or len(self._cache) < KEY_CACHE_ENTRIES:
+            lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
+            self._cache[key_hash] = (now + lifetime, caller)
         return caller
