@@ -81,6 +81,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_17: OpenAI SDK clients authenticate with API keys, not client certificates.
   //checkov:skip=CKV_AZURE_212: Flex Consumption scales instances itself (maximumInstanceCount, alwaysReady); there is no fixed instance count to set.
   //checkov:skip=CKV_AZURE_213: App Service health check (instance replacement) does not apply to Flex Consumption's scale controller; GET /health serves external probes.
+  //checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP(S) deployment and rejects siteConfig.ftpsState (Microsoft's Flex Consumption deprecation list); FTP and basic-auth publishing are off below (basicPublishingCredentialsPolicies).
   name: name
   location: location
   tags: union(tags, {
@@ -96,9 +97,13 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in app settings (APIM_SHARED_SECRET) resolve with the app's identity.
+    keyVaultReferenceIdentity: identityId
+    // Only properties Flex Consumption accepts (tests/test_infra.py checks
+    // against Microsoft's Flex Consumption deprecation list): the runtime,
+    // scale and deployment live in functionAppConfig below.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [for setting in items(appSettings): {
         name: setting.key
