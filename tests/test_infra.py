@@ -524,6 +524,15 @@ def test_function_app_runs_on_flex_consumption():
     assert re.search(r"param pythonVersion string = '3\.11'", text)
 
 
+def test_instances_have_room_for_the_gateway():
+    """512 MB Flex instances are not offered: the worker peaks near 290 MB under streaming load."""
+    for path in (MAIN, MODULES / "function-app.bicep"):
+        text = bicep(path)
+        allowed = block(text, "@allowed([\n  2048")
+        assert re.findall(r"\d+", "2048" + allowed) == ["2048", "4096"], path.name
+        assert "param instanceMemoryMB int = 2048" in text, path.name
+
+
 def test_outputs_for_azd():
     outputs = set(re.findall(r"^output\s+(\w+)\s", bicep(MAIN), re.MULTILINE))
     expected = {"AZURE_FUNCTION_APP_NAME", "GATEWAY_URL", "APIM_GATEWAY_URL", "COSMOS_URL", "KEY_VAULT_URL"}
