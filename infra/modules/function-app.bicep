@@ -24,12 +24,12 @@ param pythonVersion string = '3.11'
 
 // No 512: the Python worker alone peaks at about 290 MB resident with 16 to 64
 // concurrent streams (bench/bench.py --stream), before the Functions host's
-// own memory, and a 512 MB instance has a quarter of a vCPU.
+// own memory: too little headroom in 512 MB.
 @allowed([
   2048
   4096
 ])
-@description('Memory of each instance (Flex Consumption: 2048 MB = 1 vCPU, 4096 MB = 2 vCPU).')
+@description('Memory of each Flex Consumption instance, in MB.')
 param instanceMemoryMB int = 2048
 
 @minValue(1)
