@@ -1,13 +1,14 @@
 """The gate that makes API Management the only way in.
 
-With API Management in front, the Function App keeps its public address
-(Flex Consumption has no inbound rule that admits one APIM instance and
-nobody else). So APIM adds a shared secret, `X-APIM-Shared-Secret`, to every
-request it forwards, from a Key Vault named value; the app reads the same
-secret from `APIM_SHARED_SECRET` (a Key Vault reference) and refuses any
-request that does not carry it. A caller holding a project key therefore
-cannot skip APIM's subscription key, token limit and token metrics by calling
-the app directly. Without the setting the gate is open: local use, no APIM.
+With API Management in front, the Function App keeps its public address (an
+access restriction to the `ApiManagement` service tag would admit every APIM
+instance in Azure, not only ours). So APIM adds a shared secret,
+`X-APIM-Shared-Secret`, to every request it forwards, from a Key Vault named
+value; the app reads the same secret from `APIM_SHARED_SECRET` (a Key Vault
+reference) and refuses any request that does not carry it. A caller holding a
+project key therefore cannot skip APIM's subscription key, token limit and
+token metrics by calling the app directly. Without the setting the gate is
+open: local use, no APIM.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 
 
 def _digest(value: bytes) -> bytes:
-    """Compared as SHA-256 digests: equal lengths, so the comparison time says nothing about the secret's length."""
+    """Secrets are compared as SHA-256 digests: of equal length, so the time the
+    comparison takes says nothing about the secret's length either."""
     return hashlib.sha256(value).digest()
 
 
@@ -59,7 +61,7 @@ class Gate:
                 f"The gateway's {SETTING} setting is an unresolved Key Vault reference."
             )
         # Header values arrive as latin-1 text: encoding them back gives the bytes that were sent.
-        given = headers.get(HEADER, "").encode("latin-1")
+        given = headers.get(HEADER, "").encode("latin-1", errors="replace")
         if hmac.compare_digest(_digest(given), self._expected):
             return None
         return ApiManagementRequired(

@@ -10,6 +10,7 @@ import pytest
 from shared import gate as gate_module
 from shared.errors import ApiManagementRequired, ConfigurationError
 from shared.gate import HEADER, Gate
+from shared.projects import hash_key, key_document_id
 from shared.settings import Settings
 from tests.conftest import azure_entry, gateway_env
 from tests.support import GatewayProcess, write_catalog
@@ -95,8 +96,6 @@ def test_an_unresolved_key_vault_reference_refuses_everything_but_liveness():
 @pytest.fixture(scope="module")
 def gated(fake_azure, tmp_path_factory):
     """A gateway that needs project keys and, in front of them, the APIM secret."""
-    from shared.projects import hash_key, key_document_id
-
     directory = tmp_path_factory.mktemp("gated")
     projects = directory / "projects.json"
     projects.write_text(json.dumps([
