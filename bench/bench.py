@@ -35,6 +35,14 @@ BODY = {"model": "bench", "messages": [{"role": "user", "content": "benchmark th
 STREAM = {"stream": True, "stream_options": {"include_usage": True}}
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of a process, now and at its peak (VmRSS, VmHWM), in MB (Linux)."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
 async def _one(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes) -> float:
     started = time.perf_counter()
     async with session.post(url, data=body, headers=headers) as response:
@@ -67,14 +75,6 @@ async def measure(url: str, headers: dict[str, str], concurrency: int, total: in
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "rps": total / elapsed,
     }
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """Resident memory of a process, now and at its peak (VmRSS, VmHWM), in MB (Linux)."""
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 def start_upstream(port: int) -> subprocess.Popen[bytes]:
