@@ -1,11 +1,13 @@
-"""Latency and throughput of chat completions: through the gateway vs direct.
+"""Latency, throughput and memory of chat completions: through the gateway vs direct.
 
 Starts the fake Azure OpenAI upstream and the gateway (local host) as separate
-processes, then drives both with the same non-streaming chat request at
-concurrency 1 and 32 and prints p50/p99 latency, requests per second and the
-gateway's overhead (gateway minus direct).
+processes, then drives both with the same chat request at each concurrency
+(default 1 and 32) and prints p50/p99 latency, requests per second, the
+gateway's overhead (gateway minus direct) and the gateway process's resident
+memory (now and peak) after each run.
 
     make bench            # or: .venv/bin/python bench/bench.py [--requests 2000]
+    .venv/bin/python bench/bench.py --stream --concurrency 1,16,64   # SSE streams
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog  
 
 API_VERSION = "2024-10-21"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "benchmark this request please"}]}
+STREAM = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of a process, now and at its peak (VmRSS, VmHWM), in MB (Linux)."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 async def _one(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes) -> float:
@@ -41,8 +52,8 @@ async def _one(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
     return time.perf_counter() - started
 
 
-async def measure(url: str, headers: dict[str, str], concurrency: int, total: int) -> dict[str, float]:
-    body = json.dumps(BODY).encode()
+async def measure(url: str, headers: dict[str, str], concurrency: int, total: int, stream: bool) -> dict[str, float]:
+    body = json.dumps(BODY | STREAM if stream else BODY).encode()
     headers = {"content-type": "application/json"} | headers
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -86,7 +97,10 @@ def start_upstream(port: int) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per run")
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated concurrency levels")
+    parser.add_argument("--stream", action="store_true", help="stream: true (SSE), with include_usage")
     options = parser.parse_args()
+    levels = [int(level) for level in options.concurrency.split(",")]
 
     upstream_port = free_port()
     upstream = start_upstream(upstream_port)
@@ -110,15 +124,19 @@ def main() -> None:
         "gateway": (f"{gateway.url}/v1/chat/completions", {}),
     }
     try:
+        rss, _ = memory_mb(gateway.pid)
+        print(f"gateway resident memory at start: {rss:.0f} MB ({'streaming' if options.stream else 'JSON'} requests)")
         print(f"{'target':<8} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-        for concurrency in (1, 32):
+        for concurrency in levels:
             results = {}
             for name, (url, headers) in targets.items():
-                results[name] = asyncio.run(measure(url, headers, concurrency, options.requests))
+                results[name] = asyncio.run(measure(url, headers, concurrency, options.requests, options.stream))
                 r = results[name]
                 print(f"{name:<8} {concurrency:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps']:>8.0f}")
             overhead = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
-            print(f"overhead at concurrency {concurrency}: {overhead:+.2f} ms p50")
+            rss, peak = memory_mb(gateway.pid)
+            print(f"overhead at concurrency {concurrency}: {overhead:+.2f} ms p50; "
+                  f"gateway memory {rss:.0f} MB resident, {peak:.0f} MB peak")  # fmt: skip
     finally:
         gateway.stop()
         upstream.terminate()

@@ -6,6 +6,7 @@
     │   └── PayloadTooLarge         413
     ├── AuthenticationFailed        401 authentication_error / invalid_api_key
     ├── PermissionDenied            403 permission_error
+    │   └── ApiManagementRequired   403 api_management_required
     ├── ModelNotFound               404 model_not_found
     ├── UpstreamRejected            upstream 4xx, status passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
@@ -80,6 +81,12 @@ class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "admin_required"
+
+
+class ApiManagementRequired(PermissionDenied):
+    """A direct call to an app that only API Management may call (shared.gate)."""
+
+    code = "api_management_required"
 
 
 class ModelNotFound(GatewayError):

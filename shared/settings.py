@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Every app setting the gateway reads; infra and local.settings.json.example
 #: must list each of them (tests/test_infra.py checks it).
@@ -28,6 +28,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "MAX_REQUEST_BYTES",
     "REQUEST_TIMEOUT_SECONDS",
     "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
+    "APIM_SHARED_SECRET",
 )
 
 #: Default Cosmos container ids and their partition key paths.
@@ -82,6 +83,8 @@ class Settings:
     max_request_bytes: int = 26_214_400
     request_timeout_seconds: float = 230.0
     stream_first_byte_timeout_seconds: float = 60.0
+    #: The secret API Management adds to every request (shared.gate); unset = the gate is open.
+    apim_shared_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -127,4 +130,5 @@ class Settings:
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
             ),
+            apim_shared_secret=text("APIM_SHARED_SECRET"),
         )

@@ -85,6 +85,11 @@ class GatewayProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the gateway was not started"
+        return self._process.pid
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
