@@ -95,6 +95,17 @@ class GatewayProcess:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
+    def usage_record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The one usage record of `request_id`, once the recorder has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = [r for r in self.usage_records() if r["request_id"] == request_id]
+            if records:
+                assert len(records) == 1
+                return records[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no usage record for {request_id}")
+
     def stop(self) -> None:
         if self._process is not None:
             _stop(self._process)
