@@ -164,7 +164,14 @@ class Gateway:
         routed = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        model, response = await self._call(routed, self._litellm("atranscription", arguments))
+        llm = await litellm()
+
+        async def attempt(model: LLMModel, call: ProviderCall) -> Any:
+            # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
+            client = {"client": self.router.providers.azure_client(call)} if model.provider is Provider.AZURE else {}
+            return await _translated(model, call, llm.atranscription(**(arguments | call.arguments | client)))
+
+        model, response = await self._call(routed, attempt)
         if fields.get("response_format") in ("text", "srt", "vtt"):
             return Content(response.text.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
         return _json(wire.transcription(response), model)

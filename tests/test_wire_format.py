@@ -221,9 +221,9 @@ def test_response_stream_events(gateway):
 
 
 def test_models(gateway):
-    listing = httpx.get(f"{gateway.url}/v1/models").json()
+    listing = httpx.get(f"{gateway.url}/v1/models", timeout=30).json()
     assert_conforms("ListModelsResponse", listing, "model list")
-    assert_conforms("Model", httpx.get(f"{gateway.url}/v1/models/chat-a").json(), "model")
+    assert_conforms("Model", httpx.get(f"{gateway.url}/v1/models/chat-a", timeout=30).json(), "model")
 
 
 @pytest.mark.parametrize(
@@ -241,7 +241,7 @@ def test_models(gateway):
 )
 def test_error_bodies(gateway, path, body, status):
     if body is None:
-        response = httpx.get(gateway.url + path)
+        response = httpx.get(gateway.url + path, timeout=30)
     else:
         response = httpx.post(gateway.url + path, json=body, timeout=30)
     assert response.status_code == status, response.text
