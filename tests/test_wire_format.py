@@ -253,3 +253,10 @@ def test_an_error_mid_stream_is_an_openai_error_event(gateway):
     name, error = events[-2]
     assert name == "error" and events[-1] == (None, "[DONE]")
     assert_conforms("ErrorResponse", error, "stream error")
+
+
+def test_the_worker_logs_no_serialisation_warnings(gateway):
+    post(f"{gateway.url}/v1/embeddings", {"model": "embed-only", "input": "x", "encoding_format": "base64"})
+    post(f"{gateway.url}/v1/responses", {"model": "responses-model", "input": "hi"})
+    sse(f"{gateway.url}/v1/responses", {"model": "responses-model", "input": "hi", "stream": True})
+    assert "PydanticSerializationUnexpectedValue" not in gateway.log()
