@@ -85,6 +85,25 @@ class GatewayProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def wait_until_answering(self, model: str, timeout: float = 60) -> None:
+        """Wait until a chat call to `model` succeeds. LiteLLM is imported in the
+        background after start-up; on a busy machine a gateway with a short time
+        budget would otherwise spend its first calls' budget waiting for it."""
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "ready?"}]}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            request = urllib.request.Request(
+                f"{self.url}/v1/chat/completions", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if response.status == 200:
+                        return
+            except urllib.error.HTTPError as error:
+                if error.code != 504 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
