@@ -53,6 +53,11 @@ def validator(schema_name: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}, registry=_registry())
 
 
+def _names_another_kind(causes: list[ValidationError]) -> bool:
+    """Whether a branch's errors say the value's `type` is not the branch's kind."""
+    return any(list(cause.relative_path) == ["type"] and cause.validator in ("enum", "const") for cause in causes)
+
+
 def _describe(error: ValidationError) -> str:
     """An error as `<field path>: <message>`. For anyOf/oneOf, the cause is looked
     for in the branch meant for the value: the one whose `type` discriminator
@@ -61,11 +66,7 @@ def _describe(error: ValidationError) -> str:
         branches: dict[Any, list[ValidationError]] = {}
         for cause in error.context:
             branches.setdefault(cause.relative_schema_path[0], []).append(cause)
-
-        def other_kind(causes: list[ValidationError]) -> bool:
-            return any(list(c.relative_path) == ["type"] and c.validator in ("enum", "const") for c in causes)
-
-        error = min(branches.values(), key=lambda causes: (other_kind(causes), len(causes)))[0]
+        error = min(branches.values(), key=lambda causes: (_names_another_kind(causes), len(causes)))[0]
     message = error.message if len(error.message) < 300 else error.message[:300] + "..."
     return f"{error.json_path}: {message}"
 

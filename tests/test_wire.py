@@ -3,7 +3,7 @@
 from typing import Any
 
 from shared import wire
-from tests.openapi import assert_conforms
+from tests.openapi import assert_conforms, problems
 
 
 class Result:
@@ -99,3 +99,14 @@ def test_a_response_gets_the_fields_openai_requires():
     }), "catalog-id")  # fmt: skip
     assert_conforms("Response", response)
     assert response["error"] is None and response["tools"] == [] and response["model"] == "catalog-id"
+
+
+def test_a_schema_failure_names_the_field():
+    found = problems("CreateChatCompletionResponse", {
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a",
+                                                                      "tool_calls": None}}],
+    })  # fmt: skip
+    assert "$.choices[0].message.tool_calls: None is not of type 'array'" in found
+    assert "$.choices[0]: 'logprobs' is a required property" in found
+    assert "$.choices[0].message: 'refusal' is a required property" in found
