@@ -49,9 +49,11 @@ def build_gateway(settings: Settings) -> Gateway:
         )
     catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds)
     authenticator = Authenticator(stores.projects, settings.allow_anonymous)
+    providers = ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)
+    closers.append(providers.close)
     return Gateway(
         catalog=catalog,
-        router=Router(ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)),
+        router=Router(providers),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),

@@ -90,6 +90,25 @@ class GatewayProcess:
         assert self._process is not None, "the gateway was not started"
         return self._process.pid
 
+    def wait_until_answering(self, model: str, timeout: float = 60) -> None:
+        """Wait until a chat call to `model` succeeds. LiteLLM is imported in the
+        background after start-up; on a busy machine a gateway with a short time
+        budget would otherwise spend its first calls' budget waiting for it."""
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "ready?"}]}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            request = urllib.request.Request(
+                f"{self.url}/v1/chat/completions", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if response.status == 200:
+                        return
+            except urllib.error.HTTPError as error:
+                if error.code != 504 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -99,6 +118,17 @@ class GatewayProcess:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def usage_record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The one usage record of `request_id`, once the recorder has written it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = [r for r in self.usage_records() if r["request_id"] == request_id]
+            if records:
+                assert len(records) == 1
+                return records[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no usage record for {request_id}")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -50,6 +50,7 @@ def resilient(fake_azure, tmp_path_factory):
         STREAM_FIRST_BYTE_TIMEOUT_SECONDS="1",
     )
     process = GatewayProcess(env, directory / "gateway.log").start()
+    process.wait_until_answering("rescuer")
     yield process
     process.stop()
 
