@@ -86,6 +86,12 @@ var tokenMeteredOperations = [
   'chat-completions'
   'responses'
   'embeddings'
+  'azure-chat-completions'
+  'azure-responses'
+  'azure-embeddings'
+  'azure-v1-chat-completions'
+  'azure-v1-responses'
+  'azure-v1-embeddings'
 ]
 
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
