@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from . import payloads
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
-from .errors import GatewayError, ModelNotFound, UnsupportedOperation, UpstreamTimeout
+from .errors import GatewayError, InvalidRequest, ModelNotFound, UnsupportedOperation, UpstreamTimeout
 from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
@@ -125,10 +125,10 @@ class Gateway:
         llm = await litellm()
 
         async def attempt(model: LLMModel, call: ProviderCall) -> dict[str, Any]:
-            # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
-            encode_here = model.provider is Provider.GOOGLE and arguments.get("encoding_format") == "base64"
+            # LiteLLM refuses encoding_format for Vertex and ignores it for mocks: ask for floats, encode them here.
+            encode_here = model.provider in (Provider.GOOGLE, Provider.MOCK) and arguments.get("encoding_format") == "base64"
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
-            response = await _translated(model, call, llm.aembedding(**(own | call.arguments)))
+            response = await _translated(model, call, llm.aembedding(**(own | call.embedding_arguments())))
             routed.meter.count(response.usage)
             payload = _for_caller(response.model_dump(exclude_none=True), model)
             return _as_base64(payload) if encode_here else payload
@@ -174,6 +174,12 @@ class Gateway:
         body = payloads.responses(await inbound.json())
         stream = bool(body.get("stream"))
         routed = await self._route(inbound, body["model"], Operation.RESPONSES, stream=stream)
+        if stream and routed.candidates[0].provider is Provider.MOCK:
+            raise InvalidRequest(
+                f"Model '{routed.candidates[0].id}' is a Mock model: it answers the Responses API whole. "
+                "Set 'stream' to false.",
+                param="stream",
+            )
         arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
         if not stream:
             model, response = await self._call(routed, self._litellm("aresponses", arguments))
@@ -310,6 +316,11 @@ def _for_caller(payload: dict[str, Any], model: LLMModel) -> dict[str, Any]:
     usage = payload.get("usage")
     if isinstance(usage, dict):
         usage.pop("cost", None)
+        if "input_tokens" in usage:  # Responses usage: OpenAI's schema requires both breakdowns
+            usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0} | (
+                usage.get("input_tokens_details") or {}
+            )
+            usage["output_tokens_details"] = {"reasoning_tokens": 0} | (usage.get("output_tokens_details") or {})
     return payload
 
 
