@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import payloads
+from . import payloads, telemetry
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
 from .errors import GatewayError, InvalidRequest, ModelNotFound, UnsupportedOperation, UpstreamTimeout
@@ -253,7 +253,7 @@ class Gateway:
         remaining = routed.deadline - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(remaining):
-                model, result = await self.router.run(routed.candidates, attempt)
+                model, result = await self.router.run(routed.candidates, telemetry.traced_attempts(attempt, routed.meter))
         except TimeoutError:
             routed.meter.finish(UpstreamTimeout.status)
             model_id = routed.candidates[0].id
@@ -276,7 +276,9 @@ class Gateway:
         return model, result
 
     async def _caller(self, inbound: Inbound) -> Caller:
-        return await self.authenticator.caller(inbound.headers)
+        caller = await self.authenticator.caller(inbound.headers)
+        telemetry.set_project(caller.project)
+        return caller
 
     async def _visible_model(self, caller: Caller, model_id: str) -> LLMModel:
         model = await self.catalog.find(model_id)

@@ -10,6 +10,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import telemetry
 from .catalog import Catalog
 from .gateway import Gateway, Limits
 from .http import Operation, respond
@@ -62,6 +63,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 settings = Settings.from_environment()
+telemetry.configure(settings)
 gateway = build_gateway(settings)
 
 

@@ -30,6 +30,10 @@ SETTING_NAMES: tuple[str, ...] = (
     "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
 )
 
+#: Set by the platform (infra/modules/function-app.bicep), read here too:
+#: telemetry is exported to Application Insights only when it is set.
+TELEMETRY_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+
 #: Default Cosmos container ids and their partition key paths.
 COSMOS_CONTAINERS: dict[str, str] = {
     "models": "/id",
@@ -82,6 +86,7 @@ class Settings:
     max_request_bytes: int = 26_214_400
     request_timeout_seconds: float = 230.0
     stream_first_byte_timeout_seconds: float = 60.0
+    applicationinsights_connection_string: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -124,6 +129,7 @@ class Settings:
             stream_first_byte_timeout_seconds=_number(
                 "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
             ),
+            applicationinsights_connection_string=text(TELEMETRY_SETTING),
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
             ),
