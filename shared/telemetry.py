@@ -95,9 +95,12 @@ class Telemetry:
         from opentelemetry.trace import SpanKind, StatusCode
 
         route = getattr(request.scope.get("route"), "path", None) or request.url.path
+        # A span already open here (the Functions worker's invocation, which
+        # continued the caller's trace) is the parent; else the caller's traceparent.
+        local_parent = trace.get_current_span().get_span_context().is_valid
         span = self.tracer.start_span(
             f"{request.method} {route}",
-            context=self.propagator.extract(request.headers),
+            context=None if local_parent else self.propagator.extract(request.headers),
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": request.method,
