@@ -30,6 +30,8 @@ FAST_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "OTEL_METRIC_EXPORT_INTERVAL": "500",
     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
 }
 
 
@@ -64,14 +66,16 @@ def exporting(ingestion, fake_azure, tmp_path_factory):
     process.stop()
 
 
-def eventually(find: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+def eventually(
+    find: Callable[[], Any], what: str, ingestion: FakeIngestion, gateway: GatewayProcess, timeout: float = 90.0
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = find()
         if found:
             return found
         time.sleep(0.1)
-    raise AssertionError(f"never received: {what}")
+    raise AssertionError(f"never received {what}; received {ingestion.summary()}; gateway log: {gateway.log()[-3000:]}")
 
 
 def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, ingestion):
@@ -85,7 +89,7 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
         return [e for e in ingestion.of_type("RequestData")
                 if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "ai-chat"]  # fmt: skip
 
-    [request] = eventually(request_envelope, "the request envelope")
+    [request] = eventually(request_envelope, "the request envelope", ingestion, exporting)
     assert request["tags"]["ai.operation.id"] == CALLER_TRACE_ID
     assert request["data"]["baseData"]["responseCode"] == "200"
     request_id = request["data"]["baseData"]["id"]
@@ -94,7 +98,7 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
         return [e for e in ingestion.of_type("RemoteDependencyData")
                 if e["tags"].get("ai.operation.parentId") == request_id]  # fmt: skip
 
-    [dependency] = eventually(dependency_envelope, "the dependency envelope under the request")
+    [dependency] = eventually(dependency_envelope, "the dependency envelope under the request", ingestion, exporting)
     properties = dependency["data"]["baseData"]["properties"]
     assert dependency["tags"]["ai.operation.id"] == CALLER_TRACE_ID
     assert dependency["data"]["baseData"]["name"] == "chat dep-a"
@@ -107,7 +111,7 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
                 for metric in e["data"]["baseData"]["metrics"] if metric["name"] == "gen_ai.client.token.usage"
                 if e["data"]["baseData"]["properties"].get("gateway.model") == "chat-a"]  # fmt: skip
 
-    [metric, *_] = eventually(token_metric, "gen_ai.client.token.usage for chat-a")
+    [metric, *_] = eventually(token_metric, "gen_ai.client.token.usage for chat-a", ingestion, exporting)
     assert metric["data"]["baseData"]["properties"]["gateway.project"] == "anonymous"
 
     sent = b"".join(ingestion.raw)
@@ -123,7 +127,7 @@ def test_the_mock_model_is_traced_like_any_other(exporting, ingestion):
         return [e for e in ingestion.of_type("RemoteDependencyData")
                 if e["data"]["baseData"]["properties"].get("gen_ai.provider.name") == "mock"]  # fmt: skip
 
-    [dependency, *_] = eventually(mock_dependency, "the Mock model's dependency envelope")
+    [dependency, *_] = eventually(mock_dependency, "the Mock model's dependency envelope", ingestion, exporting)
     assert int(dependency["data"]["baseData"]["properties"]["gen_ai.usage.output_tokens"]) > 0
 
 

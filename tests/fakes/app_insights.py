@@ -38,3 +38,12 @@ class FakeIngestion:
         """The envelopes whose `data.baseType` is `base_type` (RequestData, RemoteDependencyData, MetricData)."""
         with self._lock:
             return [e for e in self.envelopes if e.get("data", {}).get("baseType") == base_type]
+
+    def summary(self) -> list[tuple[str, str, str | None, str | None]]:
+        """(type, name, operation id, parent id) of each envelope, to say what did arrive."""
+        with self._lock:
+            return [
+                (e["data"]["baseType"], str(e["data"]["baseData"].get("name")),
+                 e.get("tags", {}).get("ai.operation.id"), e.get("tags", {}).get("ai.operation.parentId"))
+                for e in self.envelopes
+            ]  # fmt: skip
