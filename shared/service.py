@@ -26,8 +26,12 @@ from .usage import UsageRecorder
 from .vertex import GoogleTokens, VertexImagen
 
 logger = logging.getLogger(__name__)
-#: The Azure SDKs log every HTTP request and response at INFO.
-for _name in ("azure.core.pipeline.policies.http_logging_policy", "azure.cosmos._cosmos_http_logging_policy"):
+#: The Azure SDKs log every HTTP request and response at INFO, the telemetry exporter every batch.
+for _name in (
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.cosmos._cosmos_http_logging_policy",
+    "azure.monitor.opentelemetry",
+):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 

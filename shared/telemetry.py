@@ -23,6 +23,7 @@ deployment, the caller's project and counts.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -232,16 +233,19 @@ def configure(settings: Settings) -> None:
 
     The Azure Monitor distro reads `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`
     itself (Entra ID auth with the app's managed identity). Logs are left to
-    the Functions host, which already collects them.
+    the Functions host, which already collects them: exported from here they
+    would come twice, and the exporter's own log lines would be exported in
+    turn, without end. The distro takes that switch only from the environment
+    (it ignores `disable_logging`), so it is set there.
     """
     if not settings.applicationinsights_connection_string:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics, trace
 
+    os.environ["OTEL_LOGS_EXPORTER"] = "none"
     configure_azure_monitor(
         connection_string=settings.applicationinsights_connection_string,
-        disable_logging=True,
         enable_live_metrics=False,
         instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS},
     )

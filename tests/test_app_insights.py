@@ -114,6 +114,7 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
     [metric, *_] = eventually(token_metric, "gen_ai.client.token.usage for chat-a", ingestion, exporting)
     assert metric["data"]["baseData"]["properties"]["gateway.project"] == "anonymous"
 
+    assert not ingestion.of_type("MessageData")  # logs stay with the Functions host
     sent = b"".join(ingestion.raw)
     for private in (PROMPT, "turquoise", *UPSTREAM_KEYS.values()):
         assert private.encode() not in sent
