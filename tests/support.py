@@ -85,6 +85,25 @@ class GatewayProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    def warm_up(self, model: str, timeout: float = 120) -> "GatewayProcess":
+        """Wait until a chat with `model` answers: LiteLLM, imported in the
+        background at start, is loaded (a cold import takes seconds, more than
+        a test's short request budget on a busy machine)."""
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "warm up"}]}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            request = urllib.request.Request(
+                f"{self.url}/v1/chat/completions", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if response.status == 200:
+                        return self
+            except urllib.error.HTTPError as error:
+                if error.code != 504 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
