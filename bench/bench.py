@@ -3,7 +3,9 @@
 Starts the fake Azure OpenAI upstream and the gateway (local host) as separate
 processes, then drives both with the same non-streaming chat request at
 concurrency 1 and 32 and prints p50/p99 latency, requests per second and the
-gateway's overhead (gateway minus direct).
+gateway's overhead (gateway minus direct). A second gateway with telemetry on,
+exporting to a local stand-in for Application Insights' ingestion endpoint,
+shows what telemetry costs a call (telemetry minus gateway).
 
     make bench            # or: .venv/bin/python bench/bench.py [--requests 2000]
 """
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +28,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.upstream import BENCH_KEY  # noqa: E402
-from tests.fakes.server import free_port  # noqa: E402
+from tests.fakes.app_insights import FakeIngestion  # noqa: E402
+from tests.fakes.server import ServerThread, free_port  # noqa: E402
 from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog  # noqa: E402
 
 API_VERSION = "2024-10-21"
@@ -97,10 +101,16 @@ def main() -> None:
         "parameters": {"endpoint": f"http://127.0.0.1:{upstream_port}", "api_version": API_VERSION,
                        "api_key": "$BENCH_UPSTREAM_KEY"},
     }])  # fmt: skip
-    gateway = GatewayProcess(
-        {"ALLOW_ANONYMOUS": "true", "MODELS_FILE": str(catalog), "BENCH_UPSTREAM_KEY": BENCH_KEY},
-        workdir / "gateway.log",
-    ).start()
+    settings = {"ALLOW_ANONYMOUS": "true", "MODELS_FILE": str(catalog), "BENCH_UPSTREAM_KEY": BENCH_KEY}
+    gateway = GatewayProcess(settings, workdir / "gateway.log").start()
+    ingestion = ServerThread(FakeIngestion().app).start()
+    connection_string = f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={ingestion.url}/"
+    traced = GatewayProcess(settings | {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string,
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "OTEL_TRACES_SAMPLER": "always_on",  # every call traced: the worst case
+    }, workdir / "gateway-telemetry.log").start()  # fmt: skip
     targets = {
         "direct": (
             f"http://127.0.0.1:{upstream_port}/openai/deployments/bench/chat/completions"
@@ -108,18 +118,23 @@ def main() -> None:
             {"api-key": BENCH_KEY},
         ),
         "gateway": (f"{gateway.url}/v1/chat/completions", {}),
+        "telemetry": (f"{traced.url}/v1/chat/completions", {}),
     }
     try:
-        print(f"{'target':<8} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+        print(f"{'target':<9} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
         for concurrency in (1, 32):
             results = {}
             for name, (url, headers) in targets.items():
                 results[name] = asyncio.run(measure(url, headers, concurrency, options.requests))
                 r = results[name]
-                print(f"{name:<8} {concurrency:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps']:>8.0f}")
+                print(f"{name:<9} {concurrency:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps']:>8.0f}")
             overhead = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
             print(f"overhead at concurrency {concurrency}: {overhead:+.2f} ms p50")
+            telemetry = results["telemetry"]["p50_ms"] - results["gateway"]["p50_ms"]
+            print(f"telemetry at concurrency {concurrency}: {telemetry:+.2f} ms p50")
     finally:
+        traced.stop()
+        ingestion.stop()
         gateway.stop()
         upstream.terminate()
         upstream.wait()

@@ -125,8 +125,8 @@ class Gateway:
         llm = await litellm()
 
         async def attempt(model: LLMModel, call: ProviderCall) -> dict[str, Any]:
-            # LiteLLM refuses encoding_format for Vertex and ignores it for mocks: ask for floats, encode them here.
-            encode_here = model.provider in (Provider.GOOGLE, Provider.MOCK) and arguments.get("encoding_format") == "base64"
+            # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
+            encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
             response = await _translated(model, call, llm.aembedding(**(own | call.embedding_arguments())))
             routed.meter.count(response.usage)
@@ -253,7 +253,8 @@ class Gateway:
         remaining = routed.deadline - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(remaining):
-                model, result = await self.router.run(routed.candidates, telemetry.traced_attempts(attempt, routed.meter))
+                traced = telemetry.traced_attempts(attempt, routed.meter)
+                model, result = await self.router.run(routed.candidates, traced)
         except TimeoutError:
             routed.meter.finish(UpstreamTimeout.status)
             model_id = routed.candidates[0].id

@@ -67,7 +67,12 @@ GEN_AI_PROVIDER: dict[Provider, str] = {
 
 #: The distro's automatic instrumentations, all off: upstream calls get the
 #: gateway's own spans, and the Azure SDK's (Cosmos, Key Vault) stay on.
-DISABLED_INSTRUMENTATIONS = ("django", "fastapi", "flask", "httpx", "httpx2", "psycopg2", "requests", "urllib", "urllib3")
+DISABLED_INSTRUMENTATIONS = (
+    "django", "fastapi", "flask", "httpx", "httpx2", "psycopg2", "requests", "urllib", "urllib3",
+)  # fmt: skip
+
+#: Span attributes about one attempt's history, left off the metrics.
+PER_ATTEMPT_ONLY = ("gateway.retry_reason", "gateway.fallback_from")
 
 
 class Telemetry:
@@ -206,8 +211,8 @@ class Telemetry:
 
 
 def _metric_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """The span attributes that are few-valued enough to split metrics by."""
-    return {key: value for key, value in attributes.items() if key not in ("gateway.retry_reason", "gateway.fallback_from")}
+    """The span attributes metrics are split by."""
+    return {key: value for key, value in attributes.items() if key not in PER_ATTEMPT_ONLY}
 
 
 def _error_type(exc: BaseException) -> str:
