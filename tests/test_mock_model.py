@@ -33,7 +33,11 @@ def mocked(tmp_path_factory):
         "costs": {"input": 0.5, "output": 1.0},
         "operations": ["ChatCompletion"], "projects": ["team-a"], "private": True,
     }  # fmt: skip
-    catalog = write_catalog(directory / "models.json", [*shipped, private])
+    throttled = {
+        "id": "mock-throttled", "provider": "Mock", "model_type": "Mock", "code": "mock-throttled",
+        "parameters": {"response": "litellm.RateLimitError"}, "operations": ["ChatCompletion"],
+    }  # fmt: skip
+    catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
     (directory / "projects.json").write_text(json.dumps([
         {"id": "team-a", "type": "project", "name": "Team A"},
         {"id": "team-b", "type": "project", "name": "Team B"},
@@ -133,3 +137,12 @@ def test_mock_models_keep_keys_private_models_and_operations(mocked):
     record = wait_for_record(mocked, "mock-private")
     assert record["cost"] == pytest.approx((record["prompt_tokens"] * 0.5 + record["completion_tokens"] * 1.0) / 1000)
     assert record["cost"] > 0
+
+
+def test_a_mock_model_can_stand_for_a_throttled_provider(mocked):
+    with pytest.raises(openai.RateLimitError) as throttled:
+        client(mocked, request_id="mock-429").chat.completions.create(model="mock-throttled", messages=USER)
+
+    assert throttled.value.body["type"] == "rate_limit_error"
+    assert wait_for_record(mocked, "mock-429")["status"] == 429
+
