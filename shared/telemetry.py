@@ -101,8 +101,8 @@ class Telemetry:
         from opentelemetry.trace import SpanKind, StatusCode
 
         route = getattr(request.scope.get("route"), "path", None) or request.url.path
-        # A span already open here (the Functions worker's invocation, which
-        # continued the caller's trace) is the parent; else the caller's traceparent.
+        # A span already open here (the Functions worker's invocation context, when the
+        # worker's own telemetry is on) is the parent; else the caller's traceparent.
         local_parent = trace.get_current_span().get_span_context().is_valid
         span = self.tracer.start_span(
             f"{request.method} {route}",
