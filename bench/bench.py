@@ -13,6 +13,9 @@ and its RSS after the load. Then, for the gateway and the proxy, round two of
 the same loads (RSS growth), the CPU per relayed chunk (121-chunk streams
 against 21-chunk ones, at concurrency 1), and the cold start: process start
 to the first 200 on an Azure model and, for the gateway, on a Vertex model.
+A second gateway with telemetry on, every call traced and exported to a local
+stand-in for Application Insights' ingestion endpoint, shows what telemetry
+costs (the `gateway+otel` rows).
 
     make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH]
 """
@@ -32,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,8 +46,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.upstream import BENCH_KEY  # noqa: E402
+from tests.fakes.app_insights import FakeIngestion  # noqa: E402
 from tests.fakes.google_oauth import make_service_account  # noqa: E402
-from tests.fakes.server import free_port  # noqa: E402
+from tests.fakes.server import ServerThread, free_port  # noqa: E402
 from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog  # noqa: E402
 
 API_VERSION = "2024-10-21"
@@ -285,6 +290,16 @@ class Setup:
         return path
 
 
+def telemetry_env(ingestion_url: str) -> dict[str, str]:
+    """Telemetry on, every call traced (the worst case), exported to `ingestion_url`."""
+    return {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={ingestion_url}/",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+
+
 def _proxy_env() -> dict[str, str]:
     return os.environ | {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -349,9 +364,9 @@ def server_rounds(target: Target, requests: int) -> tuple[dict[tuple[str, int], 
     }
 
 
-def overhead(server: dict[tuple[str, int], Figures], direct: dict[tuple[str, int], Figures]) -> str:
-    """p50 latency added over the direct call at concurrency 1, for chat and for 21-chunk streams."""
-    added = [server[(load, 1)].p50_ms - direct[(load, 1)].p50_ms for load in ("chat", "sse")]
+def overhead(server: dict[tuple[str, int], Figures], base: dict[tuple[str, int], Figures]) -> str:
+    """p50 latency added over `base` at concurrency 1, for chat and for 21-chunk streams."""
+    added = [server[(load, 1)].p50_ms - base[(load, 1)].p50_ms for load in ("chat", "sse")]
     return f"chat {added[0]:+.2f} ms, sse {added[1]:+.2f} ms"
 
 
@@ -392,6 +407,15 @@ def main() -> None:
             summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
         finally:
             gateway.stop()
+
+        with ServerThread(FakeIngestion().app) as ingestion:
+            traced = GatewayProcess(gateway_env | telemetry_env(ingestion.url), setup.workdir / "otel.log").start()
+            try:
+                target = Target("gateway+otel", f"{traced.url}/v1/chat/completions", {}, "bench", traced.pid)
+                traced_figures = run_loads(target, options.requests)
+                summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
+            finally:
+                traced.stop()
 
         if options.proxy.exists():
             port = free_port()

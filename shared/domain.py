@@ -10,6 +10,8 @@ from typing import Any
 class Provider(str, Enum):
     AZURE = "Azure"
     GOOGLE = "Google"
+    #: No provider: LiteLLM's own `mock_response` answers (for trying the gateway, and tests).
+    MOCK = "Mock"
 
 
 class ModelType(str, Enum):
@@ -23,6 +25,7 @@ class ModelType(str, Enum):
     GOOGLE_VERTEX_JAMBA = "GoogleVertexJamba"
     GOOGLE_VERTEX_QWEN = "GoogleVertexQwen"
     GOOGLE_VERTEX_OPENAI = "GoogleVertexOpenAI"
+    MOCK = "Mock"
 
 
 class Operation(str, Enum):
@@ -38,7 +41,7 @@ class Operation(str, Enum):
 PROVIDER_OF_TYPE: dict[ModelType, Provider] = {
     model_type: Provider.AZURE if model_type.value.startswith("Azure") else Provider.GOOGLE
     for model_type in ModelType
-}
+} | {ModelType.MOCK: Provider.MOCK}
 
 #: LiteLLM's model string for each catalog model type, given the entry's
 #: `code` (Azure deployment name or Vertex model id). The one table for it.
@@ -53,6 +56,8 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
     ModelType.GOOGLE_VERTEX_JAMBA: "vertex_ai/{code}",
     ModelType.GOOGLE_VERTEX_QWEN: "vertex_ai/{code}",
     ModelType.GOOGLE_VERTEX_OPENAI: "vertex_ai/{code}",
+    # Any provider prefix would do: with `mock_response` LiteLLM answers before calling one.
+    ModelType.MOCK: "openai/{code}",
 }
 
 
@@ -85,10 +90,15 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
     for model_type in VERTEX_CODE_PREFIXES
 } | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
 
+#: What LiteLLM's `mock_response` can answer: chat (plain and streamed), the
+#: Responses API (whole, not streamed) and embeddings.
+MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
+
 #: Parameters each provider needs; any one name of a tuple will do.
 REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {
     Provider.AZURE: (("endpoint", "api_base"),),
     Provider.GOOGLE: (("gcp_project",),),
+    Provider.MOCK: (),
 }
 
 
@@ -197,6 +207,8 @@ class LLMModel:
 
         for index, deployment in enumerate(deployments):
             check_deployment(deployment, f"deployments[{index}]." if "deployments" in document else "")
+        if provider is Provider.MOCK:
+            _check_mock_parameters(parameters, fail)
         fallbacks = string_list("fallbacks")
         if model_id in fallbacks:
             raise fail("fallbacks", "must not name the model itself")
@@ -216,14 +228,15 @@ class LLMModel:
         if not isinstance(name, str):
             raise fail("name", "must be a string")
         operations = tuple(enum_value(Operation, "operations", value) for value in string_list("operations"))
-        if provider is Provider.GOOGLE:
-            unsupported = [op.value for op in operations if op not in GOOGLE_OPERATIONS[model_type]]
+        servable = GOOGLE_OPERATIONS.get(model_type) or (MOCK_OPERATIONS if provider is Provider.MOCK else None)
+        if servable is not None:
+            unsupported = [op.value for op in operations if op not in servable]
             if unsupported:
                 raise fail(
                     "operations",
                     f"lists {', '.join(unsupported)}, which the gateway cannot serve for "
                     f"{model_type.value} models (it can: "
-                    f"{', '.join(sorted(op.value for op in GOOGLE_OPERATIONS[model_type]))})",
+                    f"{', '.join(sorted(op.value for op in servable))})",
                 )
         return cls(
             id=model_id,
@@ -240,6 +253,15 @@ class LLMModel:
             deployments=deployments,
             fallbacks=tuple(fallbacks),
         )
+
+
+def _check_mock_parameters(parameters: dict[str, Any], fail: Any) -> None:
+    """A Mock model's optional `response` (its answer) and `dimensions` (its embedding's)."""
+    if not isinstance(parameters.get("response", ""), str):
+        raise fail("parameters.response", "must be a string")
+    dimensions = parameters.get("dimensions", 1)
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 4096:
+        raise fail("parameters.dimensions", "must be an integer from 1 to 4096")
 
 
 def _deployments(

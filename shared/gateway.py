@@ -14,10 +14,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import payloads, wire
+from . import payloads, telemetry, wire
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
-from .errors import GatewayError, ModelNotFound, UnsupportedOperation, UpstreamTimeout
+from .errors import GatewayError, InvalidRequest, ModelNotFound, UnsupportedOperation, UpstreamTimeout
 from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
@@ -125,10 +125,10 @@ class Gateway:
         llm = await litellm()
 
         async def attempt(model: LLMModel, call: ProviderCall) -> dict[str, Any]:
-            # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
-            encode_here = model.provider is Provider.GOOGLE and arguments.get("encoding_format") == "base64"
+            # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
+            encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
-            response = await _translated(model, call, llm.aembedding(**(own | call.arguments)))
+            response = await _translated(model, call, llm.aembedding(**(own | call.embedding_arguments())))
             routed.meter.count(response.usage)
             payload = wire.embeddings(response, model.id)
             return _as_base64(payload) if encode_here else payload
@@ -180,6 +180,12 @@ class Gateway:
         body = payloads.responses(await inbound.json())
         stream = bool(body.get("stream"))
         routed = await self._route(inbound, body["model"], Operation.RESPONSES, stream=stream)
+        if stream and routed.candidates[0].provider is Provider.MOCK:
+            raise InvalidRequest(
+                f"Model '{routed.candidates[0].id}' is a Mock model: it answers the Responses API whole. "
+                "Set 'stream' to false.",
+                param="stream",
+            )
         arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
         if not stream:
             model, response = await self._call(routed, self._litellm("aresponses", arguments))
@@ -253,7 +259,8 @@ class Gateway:
         remaining = routed.deadline - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(remaining):
-                model, result = await self.router.run(routed.candidates, attempt)
+                traced = telemetry.traced_attempts(attempt, routed.meter)
+                model, result = await self.router.run(routed.candidates, traced)
         except TimeoutError:
             routed.meter.finish(UpstreamTimeout.status)
             model_id = routed.candidates[0].id
@@ -276,7 +283,9 @@ class Gateway:
         return model, result
 
     async def _caller(self, inbound: Inbound) -> Caller:
-        return await self.authenticator.caller(inbound.headers)
+        caller = await self.authenticator.caller(inbound.headers)
+        telemetry.set_project(caller.project)
+        return caller
 
     async def _visible_model(self, caller: Caller, model_id: str) -> LLMModel:
         model = await self.catalog.find(model_id)

@@ -20,6 +20,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from . import telemetry
 from .errors import GatewayError, InvalidRequest, PayloadTooLarge
 from .gate import Gate
 
@@ -164,6 +165,12 @@ async def respond(request: Request, operation: Operation, max_body_bytes: int, g
     request_id = request_id_for(request)
     if (refusal := gate.refusal(request.url.path, request.headers)) is not None:
         return error_response(refusal, request_id)
+    return await telemetry.traced_request(
+        request, request_id, lambda: _respond(request, request_id, operation, max_body_bytes)
+    )
+
+
+async def _respond(request: Request, request_id: str, operation: Operation, max_body_bytes: int) -> Response:
     inbound = Inbound(request, request_id, max_body_bytes)
     work = asyncio.ensure_future(operation(inbound))
     watch = asyncio.ensure_future(_hang_up(request, inbound))

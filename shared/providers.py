@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +20,8 @@ from .secrets import SecretResolver
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+MOCK_DEFAULT_RESPONSE = "Hello! This is the gateway's Mock model: no provider was called."
+MOCK_DEFAULT_DIMENSIONS = 8
 
 
 class TokenSource(Protocol):
@@ -34,6 +37,14 @@ class ProviderCall:
     deployment: Deployment
     arguments: dict[str, Any]
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: A Mock model's embedding: LiteLLM's `mock_response` is the vector for embeddings.
+    mock_embedding: list[float] | None = None
+
+    def embedding_arguments(self) -> dict[str, Any]:
+        """The arguments for an embeddings call."""
+        if self.mock_embedding is None:
+            return self.arguments
+        return self.arguments | {"mock_response": self.mock_embedding}
 
 
 class ProviderMapper:
@@ -46,6 +57,8 @@ class ProviderMapper:
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
         if model.provider is Provider.AZURE:
             return await self._azure(model, deployment, parameters)
+        if model.provider is Provider.MOCK:
+            return _mock(model, deployment, parameters)
         return self._vertex(model, deployment, parameters)
 
     async def _azure(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
@@ -121,6 +134,18 @@ class ProviderMapper:
             ) from None
         arguments["vertex_credentials"] = account
         return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
+
+
+def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
+    """LiteLLM answers from `mock_response` before any provider is called; the
+    placeholder key keeps it from looking for one in the environment."""
+    dimensions = int(parameters.get("dimensions", MOCK_DEFAULT_DIMENSIONS))
+    arguments = _common(model, deployment, parameters) | {
+        "mock_response": str(parameters.get("response", MOCK_DEFAULT_RESPONSE)),
+        "api_key": "mock",
+    }
+    # A unit vector, so cosine similarity works in callers' tests.
+    return ProviderCall(deployment, arguments, mock_embedding=[1 / math.sqrt(dimensions)] * dimensions)
 
 
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:

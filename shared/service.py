@@ -10,6 +10,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import telemetry
 from .catalog import Catalog
 from .gate import Gate
 from .gateway import Gateway, Limits
@@ -26,8 +27,12 @@ from .usage import UsageRecorder
 from .vertex import GoogleTokens, VertexImagen
 
 logger = logging.getLogger(__name__)
-#: The Azure SDKs log every HTTP request and response at INFO.
-for _name in ("azure.core.pipeline.policies.http_logging_policy", "azure.cosmos._cosmos_http_logging_policy"):
+#: The Azure SDKs log every HTTP request and response at INFO, the telemetry exporter every batch.
+for _name in (
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.cosmos._cosmos_http_logging_policy",
+    "azure.monitor.opentelemetry",
+):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
@@ -65,6 +70,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 settings = Settings.from_environment()
+telemetry.configure(settings)
 gateway = build_gateway(settings)
 gate = Gate(settings.apim_shared_secret)
 

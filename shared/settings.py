@@ -31,6 +31,10 @@ SETTING_NAMES: tuple[str, ...] = (
     "APIM_SHARED_SECRET",
 )
 
+#: Set by the platform (infra/modules/function-app.bicep), read here too:
+#: telemetry is exported to Application Insights only when it is set.
+TELEMETRY_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+
 #: Default Cosmos container ids and their partition key paths.
 COSMOS_CONTAINERS: dict[str, str] = {
     "models": "/id",
@@ -85,6 +89,7 @@ class Settings:
     stream_first_byte_timeout_seconds: float = 60.0
     #: The secret API Management adds to every request (shared.gate); unset = the gate is open.
     apim_shared_secret: str | None = field(default=None, repr=False)
+    applicationinsights_connection_string: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -127,6 +132,7 @@ class Settings:
             stream_first_byte_timeout_seconds=_number(
                 "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
             ),
+            applicationinsights_connection_string=text(TELEMETRY_SETTING),
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
             ),

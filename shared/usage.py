@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -227,6 +227,8 @@ class Meter:
         self.stream = stream
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: Called with the meter and the status when the call ends (telemetry's spans).
+        self.observers: list[Callable[[Meter, int], None]] = []
         self._started_at = datetime.now(timezone.utc)
         self._started = asyncio.get_running_loop().time()
         self._done = False
@@ -257,3 +259,5 @@ class Meter:
                 "stream": self.stream,
             }
         )
+        for observe in self.observers:
+            observe(self, status)

@@ -111,3 +111,30 @@ def test_vertex_combinations_litellm_cannot_serve_are_refused(model_type, code, 
                      parameters={"gcp_project": "p"})
         )  # fmt: skip
     assert caught.value.field_name == field
+
+
+def mock_document(**overrides):
+    return document(**({"provider": "Mock", "model_type": "Mock", "code": "mock", "parameters": {}} | overrides))
+
+
+def test_a_mock_model_needs_no_parameters_and_serves_what_mock_response_can():
+    model = LLMModel.from_document(mock_document(operations=["ChatCompletion", "Responses", "embeddings"]))
+    assert model.litellm_model == "openai/mock"
+    assert model.supports_operation(Operation.EMBEDDINGS)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"operations": ["images"]}, "operations"),
+        ({"operations": ["audio_tts"]}, "operations"),
+        ({"parameters": {"response": 42}}, "parameters.response"),
+        ({"parameters": {"dimensions": 0}}, "parameters.dimensions"),
+        ({"parameters": {"dimensions": "8"}}, "parameters.dimensions"),
+        ({"provider": "Azure"}, "model_type"),
+    ],
+)
+def test_a_bad_mock_document_is_refused_naming_the_field(overrides, field):
+    with pytest.raises(InvalidCatalogEntry) as caught:
+        LLMModel.from_document(mock_document(**overrides))
+    assert caught.value.field_name == field

@@ -56,6 +56,10 @@ var platformSettings = {
   // Telemetry with Entra ID auth (local auth is disabled on Application Insights).
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The gateway sets up the Azure Monitor distro itself (shared/telemetry.py: its own spans
+  // and metrics, no automatic instrumentation, logs left to the host), so the Python worker
+  // must not set it up a second time.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'false'
   // DefaultAzureCredential picks the user-assigned identity by this client id.
   AZURE_CLIENT_ID: identityClientId
   // Required by the HTTP streams feature (azurefunctions-extensions-http-fastapi).

@@ -1,0 +1,148 @@
+"""The Mock model: LiteLLM's own `mock_response` answers through the gateway's
+usual path (keys, private models, operations, usage records), with the
+catalog the project ships (models.json)."""
+
+import base64
+import json
+import struct
+
+import openai
+import pytest
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response as ResponsesResponse
+
+from shared.projects import hash_key, key_document_id
+from tests.conftest import gateway_env
+from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
+from tests.test_usage import wait_for_record
+
+TEAM_KEY = "sk-gw-mock-team-0001"
+OTHER_KEY = "sk-gw-mock-other-0002"
+USER = [{"role": "user", "content": "Say hello"}]
+SHIPPED_ANSWER = "Hello! This is the gateway's Mock model: no provider was called."
+
+
+@pytest.fixture(scope="module")
+def mocked(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mock-model")
+    shipped = json.loads((PROJECT_DIR / "models.json").read_text())
+    private = {
+        "id": "team-mock", "provider": "Mock", "model_type": "Mock", "code": "team-mock",
+        "parameters": {"response": "Only for team A.", "dimensions": 4},
+        "costs": {"input": 0.5, "output": 1.0},
+        "operations": ["ChatCompletion"], "projects": ["team-a"], "private": True,
+    }  # fmt: skip
+    throttled = {
+        "id": "mock-throttled", "provider": "Mock", "model_type": "Mock", "code": "mock-throttled",
+        "parameters": {"response": "litellm.RateLimitError"}, "operations": ["ChatCompletion"],
+    }  # fmt: skip
+    catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
+    (directory / "projects.json").write_text(json.dumps([
+        {"id": "team-a", "type": "project", "name": "Team A"},
+        {"id": "team-b", "type": "project", "name": "Team B"},
+        {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "a"},
+        {"id": key_document_id(hash_key(OTHER_KEY)), "type": "key", "project": "team-b", "name": "b"},
+    ]))  # fmt: skip
+    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(directory / "projects.json"))
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    yield process
+    process.stop()
+
+
+def client(gateway, key=TEAM_KEY, request_id=None):
+    headers = {"x-request-id": request_id} if request_id else None
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers)
+
+
+def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked):
+    reply = client(mocked, request_id="mock-plain").chat.completions.create(model="mock", messages=USER)
+
+    ChatCompletion.model_validate(reply.to_dict())
+    assert reply.model == "mock"
+    assert reply.choices[0].message.content == SHIPPED_ANSWER
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+    record = wait_for_record(mocked, "mock-plain")
+    assert record["project"] == "team-a" and record["model"] == "mock" and record["status"] == 200
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (
+        reply.usage.prompt_tokens, reply.usage.completion_tokens,
+    )  # fmt: skip
+
+
+def test_the_mock_model_streams_with_usage(mocked):
+    chunks = list(client(mocked, request_id="mock-stream").chat.completions.create(
+        model="mock", messages=USER, stream=True, stream_options={"include_usage": True},
+    ))  # fmt: skip
+
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk.to_dict())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == SHIPPED_ANSWER
+    assert len([c for c in chunks if c.choices]) > 1
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+    record = wait_for_record(mocked, "mock-stream")
+    assert record["stream"] is True
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+
+
+@pytest.mark.parametrize("encoding_format", ["float", "base64"])
+def test_the_mock_model_embeds(mocked, encoding_format):
+    http = openai.OpenAI(base_url=f"{mocked.url}/v1", api_key=TEAM_KEY, max_retries=0).with_raw_response
+    raw = http.embeddings.create(model="mock", input="hello", encoding_format=encoding_format)
+    payload = raw.http_response.json()
+
+    vector = payload["data"][0]["embedding"]
+    if encoding_format == "base64":
+        raw_bytes = base64.b64decode(vector)
+        vector = list(struct.unpack(f"<{len(raw_bytes) // 4}f", raw_bytes))
+    CreateEmbeddingResponse.model_validate(payload | {"data": [payload["data"][0] | {"embedding": vector}]})
+    assert len(vector) == 8 and sum(v * v for v in vector) == pytest.approx(1.0)
+    assert payload["usage"]["prompt_tokens"] > 0
+
+
+def test_the_mock_model_embeds_through_the_sdk_default(mocked):
+    result = client(mocked, request_id="mock-embed").embeddings.create(model="mock", input="hello")
+
+    assert len(result.data[0].embedding) == 8
+    record = wait_for_record(mocked, "mock-embed")
+    assert record["operation"] == "embeddings" and record["prompt_tokens"] == result.usage.prompt_tokens
+
+
+def test_the_mock_model_answers_the_responses_api_whole(mocked):
+    response = client(mocked, request_id="mock-responses").responses.create(model="mock", input="Say hello")
+
+    ResponsesResponse.model_validate(response.to_dict())
+    assert response.model == "mock" and response.output_text == SHIPPED_ANSWER
+    record = wait_for_record(mocked, "mock-responses")
+    assert record["operation"] == "Responses" and record["completion_tokens"] == response.usage.output_tokens
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(mocked).responses.create(model="mock", input="Say hello", stream=True)
+    assert refused.value.body["param"] == "stream"
+
+
+def test_mock_models_keep_keys_private_models_and_operations(mocked):
+    with pytest.raises(openai.AuthenticationError):
+        client(mocked, key="sk-gw-not-a-key").chat.completions.create(model="mock", messages=USER)
+    with pytest.raises(openai.NotFoundError):
+        client(mocked, key=OTHER_KEY).chat.completions.create(model="team-mock", messages=USER)
+    assert "team-mock" not in [m.id for m in client(mocked, key=OTHER_KEY).models.list()]
+    with pytest.raises(openai.BadRequestError) as unsupported:
+        client(mocked).images.generate(model="mock", prompt="a fox")
+    assert unsupported.value.code == "unsupported_operation"
+
+    reply = client(mocked, request_id="mock-private").chat.completions.create(model="team-mock", messages=USER)
+    assert reply.choices[0].message.content == "Only for team A."
+    record = wait_for_record(mocked, "mock-private")
+    assert record["cost"] == pytest.approx((record["prompt_tokens"] * 0.5 + record["completion_tokens"] * 1.0) / 1000)
+    assert record["cost"] > 0
+
+
+def test_a_mock_model_can_stand_for_a_throttled_provider(mocked):
+    with pytest.raises(openai.RateLimitError) as throttled:
+        client(mocked, request_id="mock-429").chat.completions.create(model="mock-throttled", messages=USER)
+
+    assert throttled.value.body["type"] == "rate_limit_error"
+    assert wait_for_record(mocked, "mock-429")["status"] == 429
+

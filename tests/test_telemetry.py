@@ -1,0 +1,219 @@
+"""Telemetry with in-memory exporters: the gateway served in this process,
+against the fake Azure OpenAI, records one request span per call with a
+GenAI client span per upstream attempt, and the GenAI metrics; never a
+prompt, a completion or a secret."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from shared import telemetry
+from shared.gate import Gate
+from shared.http import respond
+from shared.projects import hash_key, key_document_id
+from shared.service import build_gateway
+from shared.settings import Settings
+from tests.conftest import UPSTREAM_KEYS, azure_entry
+from tests.fakes.server import ServerThread
+from tests.test_resilience import deployment
+
+TEAM_KEY = "sk-gw-telemetry-team-0001"
+PROMPT = "purple elephants tap dance at midnight"
+USER = [{"role": "user", "content": PROMPT}]
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_TRACEPARENT = f"00-{CALLER_TRACE_ID}-00f067aa0ba902b7-01"
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.providers = (tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def trace(self, request_id: str, timeout: float = 30.0) -> tuple[ReadableSpan, list[ReadableSpan]]:
+        """The request span with `request_id` and its attempt spans, in start order
+        (a streamed response's span ends just after its last byte is sent)."""
+        deadline = time.monotonic() + timeout
+        while not (roots := [s for s in self.finished() if s.attributes.get("gateway.request_id") == request_id]):
+            assert time.monotonic() < deadline, f"no finished span for request {request_id}"
+            time.sleep(0.02)
+        [root] = roots
+        spans = self.finished()
+        children = [s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id]
+        return root, sorted(children, key=lambda s: s.start_time)
+
+    def points(self, name: str) -> list[Any]:
+        data = self.metrics.get_metrics_data()
+        return [
+            point
+            for resource in (data.resource_metrics if data else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]
+
+
+@pytest.fixture(scope="module")
+def traced(fake_azure, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("telemetry")
+    url = fake_azure.url
+    catalog = [
+        azure_entry("chat-a", "dep-a", url),
+        azure_entry("doomed", "unused", url, deployments=[deployment("only", "broken", url)], fallbacks=["rescuer"]),
+        azure_entry("rescuer", "dep-b", url),
+        azure_entry("rate-limited", "rate-limited", url),
+    ]
+    (directory / "models.json").write_text(json.dumps(catalog))
+    (directory / "projects.json").write_text(json.dumps([
+        {"id": "team-a", "type": "project", "name": "Team A"},
+        {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "t"},
+    ]))  # fmt: skip
+    settings = Settings(
+        models_file=str(directory / "models.json"),
+        projects_file=str(directory / "projects.json"),
+        usage_file=str(directory / "usage.jsonl"),
+    )
+    recorded = Recorded()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KEY_A", UPSTREAM_KEYS["dep-a"])
+        env.setenv("KEY_B", UPSTREAM_KEYS["dep-b"])
+        telemetry.enable(*recorded.providers)
+        gateway = build_gateway(settings)
+
+        async def chat(request):
+            return await respond(request, gateway.chat_completions, settings.max_request_bytes, Gate(None))
+
+        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        try:
+            with ServerThread(app) as server:
+                yield server, recorded
+        finally:
+            telemetry.disable()
+
+
+def client(server, request_id, **headers):
+    return openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key=TEAM_KEY, max_retries=0,
+        default_headers={"x-request-id": request_id, **headers},
+    )  # fmt: skip
+
+
+def assert_nothing_private(recorded: Recorded) -> None:
+    values = [str(value) for span in recorded.finished() for value in span.attributes.values()]
+    values += [span.name for span in recorded.finished()]
+    for name in ("gen_ai.client.token.usage", "gen_ai.client.operation.duration"):
+        values += [str(value) for point in recorded.points(name) for value in point.attributes.values()]
+    text = " ".join(values)
+    for private in (PROMPT, "purple", "echo", TEAM_KEY, *UPSTREAM_KEYS.values()):
+        assert private not in text
+
+
+def test_a_chat_is_one_request_span_over_one_genai_client_span(traced):
+    server, recorded = traced
+    reply = client(server, "t-chat", traceparent=CALLER_TRACEPARENT).chat.completions.create(
+        model="chat-a", messages=USER
+    )
+
+    root, [attempt] = recorded.trace("t-chat")
+    assert root.kind is SpanKind.SERVER and root.name == "POST /v1/chat/completions"
+    assert f"{root.context.trace_id:032x}" == CALLER_TRACE_ID  # the caller's trace, continued
+    assert root.attributes["gateway.project"] == "team-a"
+    assert root.attributes["http.response.status_code"] == 200
+    assert attempt.kind is SpanKind.CLIENT and attempt.name == "chat dep-a"
+    assert attempt.attributes["gen_ai.operation.name"] == "chat"
+    assert attempt.attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    assert attempt.attributes["gen_ai.request.model"] == "dep-a"
+    assert attempt.attributes["gen_ai.response.model"]
+    assert attempt.attributes["gateway.model"] == "chat-a"
+    assert attempt.attributes["gateway.deployment"] == "default"
+    assert attempt.attributes["gateway.project"] == "team-a"
+    assert attempt.attributes["gateway.stream"] is False
+    assert attempt.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    assert attempt.attributes["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
+    assert "error.type" not in attempt.attributes
+    assert_nothing_private(recorded)
+
+
+def test_a_stream_records_its_time_to_first_chunk_and_tokens_when_it_ends(traced):
+    server, recorded = traced
+    chunks = list(client(server, "t-stream").chat.completions.create(
+        model="chat-a", messages=USER, stream=True, stream_options={"include_usage": True},
+    ))  # fmt: skip
+
+    root, [attempt] = recorded.trace("t-stream")
+    assert attempt.attributes["gateway.stream"] is True
+    first_chunk = attempt.attributes["gen_ai.response.time_to_first_chunk"]
+    assert 0 < first_chunk <= (attempt.end_time - attempt.start_time) / 1e9
+    assert attempt.attributes["gen_ai.usage.output_tokens"] == chunks[-1].usage.completion_tokens > 0
+    assert root.end_time >= attempt.end_time  # the request lasts as long as its stream
+    assert recorded.points("gen_ai.client.operation.time_to_first_chunk")
+    assert_nothing_private(recorded)
+
+
+def test_a_fallback_after_a_500_is_a_second_attempt_saying_why(traced):
+    server, recorded = traced
+    reply = client(server, "t-fallback").chat.completions.create(model="doomed", messages=USER)
+
+    root, [failed, rescued] = recorded.trace("t-fallback")
+    assert failed.attributes["gateway.model"] == "doomed" and failed.attributes["gateway.deployment"] == "only"
+    assert failed.attributes["error.type"] == "upstream_error"
+    assert not failed.status.is_ok
+    assert rescued.attributes["gateway.model"] == "rescuer"
+    assert rescued.attributes["gateway.fallback_from"] == "doomed"
+    assert rescued.attributes["gateway.retry_reason"] == "upstream_error"
+    assert rescued.attributes["gen_ai.usage.output_tokens"] == reply.usage.completion_tokens
+    assert root.attributes["http.response.status_code"] == 200
+    assert_nothing_private(recorded)
+
+
+def test_a_429_marks_the_attempt_and_the_request(traced):
+    server, recorded = traced
+    with pytest.raises(openai.RateLimitError):
+        client(server, "t-429").chat.completions.create(model="rate-limited", messages=USER)
+
+    root, [attempt] = recorded.trace("t-429")
+    assert attempt.attributes["error.type"] == "rate_limit_exceeded"
+    assert root.attributes["http.response.status_code"] == 429
+    assert_nothing_private(recorded)
+
+
+def test_metrics_count_tokens_and_durations_by_project_model_deployment_and_status(traced):
+    server, recorded = traced
+    reply = client(server, "t-metrics").chat.completions.create(model="chat-a", messages=USER)
+
+    tokens = {
+        point.attributes["gen_ai.token.type"]: point
+        for point in recorded.points("gen_ai.client.token.usage")
+        if point.attributes["gateway.model"] == "chat-a" and not point.attributes["gateway.stream"]
+    }
+    assert tokens["input"].attributes["gateway.project"] == "team-a"
+    assert tokens["input"].attributes["gateway.deployment"] == "default"
+    assert tokens["input"].attributes["http.response.status_code"] == 200
+    assert tokens["input"].count >= 1 and tokens["input"].sum % reply.usage.prompt_tokens == 0
+    client(server, "t-metrics-fallback").chat.completions.create(model="doomed", messages=USER)
+    durations = recorded.points("gen_ai.client.operation.duration")
+    assert any(p.attributes["gateway.model"] == "chat-a" and p.sum > 0 for p in durations)
+    assert any(
+        p.attributes["gateway.deployment"] == "only" and p.attributes.get("error.type") == "upstream_error"
+        for p in durations
+    )
+    assert_nothing_private(recorded)
