@@ -8,7 +8,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.llm import preload_in_background
-from shared.service import gateway, handle
+from shared.service import gateway, handle, not_routed
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 preload_in_background()
@@ -87,3 +87,9 @@ async def manage_put_model(req: Request) -> Response:
 @app.route(route="v1/admin/models/{model_id}", methods=["DELETE"])
 async def manage_delete_model(req: Request) -> Response:
     return await handle(req, gateway.management.delete_model)
+
+
+@app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+async def unknown_route(req: Request) -> Response:
+    """Any other path or method: OpenAI's 404 or 405 error body, never a bare one."""
+    return await handle(req, not_routed(app))

@@ -73,25 +73,28 @@ class CosmosCatalogSource:
         self.description = f"Cosmos container {container_id}"
 
     async def load(self) -> list[dict[str, Any]]:
-        container = await self.database.container(self.container_id)
-        return [
-            {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
-            async for item in container.query_items("SELECT * FROM c")
-        ]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            return [
+                {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
+                async for item in container.query_items("SELECT * FROM c")
+            ]
 
     async def save(self, document: dict[str, Any]) -> None:
-        container = await self.database.container(self.container_id)
-        await container.upsert_item(document)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.upsert_item(document)
 
     async def remove(self, model_id: str) -> bool:
         from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-        container = await self.database.container(self.container_id)
-        try:
-            await container.delete_item(model_id, partition_key=model_id)
-        except CosmosResourceNotFoundError:
-            return False
-        return True
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            try:
+                await container.delete_item(model_id, partition_key=model_id)
+            except CosmosResourceNotFoundError:
+                return False
+            return True
 
 
 class Catalog:

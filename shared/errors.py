@@ -7,6 +7,8 @@
     ├── AuthenticationFailed        401 authentication_error / invalid_api_key
     ├── PermissionDenied            403 permission_error
     ├── ModelNotFound               404 model_not_found
+    ├── RouteNotFound               404 invalid_request_error / not_found
+    ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
     ├── UpstreamRejected            upstream 4xx, status passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
     ├── UpstreamError               502 api_error / upstream_error
@@ -91,6 +93,27 @@ class ModelNotFound(GatewayError):
         super().__init__(
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
+        )
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"Invalid URL ({method} {path}): no such endpoint.")
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; use {' or '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
         )
 
 

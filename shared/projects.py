@@ -134,27 +134,31 @@ class CosmosProjectStore:
         npm Cosmos DB server the tests use answers a point read of a missing item
         with a 500 instead of Cosmos' 404.
         """
-        container = await self.database.container(self.container_id)
-        items = container.query_items(
-            "SELECT * FROM c WHERE c.id = @id",
-            parameters=[{"name": "@id", "value": document_id}],
-            partition_key=document_id,
-        )
-        async for item in items:
-            return item
-        return None
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            items = container.query_items(
+                "SELECT * FROM c WHERE c.id = @id",
+                parameters=[{"name": "@id", "value": document_id}],
+                partition_key=document_id,
+            )
+            async for item in items:
+                return item
+            return None
 
     async def documents(self) -> list[dict[str, Any]]:
-        container = await self.database.container(self.container_id)
-        return [item async for item in container.query_items("SELECT * FROM c")]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            return [item async for item in container.query_items("SELECT * FROM c")]
 
     async def upsert(self, document: dict[str, Any]) -> None:
-        container = await self.database.container(self.container_id)
-        await container.upsert_item(document)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.upsert_item(document)
 
     async def delete(self, document_id: str) -> None:
-        container = await self.database.container(self.container_id)
-        await container.delete_item(document_id, partition_key=document_id)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.delete_item(document_id, partition_key=document_id)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

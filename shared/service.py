@@ -5,14 +5,16 @@ Building is cheap and does no I/O; clients connect on first use.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .catalog import Catalog
 from .gateway import Gateway, Limits
-from .http import Operation, respond
+from .http import Operation, Route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
@@ -68,3 +70,20 @@ gateway = build_gateway(settings)
 async def handle(request: Request, operation: Operation) -> Response:
     """Serve `request` with one of the gateway's operations."""
     return await respond(request, operation, settings.max_request_bytes)
+
+
+@functools.cache
+def not_routed(function_app: Any) -> Operation:
+    """The 404/405 operation for requests none of `function_app`'s functions serve."""
+    return unrouted(http_routes(function_app))
+
+
+def http_routes(function_app: Any) -> list[Route]:
+    """The route template and methods of each HTTP function of a FunctionApp."""
+    routes = []
+    for function in function_app.get_functions():
+        trigger = function.get_trigger()
+        if getattr(trigger, "route", None) is not None:
+            methods = frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
+            routes.append((trigger.route, methods))
+    return routes

@@ -97,7 +97,7 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
     """A gateway on the embedded default: the catalog from MODELS_FILE."""
     directory = tmp_path_factory.mktemp("file-gateway")
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
-    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log")
+    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log", ready_model="chat-a")
     yield process.start()
     process.stop()
 

@@ -54,7 +54,10 @@ class GatewayProcess:
     Its log (stdout and stderr) goes to `log_path` so tests can read it.
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, ready_model: str | None = None) -> None:
+        #: A chat model that answers: `start` waits until it does (LiteLLM loaded),
+        #: so tests with short time budgets do not race the LiteLLM import.
+        self.ready_model = ready_model
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -76,7 +79,23 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
         )
         wait_for(self._healthy, "the gateway", self._process)
+        if self.ready_model:
+            wait_for(self._answering, "the gateway's first LLM call", self._process, timeout=120)
         return self
+
+    def _answering(self) -> bool:
+        body = {"model": self.ready_model, "messages": [{"role": "user", "content": "ready?"}]}
+        request = urllib.request.Request(
+            f"{self.url}/v1/chat/completions", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as error:
+            if error.code != 504:  # the import outlasted the request budget: ask again
+                raise
+            return False
 
     def _healthy(self) -> bool:
         try:
