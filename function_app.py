@@ -7,11 +7,13 @@ Each handler hands the request to a gateway operation; the rules live in
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.lifecycle import close_on_termination
 from shared.llm import preload_in_background
 from shared.service import gateway, handle, not_routed
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 preload_in_background()
+close_on_termination(gateway.close, grace_seconds=10.0)
 
 
 @app.route(route="health", methods=["GET"])

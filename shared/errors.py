@@ -15,7 +15,8 @@
     ├── UpstreamTimeout             504 api_error / timeout
     ├── StoreUnavailable            503 api_error
     │   ├── CatalogUnavailable      503 catalog_unavailable
-    │   └── KeyStoreUnavailable     503 key_store_unavailable
+    │   ├── KeyStoreUnavailable     503 key_store_unavailable
+    │   └── SecretStoreUnavailable  503 secret_store_unavailable
     └── ConfigurationError          500 api_error / configuration_error
 
 `shared.http` turns each into an OpenAI-shaped error body; `shared.upstream`
@@ -158,6 +159,10 @@ class CatalogUnavailable(StoreUnavailable):
 
 class KeyStoreUnavailable(StoreUnavailable):
     code = "key_store_unavailable"
+
+
+class SecretStoreUnavailable(StoreUnavailable):
+    code = "secret_store_unavailable"
 
 
 class ConfigurationError(GatewayError):

@@ -81,9 +81,10 @@ class Gateway:
         self.environment = environment
         self._closers = closers
 
-    async def close(self) -> None:
-        """Release the clients the gateway opened (at shutdown)."""
-        await self.recorder.close()
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Write the queued usage records (within `grace_seconds`) and release
+        the clients the gateway opened (at shutdown)."""
+        await self.recorder.close(grace_seconds)
         await self.imagen.close()
         for close in self._closers:
             await close()

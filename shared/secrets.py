@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, SecretStoreUnavailable
 
 
 class SecretSource(Protocol):
@@ -41,7 +41,9 @@ def reference_name(value: Any) -> str | None:
 class SecretResolver:
     """Resolves references through a source, caching values for a TTL.
 
-    Concurrent look-ups of one name share a single source call.
+    Concurrent look-ups of one name share a single source call, run as a task
+    of its own: a caller that is cancelled (a client hung up) stops waiting,
+    but the call goes on for the others.
     """
 
     def __init__(
@@ -54,7 +56,7 @@ class SecretResolver:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, str]] = {}
-        self._pending: dict[str, asyncio.Future[str | None]] = {}
+        self._pending: dict[str, asyncio.Task[str | None]] = {}
 
     async def resolve(self, name: str, *, model_id: str) -> str:
         cached = self._cache.get(name)
@@ -78,24 +80,18 @@ class SecretResolver:
         return resolved
 
     async def _fetch(self, name: str) -> str | None:
-        pending = self._pending.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[name] = future
-        try:
-            value = await self.source.get(name)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here; waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(value)
-            if value is not None:
-                self._cache[name] = (self._clock(), value)
-            return value
-        finally:
-            del self._pending[name]
+        task = self._pending.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._read(name))
+            self._pending[name] = task
+            task.add_done_callback(lambda _: self._pending.pop(name, None))
+        return await asyncio.shield(task)
+
+    async def _read(self, name: str) -> str | None:
+        value = await self.source.get(name)
+        if value is not None:
+            self._cache[name] = (self._clock(), value)
+        return value
 
 
 def key_vault_name(name: str) -> str:
@@ -110,8 +106,9 @@ class KeyVaultSecretSource:
     reached is an error naming the vault, never a missing secret.
     """
 
-    def __init__(self, vault_url: str, verify_challenge_resource: bool = True) -> None:
+    def __init__(self, vault_url: str, verify_challenge_resource: bool = True, timeout_seconds: float = 5.0) -> None:
         self.vault_url = vault_url
+        self.timeout_seconds = timeout_seconds
         self.description = f"Key Vault {vault_url}"
         self._verify_challenge_resource = verify_challenge_resource
         self._client: Any = None
@@ -134,9 +131,14 @@ class KeyVaultSecretSource:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
-            secret = await self._get_client().get_secret(key_vault_name(name))
+            async with asyncio.timeout(self.timeout_seconds):
+                secret = await self._get_client().get_secret(key_vault_name(name))
         except ResourceNotFoundError:
             return None
+        except TimeoutError:
+            raise SecretStoreUnavailable(
+                f"Secret reference ${name} could not be read: {self.description} did not answer in time."
+            ) from None
         except AzureError as exc:
             raise ConfigurationError(
                 f"Secret reference ${name} could not be read from {self.description} "

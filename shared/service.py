@@ -38,7 +38,9 @@ def build_gateway(settings: Settings) -> Gateway:
     closers = [*stores.closers, tokens.close]
     secret_source: SecretSource
     if settings.key_vault_url:
-        vault = KeyVaultSecretSource(settings.key_vault_url, settings.key_vault_verify_challenge_resource)
+        vault = KeyVaultSecretSource(
+            settings.key_vault_url, settings.key_vault_verify_challenge_resource, settings.store_timeout_seconds
+        )
         closers.append(vault.close)
         secret_source = vault
     else:
@@ -48,8 +50,8 @@ def build_gateway(settings: Settings) -> Gateway:
             "ALLOW_ANONYMOUS is on: requests without a valid API key are served. "
             "Use this only on a developer machine."
         )
-    catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds)
-    authenticator = Authenticator(stores.projects, settings.allow_anonymous)
+    catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
+    authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
     return Gateway(
         catalog=catalog,
         router=Router(ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)),
