@@ -261,7 +261,7 @@ def unrouted(routes: list[Route]) -> Operation:
     patterns = [(_template_pattern(template), methods) for template, methods in routes]
 
     async def operation(inbound: Inbound) -> Result:
-        path = inbound.path.strip("/")
+        path = inbound.path.lstrip("/")
         allowed = sorted({m for pattern, methods in patterns if pattern.fullmatch(path) for m in methods})
         if allowed:
             raise MethodNotAllowed(inbound.method, inbound.path, allowed)

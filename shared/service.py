@@ -81,10 +81,15 @@ def not_routed(function_app: Any) -> Operation:
 
 
 def http_routes(function_app: Any) -> list[Route]:
-    """The route template and methods of each HTTP function of a FunctionApp."""
+    """The route template and methods of each HTTP function of a FunctionApp.
+
+    Read from the app's function builders: `get_functions()` may be called
+    once only (a second call refuses every name as a duplicate), and the
+    worker or the local host has called it already.
+    """
     routes = []
-    for function in function_app.get_functions():
-        trigger = function.get_trigger()
+    for builder in function_app._function_builders:
+        trigger = builder._function.get_trigger()
         if getattr(trigger, "route", None) is not None:
             methods = frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
             routes.append((trigger.route, methods))

@@ -54,3 +54,18 @@ def test_concurrent_lookups_share_one_source_call_and_values_are_cached_for_the_
     assert set(values) == {"v1"}
     assert rotated == "v2"
     assert source.calls == 2
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_others():
+    source = CountingSource({"API_KEY": "s3cret"})
+    resolver = SecretResolver(source)
+
+    async def scenario():
+        first = asyncio.ensure_future(resolver.resolve("API_KEY", model_id="m"))
+        others = [asyncio.ensure_future(resolver.resolve("API_KEY", model_id="m")) for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()  # the caller that started the Key Vault read hangs up
+        return await asyncio.gather(*others)
+
+    assert asyncio.run(scenario()) == ["s3cret"] * 3
+    assert source.calls == 1
