@@ -12,7 +12,7 @@ from bench.bench import start_upstream
 from bench.upstream import BENCH_KEY
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.server import free_port
-from tests.support import GatewayProcess, write_catalog
+from tests.support import CosmosServer, GatewayProcess, write_catalog
 
 KEY_A = "sk-gw-semantics-team-a"
 KEY_B = "sk-gw-semantics-team-b"
@@ -133,3 +133,35 @@ def test_health_answers_within_100_ms_while_a_5_mb_chat_request_is_handled(apart
     latencies.sort()
     # Nine probes in ten within 100 ms; the slowest within 1 s, however busy the machine (it was 20 s).
     assert latencies[int(len(latencies) * 0.9)] < 0.1 and latencies[-1] < 1.0, latencies[-5:]
+
+
+def test_through_a_cosmos_outage_known_keys_and_models_are_served_and_the_rest_is_a_fast_503(fake_azure, tmp_path):
+    server = CosmosServer().start()
+    server.seed("outage", "models", "/id", [azure_entry("chat-a", "dep-a", fake_azure.url)])
+    server.seed("outage", "projects", "/id", [
+        {"id": "team-a", "type": "project"},
+        {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
+    ])  # fmt: skip
+    env = gateway_env(ALLOW_ANONYMOUS="false", COSMOS_URL=server.url, COSMOS_KEY=CosmosServer.KEY,
+                      COSMOS_VERIFY_TLS="false", COSMOS_DATABASE_ID="outage", STORE_TIMEOUT_SECONDS="1")  # fmt: skip
+    gateway = GatewayProcess(env, tmp_path / "gateway.log")
+    try:
+        gateway.start()
+        assert chat(gateway, KEY_A, {"model": "chat-a", "messages": USER}).status_code == 200
+        server.stop()
+
+        assert chat(gateway, KEY_A, {"model": "chat-a", "messages": USER}).status_code == 200
+        for key, model, code in [
+            ("sk-gw-never-seen", "chat-a", "key_store_unavailable"),
+            (KEY_A, "no-such-model", "catalog_unavailable"),
+        ]:
+            started = time.monotonic()
+            response = chat(gateway, key, {"model": model, "messages": USER})
+            assert (response.status_code, response.json()["error"]["code"]) == (503, code)
+            assert time.monotonic() - started < 5  # the store timeout (1 s), not the SDK's 22 s of retries
+        started = time.monotonic()
+        usage = httpx.get(f"{gateway.url}/v1/usage", headers={"authorization": f"Bearer {KEY_A}"}, timeout=60)
+        assert usage.status_code == 503 and time.monotonic() - started < 5
+    finally:
+        gateway.stop()
+        server.stop()
