@@ -66,9 +66,9 @@ async def measure(url: str, headers: dict[str, str], concurrency: int, total: in
     }
 
 
-def start_upstream(port: int) -> subprocess.Popen[bytes]:
+def start_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", "--port", str(port)], cwd=PROJECT_DIR
+        [sys.executable, "-m", "bench.upstream", "--port", str(port), *options], cwd=PROJECT_DIR
     )
     import socket
 

@@ -54,7 +54,9 @@ def build_gateway(settings: Settings) -> Gateway:
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
     return Gateway(
         catalog=catalog,
-        router=Router(ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)),
+        router=Router(ProviderMapper(
+            SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds), tokens
+        )),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),

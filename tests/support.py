@@ -93,7 +93,7 @@ class GatewayProcess:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status == 200
         except urllib.error.HTTPError as error:
-            if error.code != 504:  # the import outlasted the request budget: ask again
+            if error.code not in (429, 502, 504):  # a busy or failing upstream, or the import outlasted the budget
                 raise
             return False
 

@@ -69,3 +69,31 @@ def test_a_cancelled_waiter_does_not_cancel_the_others():
 
     assert asyncio.run(scenario()) == ["s3cret"] * 3
     assert source.calls == 1
+
+
+def test_a_known_secret_is_served_through_a_vault_outage_for_the_stale_period():
+    class Vault(CountingSource):
+        down = False
+
+        async def get(self, name):
+            if self.down:
+                self.calls += 1
+                raise ConfigurationError("vault unreachable")
+            return await super().get(name)
+
+    source, now = Vault({"API_KEY": "s3cret"}), [0.0]
+    resolver = SecretResolver(source, ttl_seconds=300, clock=lambda: now[0], stale_seconds=600)
+
+    async def scenario():
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        source.down, now[0] = True, 500.0  # past the TTL, within the stale period
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        calls = source.calls
+        now[0] = 510.0
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        assert source.calls == calls  # not asked again for a while (RETRY_SECONDS)
+        now[0] = 1000.0  # past the stale period
+        with pytest.raises(ConfigurationError):
+            await resolver.resolve("API_KEY", model_id="m")
+
+    asyncio.run(scenario())
