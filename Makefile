@@ -38,8 +38,16 @@ run: $(VENV)/.runtime local.settings.json
 test: $(VENV)/.dev node_modules/.installed $(CHECKOV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# LiteLLM's proxy server, the benchmark's anchor: optional, in a virtualenv of its own.
+PROXY := $(VENV)/litellm-proxy/bin/litellm
+$(PROXY): bench/requirements-proxy.txt | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/litellm-proxy
+	$(VENV)/litellm-proxy/bin/pip install --quiet -r bench/requirements-proxy.txt
+	touch $@
+
 bench: $(VENV)/.dev
-	$(BIN)/python bench/bench.py
+	-$(MAKE) $(PROXY)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

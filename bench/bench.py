@@ -1,11 +1,20 @@
-"""Latency and throughput of chat completions: through the gateway vs direct.
+"""What the gateway costs, next to the upstream called directly and LiteLLM's proxy server.
 
-Starts the fake Azure OpenAI upstream and the gateway (local host) as separate
-processes, then drives both with the same non-streaming chat request at
-concurrency 1 and 32 and prints p50/p99 latency, requests per second and the
-gateway's overhead (gateway minus direct).
+Starts the fake providers (Azure OpenAI; Vertex AI with its OAuth endpoint) in
+one process, the gateway (local host) in another and, when it is installed
+(`make bench` tries), LiteLLM's proxy server in a third, all pointed at the
+same fake deployment. For each target it measures, in one table:
 
-    make bench            # or: .venv/bin/python bench/bench.py [--requests 2000]
+- `chat`: non-streaming chat completions at concurrency 1 and 32;
+- `sse`: 21-chunk streamed chat completions at concurrency 1 and 32;
+
+with p50/p99 latency, requests per second, the target's CPU time per request
+and its RSS after the load. Then, for the gateway and the proxy, round two of
+the same loads (RSS growth), the CPU per relayed chunk (121-chunk streams
+against 21-chunk ones, at concurrency 1), and the cold start: process start
+to the first 200 on an Azure model and, for the gateway, on a Vertex model.
+
+    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH]
 """
 
 from __future__ import annotations
@@ -13,11 +22,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -25,104 +42,391 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.upstream import BENCH_KEY  # noqa: E402
+from tests.fakes.google_oauth import make_service_account  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog  # noqa: E402
 
 API_VERSION = "2024-10-21"
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "benchmark this request please"}]}
+#: The proxy refuses to start without a master key; callers present it as their key.
+PROXY_MASTER_KEY = "sk-bench-0f6d2c9a4e8b1735"
+DEFAULT_PROXY = PROJECT_DIR / ".venv" / "litellm-proxy" / "bin" / "litellm"
+#: The fake answers "echo: " and the user's words, one chunk a word, plus the
+#: prompt-filter, role and finish chunks: 17 words make a 21-chunk stream.
+SHORT_PROMPT = " ".join(f"word{index}" for index in range(17))
+LONG_PROMPT = " ".join(f"word{index}" for index in range(117))
+CHUNKS = {SHORT_PROMPT: 21, LONG_PROMPT: 121}
+PROXY_AUTH = {"authorization": f"Bearer {PROXY_MASTER_KEY}"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def _one(session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes) -> float:
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    headers: dict[str, str]
+    model: str
+    pid: int | None  # None: not measured (the fake upstream shares its process)
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    concurrency: int
+    stream: bool
+    prompt: str = SHORT_PROMPT
+
+
+LOADS = (Load("chat", 1, False), Load("chat", 32, False), Load("sse", 1, True), Load("sse", 32, True))
+
+
+# Process figures from /proc: the whole tree, since a server may fork workers.
+
+
+def _tree(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending += parents.get(current, [])
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    pages = 0
+    for member in _tree(pid):
+        try:
+            pages += int(Path(f"/proc/{member}/statm").read_text().split()[1])
+        except OSError:
+            continue
+    return pages * PAGE_KB / 1024
+
+
+# Load generation.
+
+
+def _body(target: Target, load: Load) -> bytes:
+    body: dict[str, object] = {"model": target.model, "messages": [{"role": "user", "content": load.prompt}]}
+    if load.stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+async def _one(session: aiohttp.ClientSession, target: Target, body: bytes, stream: bool) -> float:
     started = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as response:
-        await response.read()
+    headers = {"content-type": "application/json"} | target.headers
+    async with session.post(target.url, data=body, headers=headers) as response:
+        payload = await response.read()
         if response.status != 200:
-            raise RuntimeError(f"{url} answered {response.status}: {await response.text()}")
+            raise RuntimeError(f"{target.name} answered {response.status}: {payload[:300]!r}")
+    if stream and not payload.rstrip().endswith(b"data: [DONE]"):
+        raise RuntimeError(f"{target.name} ended a stream without [DONE]: {payload[-300:]!r}")
     return time.perf_counter() - started
 
 
-async def measure(url: str, headers: dict[str, str], concurrency: int, total: int) -> dict[str, float]:
-    body = json.dumps(BODY).encode()
-    headers = {"content-type": "application/json"} | headers
-    connector = aiohttp.TCPConnector(limit=concurrency)
+@dataclass(frozen=True)
+class Figures:
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    cpu_ms: float | None
+    rss_mb: float | None
+
+
+async def _drive(target: Target, load: Load, total: int) -> Figures:
+    body = _body(target, load)
+    connector = aiohttp.TCPConnector(limit=load.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(min(50, total)):
-            await _one(session, url, headers, body)
+            await _one(session, target, body, load.stream)
         latencies: list[float] = []
         remaining = iter(range(total))
 
         async def worker() -> None:
             for _ in remaining:
-                latencies.append(await _one(session, url, headers, body))
+                latencies.append(await _one(session, target, body, load.stream))
 
+        cpu_before = cpu_seconds(target.pid) if target.pid else None
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(load.concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds(target.pid) if target.pid else None
     latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "rps": total / elapsed,
-    }
-
-
-def start_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", "--port", str(port), *options], cwd=PROJECT_DIR
+    cpu_ms = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / total
+    return Figures(
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        rps=total / elapsed,
+        cpu_ms=cpu_ms,
+        rss_mb=rss_mb(target.pid) if target.pid else None,
     )
-    import socket
 
-    def accepting() -> bool:
+
+def measure(target: Target, load: Load, total: int) -> Figures:
+    return asyncio.run(_drive(target, load, total))
+
+
+# Processes under test.
+
+
+def _accepting(port: int) -> Callable[[], bool]:
+    def check() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return True
         except OSError:
             return False
 
-    wait_for(accepting, "the fake upstream", process)
-    return process
+    return check
+
+
+def _answers(url: str, headers: dict[str, str], body: bytes) -> Callable[[], bool]:
+    def check() -> bool:
+        request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"} | headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    return check
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def time_to_first_answer(start: Callable[[], subprocess.Popen[bytes]], check: Callable[[], bool]) -> float:
+    """Seconds from starting a fresh process to its first 200 answer (the process is stopped after)."""
+    started = time.perf_counter()
+    process = start()
+    try:
+        wait_for(check, "the cold-started server", process, timeout=120)
+        return time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@dataclass
+class Setup:
+    workdir: Path
+    upstream_port: int
+    vertex_port: int
+    oauth_port: int
+
+    @property
+    def azure_url(self) -> str:
+        return f"http://127.0.0.1:{self.upstream_port}"
+
+    def catalog(self) -> Path:
+        return write_catalog(self.workdir / "models.json", [
+            {"id": "bench", "name": "bench", "provider": "Azure", "model_type": "AzureOpenAI", "code": "bench",
+             "operations": ["ChatCompletion"],
+             "parameters": {"endpoint": self.azure_url, "api_version": API_VERSION,
+                            "api_key": "$BENCH_UPSTREAM_KEY"}},
+            {"id": "bench-gemini", "name": "bench-gemini", "provider": "Google", "model_type": "GoogleVertex",
+             "code": "gemini-2.0-flash", "operations": ["ChatCompletion"],
+             "parameters": {"gcp_project": "bench", "location": "us-central1", "secret_name": "$BENCH_GOOGLE_SA",
+                            "api_base": f"http://127.0.0.1:{self.vertex_port}"}},
+        ])  # fmt: skip
+
+    def gateway_env(self) -> dict[str, str]:
+        account = make_service_account(f"http://127.0.0.1:{self.oauth_port}/token", "bench@bench.iam", "bench")
+        return {
+            "ALLOW_ANONYMOUS": "true",
+            "MODELS_FILE": str(self.catalog()),
+            "BENCH_UPSTREAM_KEY": BENCH_KEY,
+            "BENCH_GOOGLE_SA": json.dumps(account),
+        }
+
+    def proxy_config(self) -> Path:
+        path = self.workdir / "litellm-proxy.yaml"
+        path.write_text(
+            "model_list:\n"
+            "  - model_name: bench\n"
+            "    litellm_params:\n"
+            "      model: azure/bench\n"
+            f"      api_base: {self.azure_url}\n"
+            f"      api_version: \"{API_VERSION}\"\n"
+            f"      api_key: {BENCH_KEY}\n",
+            encoding="utf-8",
+        )
+        return path
+
+
+def _proxy_env() -> dict[str, str]:
+    return os.environ | {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_OFFLINE_MODE": "true",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_MASTER_KEY": PROXY_MASTER_KEY,
+    }
+
+
+def proxy_command(executable: Path, config: Path, port: int) -> list[str]:
+    return [str(executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+
+
+# The report.
+
+ROW = "{:<17} {:<6} {:>4} {:>9} {:>9} {:>8} {:>11} {:>8}"
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_row(target: str, load: str, concurrency: int | str, figures: Figures) -> None:
+    print(ROW.format(
+        target, load, concurrency, _cell(figures.p50_ms), _cell(figures.p99_ms), _cell(figures.rps, 0),
+        _cell(figures.cpu_ms), _cell(figures.rss_mb, 0),
+    ), flush=True)  # fmt: skip
+
+
+def print_figure(target: str, what: str, value: str) -> None:
+    print(f"{target:<17} {what:<40} {value}", flush=True)
+
+
+def run_loads(target: Target, requests: int) -> dict[tuple[str, int], Figures]:
+    results = {}
+    for load in LOADS:
+        figures = measure(target, load, requests)
+        results[(load.name, load.concurrency)] = figures
+        print_row(target.name, load.name, load.concurrency, figures)
+    return results
+
+
+def chunk_cpu_ms(target: Target, requests: int) -> float:
+    """The target's marginal CPU per relayed chunk: 121-chunk streams against 21-chunk ones."""
+    short = measure(target, Load("sse", 1, True, SHORT_PROMPT), requests)
+    long = measure(target, Load("sse", 1, True, LONG_PROMPT), requests)
+    assert short.cpu_ms is not None and long.cpu_ms is not None
+    return (long.cpu_ms - short.cpu_ms) / (CHUNKS[LONG_PROMPT] - CHUNKS[SHORT_PROMPT])
+
+
+def server_rounds(target: Target, requests: int) -> tuple[dict[tuple[str, int], Figures], dict[str, str]]:
+    """Both rounds of loads and the per-chunk CPU for a server; its summary figures."""
+    first = run_loads(target, requests)
+    rss_first = rss_mb(target.pid) if target.pid else 0.0
+    per_chunk = chunk_cpu_ms(target, requests)
+    run_loads(Target(f"{target.name} #2", target.url, target.headers, target.model, target.pid), requests)
+    rss_second = rss_mb(target.pid) if target.pid else 0.0
+    return first, {
+        "RSS after round 1 / round 2": f"{rss_first:.0f} MB / {rss_second:.0f} MB",
+        "CPU per relayed chunk (marginal)": f"{per_chunk:.3f} ms",
+    }
+
+
+def overhead(server: dict[tuple[str, int], Figures], direct: dict[tuple[str, int], Figures]) -> str:
+    """p50 latency added over the direct call at concurrency 1, for chat and for 21-chunk streams."""
+    added = [server[(load, 1)].p50_ms - direct[(load, 1)].p50_ms for load in ("chat", "sse")]
+    return f"chat {added[0]:+.2f} ms, sse {added[1]:+.2f} ms"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1000, help="requests per run")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per measured load")
+    parser.add_argument("--proxy", type=Path, default=DEFAULT_PROXY, help="LiteLLM proxy server executable")
     options = parser.parse_args()
 
-    upstream_port = free_port()
-    upstream = start_upstream(upstream_port)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    catalog = write_catalog(workdir / "models.json", [{
-        "id": "bench", "name": "bench", "provider": "Azure", "model_type": "AzureOpenAI",
-        "code": "bench", "operations": ["ChatCompletion"],
-        "parameters": {"endpoint": f"http://127.0.0.1:{upstream_port}", "api_version": API_VERSION,
-                       "api_key": "$BENCH_UPSTREAM_KEY"},
-    }])  # fmt: skip
-    gateway = GatewayProcess(
-        {"ALLOW_ANONYMOUS": "true", "MODELS_FILE": str(catalog), "BENCH_UPSTREAM_KEY": BENCH_KEY},
-        workdir / "gateway.log",
-    ).start()
-    targets = {
-        "direct": (
-            f"http://127.0.0.1:{upstream_port}/openai/deployments/bench/chat/completions"
-            f"?api-version={API_VERSION}",
-            {"api-key": BENCH_KEY},
-        ),
-        "gateway": (f"{gateway.url}/v1/chat/completions", {}),
-    }
-    try:
-        print(f"{'target':<8} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-        for concurrency in (1, 32):
-            results = {}
-            for name, (url, headers) in targets.items():
-                results[name] = asyncio.run(measure(url, headers, concurrency, options.requests))
-                r = results[name]
-                print(f"{name:<8} {concurrency:>4} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['rps']:>8.0f}")
-            overhead = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
-            print(f"overhead at concurrency {concurrency}: {overhead:+.2f} ms p50")
-    finally:
-        gateway.stop()
-        upstream.terminate()
-        upstream.wait()
+    setup = Setup(Path(tempfile.mkdtemp(prefix="bench-")), free_port(), free_port(), free_port())
+    upstream_command = [
+        sys.executable, "-m", "bench.upstream", "--azure-port", str(setup.upstream_port),
+        "--vertex-port", str(setup.vertex_port), "--oauth-port", str(setup.oauth_port),
+    ]  # fmt: skip
+    gateway_env = setup.gateway_env()
+    summary: dict[str, dict[str, str]] = {}
+
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    print(f"machine: {os.cpu_count()} cores, {cpu_model}; Python {platform.python_version()}; "
+          f"{options.requests} requests per load")  # fmt: skip
+    if not options.proxy.exists():
+        print(f"LiteLLM's proxy server is not installed at {options.proxy}: its rows are left out.")
+    print(ROW.format("target", "load", "conc", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "RSS MB"))
+
+    with running(upstream_command, dict(os.environ), setup.workdir / "upstream.log") as upstream:
+        wait_for(_accepting(setup.upstream_port), "the fake upstream", upstream)
+        wait_for(_accepting(setup.vertex_port), "the fake Vertex AI", upstream)
+        direct_url = f"{setup.azure_url}/openai/deployments/bench/chat/completions?api-version={API_VERSION}"
+        direct = run_loads(Target("direct", direct_url, {"api-key": BENCH_KEY}, "bench", None), options.requests)
+
+        gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
+        try:
+            target = Target("gateway", f"{gateway.url}/v1/chat/completions", {}, "bench", gateway.pid)
+            figures, summary["gateway"] = server_rounds(target, options.requests)
+            summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
+        finally:
+            gateway.stop()
+
+        if options.proxy.exists():
+            port = free_port()
+            command = proxy_command(options.proxy, setup.proxy_config(), port)
+            with running(command, _proxy_env(), setup.workdir / "proxy.log") as proxy:
+                wait_for(_accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                target = Target("litellm-proxy", url, PROXY_AUTH, "bench", proxy.pid)
+                figures, summary["litellm-proxy"] = server_rounds(target, options.requests)
+                summary["litellm-proxy"]["p50 added over direct, c=1"] = overhead(figures, direct)
+
+        chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        gemini = json.dumps({"model": "bench-gemini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        for name, body in (("Azure", chat), ("Vertex", gemini)):
+            cold = GatewayProcess(gateway_env, setup.workdir / f"cold-{name}.log")
+            seconds = time_to_first_answer(
+                lambda: subprocess.Popen(
+                    [sys.executable, "-m", "shared.localhost", "--port", str(cold.port)],
+                    cwd=PROJECT_DIR, env=cold.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ),
+                _answers(f"{cold.url}/v1/chat/completions", {}, body),
+            )  # fmt: skip
+            summary["gateway"][f"cold start to first {name} answer"] = f"{seconds:.2f} s"
+        if options.proxy.exists():
+            port = free_port()
+            command = proxy_command(options.proxy, setup.proxy_config(), port)
+            seconds = time_to_first_answer(
+                lambda: subprocess.Popen(command, env=_proxy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                _answers(f"http://127.0.0.1:{port}/v1/chat/completions", PROXY_AUTH, chat),
+            )
+            summary["litellm-proxy"]["cold start to first Azure answer"] = f"{seconds:.2f} s"
+
+    for server, figures in summary.items():
+        for what, value in figures.items():
+            print_figure(server, what, value)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench import API_VERSION, BODY, start_upstream  # noqa: E402
 from bench.upstream import BENCH_KEY  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
-from tests.support import GatewayProcess, write_catalog  # noqa: E402
+from tests.support import GatewayProcess, start_fake_upstream, write_catalog  # noqa: E402
+
+API_VERSION = "2024-10-21"
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "soak this request please"}]}
 
 #: Words of the fake upstream's own 429 message: a 429 without them was made up by the gateway.
 UPSTREAM_429_MARK = "exceeded token rate limit"
@@ -60,8 +62,8 @@ def main() -> None:
     parser.add_argument("--failing", type=float, default=0.02)
     options = parser.parse_args()
     upstream_port = free_port()
-    upstream = start_upstream(upstream_port, "--rate-limited", str(options.rate_limited),
-                              "--failing", str(options.failing))  # fmt: skip
+    upstream = start_fake_upstream(upstream_port, "--rate-limited", str(options.rate_limited),
+                                   "--failing", str(options.failing))  # fmt: skip
     with tempfile.TemporaryDirectory() as directory:
         catalog = write_catalog(Path(directory) / "models.json", [{
             "id": "bench", "name": "Bench", "provider": "Azure", "model_type": "AzureOpenAI", "code": "bench",

@@ -31,8 +31,11 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Reported by /health as "environment" (the ENVIRONMENT setting).')
+@description('Reported by /health as "environment" (the ENVIRONMENT setting). "production" also turns Key Vault purge protection on by default.')
 param gatewayEnvironment string = 'production'
+
+@description('Key Vault purge protection. On (production): a deleted vault can only be recovered, never purged, for 90 days, and its name stays taken, so redeploying the environment needs `az keyvault recover` first. Off (any other environment): `azd down --purge` purges the vault and the next `azd up` can reuse its name. Once on, it cannot be turned off.')
+param keyVaultPurgeProtection bool = gatewayEnvironment == 'production'
 
 @allowed([
   '3.11'
@@ -40,11 +43,14 @@ param gatewayEnvironment string = 'production'
 ])
 param pythonVersion string = '3.11'
 
+// No 512: the Python worker alone peaks at about 290 MB resident with 16 to 64
+// concurrent streams (bench/bench.py --stream), before the Functions host's
+// own memory: too little headroom in 512 MB.
 @allowed([
-  512
   2048
   4096
 ])
+@description('Memory of each Flex Consumption instance, in MB.')
 param instanceMemoryMB int = 2048
 
 @minValue(1)
@@ -91,6 +97,23 @@ param apimPublisherName string = 'LLM gateway'
 @description('Tokens per minute for each API Management subscription (llm-token-limit).')
 @minValue(1)
 param apimTokensPerMinute int = 100000
+
+// No default and not in main.parameters.json: azd generates it on the first
+// `azd provision` and keeps it in the environment's configuration
+// (infra.parameters.apimSharedSecret), so every later provision passes the
+// same value. Outside azd, pass a long random string.
+@secure()
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 48
+      noSpecial: true
+    }
+  }
+})
+@description('The secret API Management adds to every request (X-APIM-Shared-Secret) and the app requires when API Management is on (APIM_SHARED_SECRET). Stored in Key Vault either way.')
+param apimSharedSecret string
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
@@ -149,6 +172,8 @@ module keyVault 'modules/keyvault.bicep' = {
     name: 'kv-${resourceToken}'
     location: location
     tags: tags
+    enablePurgeProtection: keyVaultPurgeProtection
+    apimSharedSecret: apimSharedSecret
   }
 }
 
@@ -195,6 +220,10 @@ var gatewaySettings = {
   MAX_REQUEST_BYTES: '26214400'
   REQUEST_TIMEOUT_SECONDS: '230' // Azure's front end ends responses at about 230 s
   STREAM_FIRST_BYTE_TIMEOUT_SECONDS: '60'
+  // With API Management: only requests carrying its shared secret are served
+  // (a Key Vault reference, resolved by the platform with the app's identity).
+  // Without: empty, the gate is open.
+  APIM_SHARED_SECRET: enableApiManagement ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.apimSharedSecretUri})' : ''
   // Local-file stores; unused while COSMOS_URL is set.
   MODELS_FILE: 'models.json'
   PROJECTS_FILE: 'projects.json'
@@ -240,6 +269,9 @@ module apim 'modules/apim.bicep' = if (enableApiManagement) {
     tokensPerMinute: apimTokensPerMinute
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultName: keyVault.outputs.name
+    sharedSecretName: keyVault.outputs.apimSharedSecretName
+    sharedSecretUri: keyVault.outputs.apimSharedSecretUri
   }
 }
 

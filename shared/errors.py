@@ -6,6 +6,7 @@
     │   └── PayloadTooLarge         413
     ├── AuthenticationFailed        401 authentication_error / invalid_api_key
     ├── PermissionDenied            403 permission_error
+    │   └── ApiManagementRequired   403 api_management_required
     ├── ModelNotFound               404 model_not_found
     ├── RouteNotFound               404 invalid_request_error / not_found
     ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
@@ -83,6 +84,12 @@ class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
     code = "admin_required"
+
+
+class ApiManagementRequired(PermissionDenied):
+    """A direct call to an app that only API Management may call (shared.gate)."""
+
+    code = "api_management_required"
 
 
 class ModelNotFound(GatewayError):

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import validation
 from .errors import GatewayError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from .gate import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +172,16 @@ def request_id_for(request: Request) -> str:
 Operation = Callable[[Inbound], Awaitable[Result]]
 
 
-async def respond(request: Request, operation: Operation, max_body_bytes: int) -> Response:
+async def respond(request: Request, operation: Operation, max_body_bytes: int, gate: Gate) -> Response:
     """Run `operation` for `request` and turn its result or error into a response.
 
     A caller who hangs up while the operation runs cancels it, and so the
-    upstream call: no work goes on for a caller who left.
+    upstream call: no work goes on for a caller who left. A request the gate
+    refuses is answered before anything else about it is looked at.
     """
     request_id = request_id_for(request)
+    if (refusal := gate.refusal(request.url.path, request.headers)) is not None:
+        return error_response(refusal, request_id)
     inbound = Inbound(request, request_id, max_body_bytes)
     work = asyncio.ensure_future(operation(inbound))
     watch = asyncio.ensure_future(_hang_up(request, inbound))

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .catalog import Catalog
+from .gate import Gate
 from .gateway import Gateway, Limits
 from .http import Operation, Route, respond, unrouted
 from .identity import AzureTokenSource
@@ -69,11 +70,12 @@ def build_gateway(settings: Settings) -> Gateway:
 
 settings = Settings.from_environment()
 gateway = build_gateway(settings)
+gate = Gate(settings.apim_shared_secret)
 
 
 async def handle(request: Request, operation: Operation) -> Response:
     """Serve `request` with one of the gateway's operations."""
-    return await respond(request, operation, settings.max_request_bytes)
+    return await respond(request, operation, settings.max_request_bytes, gate)
 
 
 @functools.cache

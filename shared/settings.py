@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Every app setting the gateway reads; infra and local.settings.json.example
 #: must list each of them (tests/test_infra.py checks it).
@@ -30,6 +30,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
     "STORE_TIMEOUT_SECONDS",
     "STORE_STALE_SECONDS",
+    "APIM_SHARED_SECRET",
 )
 
 #: Default Cosmos container ids and their partition key paths.
@@ -88,6 +89,8 @@ class Settings:
     store_timeout_seconds: float = 5.0
     #: How long keys, the catalog and secrets known a moment ago are served while their store is down.
     store_stale_seconds: float = 900.0
+    #: The secret API Management adds to every request (shared.gate); unset = the gate is open.
+    apim_shared_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -135,4 +138,5 @@ class Settings:
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
             ),
+            apim_shared_secret=text("APIM_SHARED_SECRET"),
         )

@@ -104,6 +104,11 @@ class GatewayProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the gateway was not started"
+        return self._process.pid
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -168,6 +173,23 @@ class CosmosServer:
         )
         for document in documents:
             container.upsert_item(document)
+
+
+def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
+    """The fake Azure OpenAI in a process of its own (`python -m bench.upstream`), accepting connections."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "--azure-port", str(port), *options], cwd=PROJECT_DIR
+    )
+
+    def accepting() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(accepting, "the fake upstream", process)
+    return process
 
 
 def write_catalog(path: Path, documents: list[dict[str, Any]]) -> Path:

@@ -8,11 +8,10 @@ import httpx
 import pytest
 
 from shared.projects import hash_key, key_document_id
-from bench.bench import start_upstream
 from bench.upstream import BENCH_KEY
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.server import free_port
-from tests.support import CosmosServer, GatewayProcess, write_catalog
+from tests.support import CosmosServer, GatewayProcess, start_fake_upstream, write_catalog
 
 KEY_A = "sk-gw-semantics-team-a"
 KEY_B = "sk-gw-semantics-team-b"
@@ -94,7 +93,7 @@ def apart(tmp_path_factory):
     process, which measures, does no upstream work."""
     directory = tmp_path_factory.mktemp("apart")
     port = free_port()
-    upstream = start_upstream(port)
+    upstream = start_fake_upstream(port)
     parameters = {"endpoint": f"http://127.0.0.1:{port}", "api_version": "2024-10-21", "api_key": "$BENCH_KEY"}
     catalog = write_catalog(directory / "models.json", [azure_entry("bench", "bench", "", parameters=parameters)])
     env = gateway_env(MODELS_FILE=str(catalog), BENCH_KEY=BENCH_KEY)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared.gate import HEADER as GATE_HEADER
 from shared.settings import COSMOS_CONTAINERS, SETTING_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +49,61 @@ PLATFORM_SETTINGS = {
     "PYTHON_ENABLE_INIT_INDEXING",
 }
 
-# Settings Flex Consumption rejects or ignores (runtime comes from functionAppConfig),
-# and key-based storage settings that must not appear.
-FORBIDDEN_SETTINGS = {
-    "FUNCTIONS_WORKER_RUNTIME",
+# Microsoft's "Flex Consumption plan deprecations" (Functions app settings
+# reference): app settings that Flex Consumption replaced (functionAppConfig,
+# remote build) or does not use...
+FLEX_DEPRECATED_SETTINGS = {
+    "ENABLE_ORYX_BUILD",
     "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
     "FUNCTIONS_WORKER_RUNTIME_VERSION",
-    "WEBSITE_RUN_FROM_PACKAGE",
-    "WEBSITE_CONTENTSHARE",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
     "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-    "AzureWebJobsStorage",
+    "WEBSITE_CONTENTOVERVNET",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_DNS_SERVER",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
+    "WEBSITE_VNET_ROUTE_ALL",
+    "WEBSITE_USE_PLACEHOLDER_DOTNETISOLATED",
+    "WEBSITE_MOUNT_ENABLED",
 }
+# ...and site properties it rejects outright (ARM error 51021, "The following
+# list of ... site configuration properties ... for Flex Consumption sites is
+# invalid") or ignores. The list also names the ones the Azure Verified Module
+# for sites (avm-res-web-site) keeps out of Flex Consumption sites.
+FLEX_DEPRECATED_SITE_PROPERTIES = {
+    "alwaysOn",
+    "containerSize",
+    "ftpsState",
+    "isReserved",
+    "isXenon",
+    "javaContainer",
+    "javaContainerVersion",
+    "javaVersion",
+    "linuxFxVersion",
+    "netFrameworkVersion",
+    "nodeVersion",
+    "phpVersion",
+    "powerShellVersion",
+    "pythonVersion",
+    "functionAppScaleLimit",
+    "functionsRuntimeScaleMonitoringEnabled",
+    "preWarmedInstanceCount",
+    "use32BitWorkerProcess",
+    "vnetBackupRestoreEnabled",
+    "vnetContentShareEnabled",
+    "vnetImagePullEnabled",
+    "vnetRouteAllEnabled",
+    "windowsFxVersion",
+}
+# Key-based storage settings that must not appear either.
+FORBIDDEN_SETTINGS = FLEX_DEPRECATED_SETTINGS | {"AzureWebJobsStorage"}
 
 
 # --- reading Bicep -----------------------------------------------------------
@@ -114,6 +159,13 @@ def block(text: str, opening: str) -> str:
             depth -= 1
         i += 1
     return text[start + len(opening) : i - 1]
+
+
+def resource_block(text: str, name: str) -> str:
+    """The body of `resource <name> ...`, whose declaration line ends with {."""
+    match = re.search(rf"^resource {name} .*\{{$", text, re.MULTILINE)
+    assert match, f"resource {name} not found"
+    return block(text, match.group(0))
 
 
 def object_entries(text: str, opening: str) -> dict[str, str]:
@@ -269,6 +321,31 @@ def test_no_keys_and_no_settings_flex_consumption_rejects():
         assert "AccountKey=" not in text, f"{path.name} builds a key-based connection string"
 
 
+def property_names(text: str) -> set[str]:
+    """Every `name:` key in a block of Bicep (any depth), quotes removed."""
+    return set(re.findall(r"^\s*'?([A-Za-z_][\w-]*)'?\s*:", text, re.MULTILINE))
+
+
+def site_resource() -> str:
+    return resource_block(bicep(MODULES / "function-app.bicep"), "app")
+
+
+def test_the_function_app_sets_nothing_flex_consumption_deprecates():
+    names = {name.lower() for name in property_names(site_resource())}
+    rejected = sorted(p for p in FLEX_DEPRECATED_SITE_PROPERTIES if p.lower() in names)
+    assert not rejected, f"Flex Consumption rejects or ignores these site properties: {rejected}"
+    settings = {name.upper() for name in gateway_settings().keys() | platform_settings().keys()}
+    deprecated = sorted(name for name in FLEX_DEPRECATED_SETTINGS if name.upper() in settings)
+    assert not deprecated, f"Flex Consumption deprecates these app settings: {deprecated}"
+
+
+def test_the_deprecation_check_sees_a_rejected_property():
+    """The check above reads nested siteConfig keys, not only top-level ones."""
+    site = site_resource().replace("http20Enabled: true", "http20Enabled: true\n      ftpsState: 'Disabled'")
+    assert "ftpsState" in property_names(site)
+    assert "http20Enabled" in property_names(site_resource())
+
+
 def test_cosmos_containers_and_partition_keys():
     text = bicep(MODULES / "cosmos.bicep")
     declared = dict(
@@ -293,6 +370,21 @@ def test_cosmos_data_plane_role_for_the_app():
     assert "4633458b-17de-408a-b874-0445c86b69e6" in text  # Key Vault Secrets User
 
 
+def test_cosmos_role_assignments_are_written_one_after_the_other():
+    """Cosmos refuses concurrent role-assignment writes on one account."""
+    text = bicep(MODULES / "rbac.bicep")
+    assignments = re.findall(
+        r"^resource (\w+) 'Microsoft\.DocumentDB/databaseAccounts/sqlRoleAssignments@[^']+' = (?:if \([^)]*\) )?\{",
+        text,
+        re.MULTILINE,
+    )
+    assert len(assignments) >= 2, assignments
+    for earlier, later in zip(assignments, assignments[1:]):
+        body = resource_block(text, later)
+        depends = block(body, "dependsOn: [") if "dependsOn: [" in body else ""
+        assert earlier in depends.split(), f"{later} must dependsOn {earlier}"
+
+
 def app_routes() -> set[tuple[str, str]]:
     """(METHOD, /path) of every @app.route in function_app.py."""
     tree = ast.parse((REPO / "function_app.py").read_text())
@@ -305,6 +397,8 @@ def app_routes() -> set[tuple[str, str]]:
                 continue
             arguments = {k.arg: ast.literal_eval(k.value) for k in decorator.keywords if k.arg in ("route", "methods")}
             assert "methods" in arguments, f"{node.name}: give the route explicit methods"
+            if "{*" in arguments["route"]:
+                continue  # the catch-all answers unknown routes; API Management answers those itself
             for method in arguments["methods"]:
                 routes.add((method.upper(), "/" + arguments["route"].strip("/")))
     return routes
@@ -326,22 +420,86 @@ def test_api_management_exposes_every_route():
     assert not stale, f"remove from `operations` in infra/modules/apim.bicep: {stale}"
 
 
-def test_api_management_policy_streams_and_limits_tokens():
-    raw = (MODULES / "apim-policy.xml").read_text()
+API_POLICY = MODULES / "apim-policy.xml"
+LLM_POLICY = MODULES / "apim-llm-policy.xml"
+TOKEN_POLICIES = ("llm-token-limit", "azure-openai-token-limit", "llm-emit-token-metric", "azure-openai-emit-token-metric")
+#: Paths whose operations call a language model and return token usage, in every route shape.
+TOKEN_METERED_PATH = re.compile(r"/(chat/completions|responses|embeddings)$")
+
+
+def test_api_management_policy_streams_and_sends_the_shared_secret():
+    raw = API_POLICY.read_text()
     policy = ET.fromstring(raw)
     forward = policy.find("./backend/forward-request")
     assert forward is not None
     assert forward.get("buffer-response") == "false", "streams must not be buffered"
     assert 0 < int(forward.get("timeout")) <= 230, "the platform cuts responses at about 230 s"
+    secret = [h for h in policy.iter("set-header") if h.get("name", "").lower() == GATE_HEADER]
+    assert len(secret) == 1, f"the API policy must set {GATE_HEADER} for the app's gate"
+    assert secret[0].get("exists-action") == "override", "a client must not supply its own value"
+    assert secret[0].findtext("value") == "{{apim-shared-secret}}"
+    for name in TOKEN_POLICIES:
+        assert policy.find(f".//{name}") is None, f"{name} belongs on the LLM operations only"
+    for path in (API_POLICY, LLM_POLICY):
+        raw = path.read_text()
+        assert "Response.Body" not in raw, "reading the response body buffers streams"
+        for header in ET.fromstring(raw).iter("set-header"):
+            assert header.get("name", "").lower() != "authorization", "Authorization carries the gateway key"
+
+
+def test_the_llm_operations_limit_and_meter_tokens():
+    policy = ET.fromstring(LLM_POLICY.read_text())
+    assert policy.find("./inbound/base") is not None, "the API-level policy (shared secret) must run first"
     limit = policy.find("./inbound/llm-token-limit")
-    if limit is None:
-        limit = policy.find("./inbound/azure-openai-token-limit")
     assert limit is not None, "a token limit policy is required"
     assert "context.Subscription.Id" in limit.get("counter-key", "")
-    assert policy.find("./inbound/llm-emit-token-metric") is not None
-    assert "Response.Body" not in raw, "reading the response body buffers streams"
-    for header in policy.iter("set-header"):
-        assert header.get("name", "").lower() != "authorization", "Authorization carries the gateway key"
+    metric = policy.find("./inbound/llm-emit-token-metric")
+    assert metric is not None
+    assert {d.get("name") for d in metric.iter("dimension")} == {"Subscription ID", "API ID", "Operation ID"}
+    text = bicep(MODULES / "apim.bicep")
+    assert "loadTextContent('apim-llm-policy.xml')" in text
+    assert "Microsoft.ApiManagement/service/apis/operations/policies" in text
+
+
+def test_token_policies_apply_to_the_llm_operations_only():
+    text = bicep(MODULES / "apim.bicep")
+    metered = set(re.findall(r"'([\w-]+)'", block(text, "var tokenMeteredOperations = [")))
+    entries = re.findall(r"'([\w-]+) ([A-Z]+) (/\S*)'", block(text, "var operations = ["))
+    expected = {name for name, _, path in entries if TOKEN_METERED_PATH.search(path)}
+    assert {"chat-completions", "responses", "embeddings"} <= expected
+    assert metered == expected, f"token-metered operations {sorted(metered)}, LLM routes {sorted(expected)}"
+    declaration = re.search(r"^resource tokenPolicies .*$", text, re.MULTILINE).group(0)
+    assert "[for (operation, i) in operations: if (contains(tokenMeteredOperations, split(operation, ' ')[0]))" in (
+        declaration
+    )
+    assert "parent: apiOperations[i]" in resource_block(text, "tokenPolicies")
+
+
+def test_api_management_reads_the_shared_secret_from_key_vault():
+    text = bicep(MODULES / "apim.bicep")
+    named_value = resource_block(text, "sharedSecretValue")
+    assert re.search(r"secret:\s*true", named_value)
+    assert re.search(r"secretIdentifier:\s*sharedSecretUri", named_value)
+    assert re.search(r"identityClientId:\s*secretReader\.properties\.clientId", named_value)
+    assert re.search(r"name:\s*'apim-shared-secret'", named_value)
+    access = resource_block(text, "sharedSecretAccess")
+    assert re.search(r"scope:\s*sharedSecret\b", access), "read access to the one secret, not the vault"
+    assert "4633458b-17de-408a-b874-0445c86b69e6" in text  # Key Vault Secrets User
+    assert "sharedSecretAccess" in block(named_value, "dependsOn: [")
+    assert "sharedSecretValue" in block(resource_block(text, "apiPolicy"), "dependsOn: [")
+
+
+def test_the_app_requires_the_shared_secret_when_api_management_is_on():
+    setting = gateway_settings()["APIM_SHARED_SECRET"]
+    assert setting == (
+        "enableApiManagement ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.apimSharedSecretUri})' : ''"
+    )
+    assert "keyVaultReferenceIdentity: identityId" in site_resource()
+    vault = bicep(MODULES / "keyvault.bicep")
+    assert re.search(r"output apimSharedSecretUri string = apimShared\.properties\.secretUri", vault)
+    main = bicep(MAIN)
+    assert "@secure()" in main.split("param apimSharedSecret string")[0].rsplit("param ", 1)[-1]
+    assert "type: 'generate'" in main.split("param apimSharedSecret string")[0].rsplit("param ", 1)[-1]
 
 
 def test_api_management_settings():
@@ -351,6 +509,10 @@ def test_api_management_settings():
     skus = re.findall(r"'(\w+)'", block(text, "@allowed(["))
     assert skus and "Consumption" not in skus, skus
     assert re.search(r"metrics:\s*true", text), "llm-emit-token-metric needs diagnostics with metrics"
+    monitoring = bicep(MODULES / "monitoring.bicep")
+    assert re.search(r"CustomMetricsOptedInType:\s*'WithDimensions'", monitoring), (
+        "llm-emit-token-metric's dimensions need custom metrics with dimensions in Application Insights"
+    )
     bodies = re.findall(r"bytes:\s*(\d+)", text)
     assert bodies and set(bodies) == {"0"}, "logging bodies would buffer streams"
 
@@ -364,19 +526,57 @@ def test_function_app_runs_on_flex_consumption():
     assert re.search(r"param pythonVersion string = '3\.11'", text)
 
 
+def test_instances_have_room_for_the_gateway():
+    """512 MB Flex instances are not offered: the worker peaks near 290 MB under streaming load."""
+    for path in (MAIN, MODULES / "function-app.bicep"):
+        text = bicep(path)
+        allowed = block(text, "@allowed([\n  2048")
+        assert re.findall(r"\d+", "2048" + allowed) == ["2048", "4096"], path.name
+        assert "param instanceMemoryMB int = 2048" in text, path.name
+
+
 def test_outputs_for_azd():
     outputs = set(re.findall(r"^output\s+(\w+)\s", bicep(MAIN), re.MULTILINE))
     expected = {"AZURE_FUNCTION_APP_NAME", "GATEWAY_URL", "APIM_GATEWAY_URL", "COSMOS_URL", "KEY_VAULT_URL"}
     assert expected <= outputs, expected - outputs
 
 
+def azd_generated_params(text: str) -> set[str]:
+    """Parameters azd generates once per environment (`@metadata({azd: {type: 'generate'}})`)."""
+    generated = set()
+    for match in re.finditer(r"^param\s+(\w+)\s", text, re.MULTILINE):
+        decorators = text[: match.start()].rsplit("\n\n", 1)[-1]
+        if "type: 'generate'" in decorators:
+            generated.add(match.group(1))
+    return generated
+
+
 def test_parameters_file_matches_main():
-    params = declared_params(bicep(MAIN))
+    text = bicep(MAIN)
+    params = declared_params(text)
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     unknown = values.keys() - params.keys()
     assert not unknown, f"main.parameters.json sets undeclared parameters: {unknown}"
-    required = {name for name, has_default in params.items() if not has_default}
+    generated = azd_generated_params(text)
+    assert generated == {"apimSharedSecret"}, generated
+    assert not generated & values.keys(), "azd generates only parameters the file leaves out"
+    required = {name for name, has_default in params.items() if not has_default} - generated
     assert required <= values.keys(), f"main.parameters.json lacks: {required - values.keys()}"
+
+
+def test_key_vault_purge_protection_is_on_for_production_only():
+    vault = bicep(MODULES / "keyvault.bicep")
+    assert re.search(r"enablePurgeProtection:\s*enablePurgeProtection \? true : null", vault), (
+        "Key Vault rejects enablePurgeProtection: false; off must leave the property out"
+    )
+    assert re.search(r"enableSoftDelete:\s*true", vault)
+    main = bicep(MAIN)
+    assert "param keyVaultPurgeProtection bool = gatewayEnvironment == 'production'" in main
+    assert re.search(r"enablePurgeProtection:\s*keyVaultPurgeProtection", block(main, "module keyVault 'modules/keyvault.bicep' = {"))
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["keyVaultPurgeProtection"]["value"] == "${KEY_VAULT_PURGE_PROTECTION}", (
+        "unset must leave the Bicep default (production: on) in force"
+    )
 
 
 def test_modules_exist():
@@ -389,8 +589,16 @@ def test_modules_exist():
 
 
 def test_azure_yaml_deploys_the_function_app():
-    config = yaml.safe_load((REPO / "azure.yaml").read_text())
+    raw = (REPO / "azure.yaml").read_text()
+    config = yaml.safe_load(raw)
     api = config["services"]["api"]
     assert api == {"project": ".", "language": "python", "host": "function"}
     assert config.get("infra", {}).get("path", "infra") == "infra"
     assert "'azd-service-name': 'api'" in bicep(MODULES / "function-app.bicep")
+    for mentioned in re.findall(r"[\w./-]+\.(?:md|bicep|json|txt)\b", re.sub(r"https?://\S+", "", raw)):
+        assert (REPO / mentioned).is_file(), f"azure.yaml points at {mentioned}, which does not exist"
+
+
+def test_the_deployment_package_leaves_out_bytecode_and_development_files():
+    ignored = set((REPO / ".funcignore").read_text().split())
+    assert {"__pycache__/", ".venv/", "tests/", "infra/", "local.settings.json"} <= ignored

@@ -1,5 +1,8 @@
 // Optional API Management in front of the gateway: APIM subscription keys,
-// a token-per-minute limit per subscription, and token metrics.
+// a token-per-minute limit per subscription, and token metrics. It adds the
+// shared secret (a Key Vault named value) to every request it forwards; the
+// app refuses requests without it (shared/gate.py), so APIM cannot be walked
+// around by calling the Function App directly.
 //
 // Tier: BasicV2 or StandardV2. The v2 gateways keep long-running connections
 // open and pass SSE streams through unbuffered, support the llm-token-limit
@@ -31,6 +34,11 @@ param tokensPerMinute int
 param applicationInsightsName string
 param applicationInsightsConnectionString string
 
+@description('Key Vault that holds the shared secret, the secret\'s name and its versionless URI (keyvault.bicep).')
+param keyVaultName string
+param sharedSecretName string
+param sharedSecretUri string
+
 // "name METHOD /path" for every route of function_app.py (tests/test_infra.py
 // checks the two lists agree). APIM answers 404 for anything not listed.
 var operations = [
@@ -51,7 +59,49 @@ var operations = [
   'admin-delete-model DELETE /v1/admin/models/{model_id}'
 ]
 
+// The operations that call a language model and return token usage: only
+// these get the token limit and token metrics (apim-llm-policy.xml). Health,
+// model lists, admin, usage reports, images, speech (binary) and transcription
+// (multipart) have no tokens to count. tests/test_infra.py checks that every
+// chat completions, responses and embeddings route, whatever its path shape,
+// is listed here and nothing else is.
+var tokenMeteredOperations = [
+  'chat-completions'
+  'responses'
+  'embeddings'
+]
+
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+
+// The identity API Management reads the shared secret with. User-assigned, so
+// it and its role exist while the (slow) APIM service is still being created:
+// the Key Vault named value below needs the role in place when it is created.
+resource secretReader 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${name}'
+  location: location
+  tags: tags
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource sharedSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: sharedSecretName
+}
+
+// Key Vault Secrets User on this one secret only, not on the vault.
+resource sharedSecretAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(sharedSecret.id, secretReader.id, keyVaultSecretsUser)
+  scope: sharedSecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+    principalId: secretReader.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   //checkov:skip=CKV_AZURE_107: APIM is the public entry point for the gateway's clients; VNet injection needs the Premium (v2) tiers and a network design this template does not impose.
@@ -64,7 +114,12 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
     capacity: 1
   }
   identity: {
-    type: 'SystemAssigned' // sends telemetry to Application Insights without keys
+    // System-assigned: telemetry to Application Insights without keys.
+    // User-assigned: reads the shared secret from Key Vault.
+    type: 'SystemAssigned, UserAssigned'
+    userAssignedIdentities: {
+      '${secretReader.id}': {}
+    }
   }
   properties: {
     publisherEmail: publisherEmail
@@ -113,6 +168,24 @@ resource tokensPerMinuteValue 'Microsoft.ApiManagement/service/namedValues@2024-
   }
 }
 
+// The shared secret, read from Key Vault (versionless: a rotated secret is
+// picked up within four hours, or at once with a refresh of this named value).
+resource sharedSecretValue 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+  parent: apim
+  name: 'apim-shared-secret'
+  properties: {
+    displayName: 'apim-shared-secret'
+    secret: true
+    keyVault: {
+      secretIdentifier: sharedSecretUri
+      identityClientId: secretReader.properties.clientId
+    }
+  }
+  dependsOn: [
+    sharedSecretAccess
+  ]
+}
+
 resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
   name: 'llm-gateway'
@@ -151,6 +224,7 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-
   }
 }]
 
+// Every operation: the shared secret, and streams passed through unbuffered.
 resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: api
   name: 'policy'
@@ -159,9 +233,22 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = 
     value: loadTextContent('apim-policy.xml')
   }
   dependsOn: [
-    tokensPerMinuteValue
+    sharedSecretValue
   ]
 }
+
+// The language-model operations: token limit and token metrics on top.
+resource tokenPolicies 'Microsoft.ApiManagement/service/apis/operations/policies@2024-05-01' = [for (operation, i) in operations: if (contains(tokenMeteredOperations, split(operation, ' ')[0])) {
+  parent: apiOperations[i]
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: loadTextContent('apim-llm-policy.xml')
+  }
+  dependsOn: [
+    tokensPerMinuteValue
+  ]
+}]
 
 // Request logs and the token metrics of llm-emit-token-metric ("metrics: true").
 // No body bytes are logged: logging a body would make APIM buffer it.

@@ -22,11 +22,14 @@ param gatewaySettings object
 ])
 param pythonVersion string = '3.11'
 
+// No 512: the Python worker alone peaks at about 290 MB resident with 16 to 64
+// concurrent streams (bench/bench.py --stream), before the Functions host's
+// own memory: too little headroom in 512 MB.
 @allowed([
-  512
   2048
   4096
 ])
+@description('Memory of each Flex Consumption instance, in MB.')
 param instanceMemoryMB int = 2048
 
 @minValue(1)
@@ -81,6 +84,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   //checkov:skip=CKV_AZURE_17: OpenAI SDK clients authenticate with API keys, not client certificates.
   //checkov:skip=CKV_AZURE_212: Flex Consumption scales instances itself (maximumInstanceCount, alwaysReady); there is no fixed instance count to set.
   //checkov:skip=CKV_AZURE_213: App Service health check (instance replacement) does not apply to Flex Consumption's scale controller; GET /health serves external probes.
+  //checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP(S) deployment and rejects siteConfig.ftpsState (Microsoft's Flex Consumption deprecation list); FTP and basic-auth publishing are off below (basicPublishingCredentialsPolicies).
   name: name
   location: location
   tags: union(tags, {
@@ -96,9 +100,13 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in app settings (APIM_SHARED_SECRET) resolve with the app's identity.
+    keyVaultReferenceIdentity: identityId
+    // Only properties Flex Consumption accepts (tests/test_infra.py checks
+    // against Microsoft's Flex Consumption deprecation list): the runtime,
+    // scale and deployment live in functionAppConfig below.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [for setting in items(appSettings): {
         name: setting.key

@@ -6,9 +6,21 @@ param name string
 param location string
 param tags object = {}
 
+@description('Purge protection (main.bicep: on for production environments, off for development ones). On, a deleted vault cannot be purged before its 90-day retention ends and its name stays taken; once on, it cannot be turned off.')
+param enablePurgeProtection bool
+
+@secure()
+@description('The secret API Management adds to every request and the app checks when API Management is on (shared/gate.py).')
+param apimSharedSecret string
+
+// Name of the Key Vault secret that holds apimSharedSecret.
+var apimSharedSecretName = 'apim-shared-secret'
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   //checkov:skip=CKV_AZURE_109: the Flex Consumption app (no VNet integration here) reads secrets over the public endpoint from changing outbound IPs, and Functions are not a trusted service for the firewall bypass; RBAC (Key Vault Secrets User) guards every read.
   //checkov:skip=CKV_AZURE_189: same as CKV_AZURE_109.
+  //checkov:skip=CKV_AZURE_110: purge protection is the enablePurgeProtection parameter: on for production environments (main.bicep), off for development ones so that `azd down --purge` frees the name for the next `azd up`.
+  //checkov:skip=CKV_AZURE_42: soft delete is always on; purge protection follows CKV_AZURE_110's parameter.
   name: name
   location: location
   tags: tags
@@ -21,7 +33,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
-    enablePurgeProtection: true
+    enablePurgeProtection: enablePurgeProtection ? true : null // Key Vault rejects false: off means absent
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       defaultAction: 'Allow'
@@ -30,6 +42,23 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
+// Read by API Management (a Key Vault named value) and by the app (a Key Vault
+// reference in APIM_SHARED_SECRET) when API Management is on; kept either way,
+// so turning API Management on later needs nothing else. It exists before the
+// app starts.
+resource apimShared 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  //checkov:skip=CKV_AZURE_41: an expiry date would stop API Management and the app from reading the secret at that moment and take the gateway down; it is rotated by hand (README, "API Management").
+  parent: vault
+  name: apimSharedSecretName
+  properties: {
+    value: apimSharedSecret
+    contentType: 'text/plain'
+  }
+}
+
 output name string = vault.name
 output id string = vault.id
 output uri string = vault.properties.vaultUri
+// Versionless: API Management and the app follow a rotation to the newest version.
+output apimSharedSecretUri string = apimShared.properties.secretUri
+output apimSharedSecretName string = apimSharedSecretName

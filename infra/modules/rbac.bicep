@@ -2,8 +2,8 @@
 // The Function App waits for this module (dependsOn in main.bicep), so its
 // identity has its rights before the first start. Two exceptions live next to
 // what they need: Azure OpenAI accounts, possibly in other resource groups
-// (openai-access.bicep), and API Management's own identity, which exists only
-// once the APIM service does (apim.bicep).
+// (openai-access.bicep), and API Management's identities, which exist only
+// when API Management does (apim.bicep).
 
 @description('Principal id of the app\'s user-assigned identity.')
 param appPrincipalId string
@@ -108,6 +108,8 @@ resource appCosmos 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@202
 }
 
 // The admin CLI (catalog import, project keys) run by the deploying user.
+// After appCosmos, not beside it: Cosmos refuses concurrent role-assignment
+// writes on one account (an exclusive-lock conflict).
 resource userCosmos 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (withUser) {
   parent: cosmos
   name: guid(cosmos.id, userPrincipalId, cosmosDataContributor)
@@ -116,4 +118,7 @@ resource userCosmos 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@20
     roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributor}'
     scope: cosmos.id
   }
+  dependsOn: [
+    appCosmos
+  ]
 }
