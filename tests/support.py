@@ -162,6 +162,15 @@ class CosmosServer:
         if self._process is not None:
             _stop(self._process)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang instead of being refused, as with an unreachable account."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def seed(self, database_id: str, container_id: str, partition_key: str, documents: list[dict[str, Any]]) -> None:
         """Create the container if needed and upsert `documents` (sync SDK, test side)."""
         from azure.cosmos import CosmosClient, PartitionKey
