@@ -8,6 +8,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared.lifecycle import close_on_termination
+from shared import azure
 from shared.llm import preload_in_background
 from shared.service import gateway, handle, not_routed
 
@@ -89,6 +90,93 @@ async def manage_put_model(req: Request) -> Response:
 @app.route(route="v1/admin/models/{model_id}", methods=["DELETE"])
 async def manage_delete_model(req: Request) -> Response:
     return await handle(req, gateway.management.delete_model)
+
+
+# Azure OpenAI's paths, for code written for `openai.AzureOpenAI`: the same operations,
+# the deployment in the path being the catalog model (see shared/azure.py).
+
+
+@app.route(route="openai/deployments/{model}/chat/completions", methods=["POST"])
+async def azure_chat_completions(req: Request) -> Response:
+    return await handle(req, azure.deployment(gateway.chat_completions))
+
+
+@app.route(route="openai/deployments/{model}/embeddings", methods=["POST"])
+async def azure_embeddings(req: Request) -> Response:
+    return await handle(req, azure.deployment(gateway.embeddings))
+
+
+@app.route(route="openai/deployments/{model}/images/generations", methods=["POST"])
+async def azure_image_generations(req: Request) -> Response:
+    return await handle(req, azure.deployment(gateway.image_generations))
+
+
+@app.route(route="openai/deployments/{model}/audio/speech", methods=["POST"])
+async def azure_speech(req: Request) -> Response:
+    return await handle(req, azure.deployment(gateway.speech))
+
+
+@app.route(route="openai/deployments/{model}/audio/transcriptions", methods=["POST"])
+async def azure_transcriptions(req: Request) -> Response:
+    return await handle(req, azure.deployment(gateway.transcriptions))
+
+
+@app.route(route="openai/responses", methods=["POST"])
+async def azure_responses(req: Request) -> Response:
+    return await handle(req, gateway.responses)
+
+
+@app.route(route="openai/models", methods=["GET"])
+async def azure_list_models(req: Request) -> Response:
+    return await handle(req, gateway.list_models)
+
+
+@app.route(route="openai/models/{model_id}", methods=["GET"])
+async def azure_get_model(req: Request) -> Response:
+    return await handle(req, gateway.get_model)
+
+
+# Azure's v1 API (`OpenAI(base_url="<endpoint>/openai/v1")`): the /v1 operations.
+
+
+@app.route(route="openai/v1/chat/completions", methods=["POST"])
+async def azure_v1_chat_completions(req: Request) -> Response:
+    return await handle(req, gateway.chat_completions)
+
+
+@app.route(route="openai/v1/embeddings", methods=["POST"])
+async def azure_v1_embeddings(req: Request) -> Response:
+    return await handle(req, gateway.embeddings)
+
+
+@app.route(route="openai/v1/images/generations", methods=["POST"])
+async def azure_v1_image_generations(req: Request) -> Response:
+    return await handle(req, gateway.image_generations)
+
+
+@app.route(route="openai/v1/audio/speech", methods=["POST"])
+async def azure_v1_speech(req: Request) -> Response:
+    return await handle(req, gateway.speech)
+
+
+@app.route(route="openai/v1/audio/transcriptions", methods=["POST"])
+async def azure_v1_transcriptions(req: Request) -> Response:
+    return await handle(req, gateway.transcriptions)
+
+
+@app.route(route="openai/v1/responses", methods=["POST"])
+async def azure_v1_responses(req: Request) -> Response:
+    return await handle(req, gateway.responses)
+
+
+@app.route(route="openai/v1/models", methods=["GET"])
+async def azure_v1_list_models(req: Request) -> Response:
+    return await handle(req, gateway.list_models)
+
+
+@app.route(route="openai/v1/models/{model_id}", methods=["GET"])
+async def azure_v1_get_model(req: Request) -> Response:
+    return await handle(req, gateway.get_model)
 
 
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])

@@ -72,7 +72,8 @@ def main() -> None:
             "operations": ["ChatCompletion"],
         }])  # fmt: skip
         env = {"ALLOW_ANONYMOUS": "true", "MODELS_FILE": str(catalog), "BENCH_KEY": BENCH_KEY}
-        gateway = GatewayProcess(env, Path(directory) / "gateway.log", ready_model="bench").start()
+        gateway = GatewayProcess(env, Path(directory) / "gateway.log").start()
+        gateway.wait_until_answering("bench")
         try:
             started = time.monotonic()
             counts = asyncio.run(drive(f"{gateway.url}/v1/chat/completions", options.seconds, options.concurrency))

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import payloads
+from . import payloads, wire
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
 from .errors import GatewayError, ModelNotFound, UnsupportedOperation, UpstreamTimeout
@@ -113,7 +113,7 @@ class Gateway:
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
             model, response = await self._call(routed, self._litellm("acompletion", arguments))
-            return _json(_for_caller(response.model_dump(), model), model)
+            return _json(wire.chat_completion(response, model.id), model)
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         arguments["stream_options"] = (body.get("stream_options") or {}) | {"include_usage": True}
         attempt = self._litellm_stream("acompletion", arguments, routed, _chat_chunks(caller_wants_usage))
@@ -133,7 +133,7 @@ class Gateway:
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
             response = await _translated(model, call, llm.aembedding(**(own | call.arguments)))
             routed.meter.count(response.usage)
-            payload = _for_caller(response.model_dump(exclude_none=True), model)
+            payload = wire.embeddings(response, model.id)
             return _as_base64(payload) if encode_here else payload
 
         model, payload = await self._call(routed, attempt)
@@ -150,7 +150,7 @@ class Gateway:
             if model.provider is Provider.GOOGLE:
                 return await self.imagen.generate(model.id, call.deployment.code, call.arguments, body)
             response = await _translated(model, call, llm.aimage_generation(**(arguments | call.arguments)))
-            return _images_for_caller(response.model_dump(exclude_none=True))
+            return wire.images(response)
 
         model, payload = await self._call(routed, attempt)
         return _json(payload, model)
@@ -170,11 +170,17 @@ class Gateway:
         routed = await self._route(inbound, caller, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        model, response = await self._call(routed, self._litellm("atranscription", arguments))
+        llm = await litellm()
+
+        async def attempt(model: LLMModel, call: ProviderCall) -> Any:
+            # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
+            client = {"client": self.router.providers.azure_client(call)} if model.provider is Provider.AZURE else {}
+            return await _translated(model, call, llm.atranscription(**(arguments | call.arguments | client)))
+
+        model, response = await self._call(routed, attempt)
         if fields.get("response_format") in ("text", "srt", "vtt"):
             return Content(response.text.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
-        payload = response.model_dump(exclude_none=True)
-        return _json({key: value for key, value in payload.items() if not key.startswith("_")}, model)
+        return _json(wire.transcription(response), model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
         caller = await self._caller(inbound)
@@ -184,7 +190,7 @@ class Gateway:
         arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
         if not stream:
             model, response = await self._call(routed, self._litellm("aresponses", arguments))
-            return _json(_for_caller(response.model_dump(exclude_none=True), model), model)
+            return _json(wire.response(response, model.id), model)
         attempt = self._litellm_stream("aresponses", arguments, routed, _response_event)
         model, events = await self._call(routed, attempt)
         return EventStream(events, headers=_answered_by(model), done_marker=False)
@@ -306,35 +312,12 @@ def _model_object(model: LLMModel) -> dict[str, Any]:
     }
 
 
-def _for_caller(payload: dict[str, Any], model: LLMModel) -> dict[str, Any]:
-    """A provider payload as the caller sees it: named after the catalog model,
-    without the fields LiteLLM adds (its own cost estimate, provider extras)."""
-    payload["model"] = model.id
-    payload.pop("provider_specific_fields", None)
-    for choice in payload.get("choices") or ():
-        choice.pop("provider_specific_fields", None)
-    usage = payload.get("usage")
-    if isinstance(usage, dict):
-        usage.pop("cost", None)
-    return payload
-
-
 def _as_base64(payload: dict[str, Any]) -> dict[str, Any]:
     """Embeddings as OpenAI's base64 encoding: little-endian float32 arrays."""
     for item in payload.get("data", []):
         vector = item["embedding"]
         item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return payload
-
-
-def _images_for_caller(payload: dict[str, Any]) -> dict[str, Any]:
-    """The images and their usage; LiteLLM also echoes request settings (some it
-    made up, such as a default size) that OpenAI's schema would misread."""
-    images = {"created": payload.get("created"), "data": payload.get("data", [])}
-    usage = payload.get("usage")
-    if isinstance(usage, dict) and usage.get("total_tokens"):
-        images["usage"] = usage
-    return images
 
 
 async def _translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T]) -> T:
@@ -387,30 +370,25 @@ async def _relay(
 
 
 def _chat_chunks(caller_wants_usage: bool) -> ToEvent:
-    """Chunks as the caller sees them. The gateway always asks for usage; the
-    usage-only chunk is forwarded only to a caller who asked for it."""
+    """Chunks as the caller sees them (see `wire.ChatStream`). The gateway always
+    asks for usage, and meters it whether or not the caller gets it."""
+    stream = wire.ChatStream(caller_wants_usage)
 
     def convert(chunk: Any, model: LLMModel, routed: Routed) -> Event | None:
-        payload = chunk.model_dump(exclude_none=True)
-        usage = payload.get("usage")
+        usage = getattr(chunk, "usage", None)
         if usage:
             routed.meter.count(usage)
-            if not caller_wants_usage:
-                if not payload.get("choices"):
-                    return None
-                del payload["usage"]
-        return None, _for_caller(payload, model)
+        shaped = stream.chunk(chunk, model.id)
+        return None if shaped is None else (None, shaped)
 
     return convert
 
 
 def _response_event(event: Any, model: LLMModel, routed: Routed) -> Event:
-    payload = event.model_dump(exclude_none=True)
-    response = payload.get("response")
-    if isinstance(response, dict):
-        _for_caller(response, model)
-        if response.get("usage"):
-            routed.meter.count(response["usage"])
+    payload = wire.response_event(event, model.id)
+    usage = (payload.get("response") or {}).get("usage")
+    if usage:
+        routed.meter.count(usage)
     return payload.get("type"), payload
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from types import ModuleType
 
 #: Keep LiteLLM from downloading its price list, tokenizers and other files.
@@ -30,6 +31,10 @@ def _import_litellm() -> ModuleType:
         if _module is None:
             for name, value in OFFLINE_FLAGS.items():
                 os.environ.setdefault(name, value)
+            # LiteLLM dumps its own models holding values of other types than they declare (base64
+            # embeddings, a Responses `usage` dict); pydantic would log a warning per call. What
+            # callers get is shaped and checked against OpenAI's schema instead (shared/wire.py).
+            warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
             import litellm
 
             litellm.suppress_debug_info = True

@@ -7,6 +7,7 @@ must never let one model borrow another's key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,6 +59,7 @@ class ProviderMapper:
     def __init__(self, secrets: SecretResolver, tokens: TokenSource) -> None:
         self.secrets = secrets
         self.tokens = tokens
+        self._azure_clients: dict[tuple[str, str, str], Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
@@ -83,6 +85,42 @@ class ProviderMapper:
         token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
         arguments["azure_ad_token"] = token
         return ProviderCall(deployment, arguments, (token,), raw_messages)
+
+    def azure_client(self, call: ProviderCall) -> Any:
+        """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`
+        argument; one per endpoint, api_version and credential, reused.
+
+        LiteLLM 1.110.2's Azure `atranscription` drops its `api_version`
+        argument (it reads the AZURE_API_VERSION environment variable or uses its
+        own preview default) but uses a client it is given as it is, so a client
+        built with the catalog's `api_version` makes that version go upstream.
+        Without an API key the client asks the token source for each request.
+        """
+        arguments = call.arguments
+        api_key = arguments.get("api_key")
+        credential = hashlib.sha256(api_key.encode()).hexdigest() if api_key else "entra-id"
+        key = (arguments["api_base"], arguments["api_version"] or "", credential)
+        client = self._azure_clients.get(key)
+        if client is None:
+            from openai import AsyncAzureOpenAI
+
+            client = AsyncAzureOpenAI(
+                azure_endpoint=arguments["api_base"],
+                api_version=arguments["api_version"],
+                max_retries=0,
+                **({"api_key": api_key} if api_key else {"azure_ad_token_provider": self._entra_token}),
+            )
+            self._azure_clients[key] = client
+        return client
+
+    async def _entra_token(self) -> str:
+        return await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
+
+    async def close(self) -> None:
+        """Close the clients `azure_client` made (at shutdown)."""
+        for client in self._azure_clients.values():
+            await client.close()
+        self._azure_clients.clear()
 
     def _vertex(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         arguments = _common(model, deployment, parameters) | {

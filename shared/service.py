@@ -53,11 +53,12 @@ def build_gateway(settings: Settings) -> Gateway:
         )
     catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
+    secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
+    providers = ProviderMapper(secrets, tokens)
+    closers.append(providers.close)
     return Gateway(
         catalog=catalog,
-        router=Router(ProviderMapper(
-            SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds), tokens
-        )),
+        router=Router(providers),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +10,9 @@ import openai
 import pytest
 
 from tests.fakes.azure_openai import FakeAzureOpenAI
+from tests.fakes.google_oauth import FakeGoogleOAuth, make_service_account
 from tests.fakes.server import ServerThread
+from tests.fakes.vertex import FakeVertexAI
 from tests.support import CosmosServer, GatewayProcess, write_catalog
 
 #: Upstream keys per fake deployment; the gateway reads them through `$KEY_*` references.
@@ -97,8 +100,9 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
     """A gateway on the embedded default: the catalog from MODELS_FILE."""
     directory = tmp_path_factory.mktemp("file-gateway")
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
-    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log", ready_model="chat-a")
-    yield process.start()
+    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log").start()
+    process.wait_until_answering("chat-a")  # tests time the answers: none may wait for the LiteLLM import
+    yield process
     process.stop()
 
 
@@ -117,3 +121,68 @@ def client(gateway: GatewayProcess) -> openai.OpenAI:
 @pytest.fixture
 def async_client(gateway: GatewayProcess) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="unused-locally", max_retries=0)
+
+
+# Google Vertex AI: a fake OAuth server, a fake Vertex AI, a gateway with a model per family.
+
+ACCOUNT_ONE = "gateway-one@proj-one.iam.gserviceaccount.com"
+ACCOUNT_TWO = "gateway-two@proj-two.iam.gserviceaccount.com"
+
+FAMILIES = {
+    "gemini": ("GoogleVertex", "gemini-2.0-flash"),
+    "claude": ("GoogleVertexClaude", "claude-3-5-sonnet-v2@20241022"),
+    "llama": ("GoogleVertexMeta", "meta/llama-3.3-70b-instruct-maas"),
+    "mistral": ("GoogleVertexMistral", "mistral-large@2407"),
+    "jamba": ("GoogleVertexJamba", "jamba-1.5-large@001"),
+    "deepseek": ("GoogleVertexDeepSeek", "deepseek-ai/deepseek-v3.2-maas"),
+    "qwen": ("GoogleVertexQwen", "qwen/qwen3-coder-480b-a35b-instruct-maas"),
+    "gpt-oss": ("GoogleVertexOpenAI", "openai/gpt-oss-120b-maas"),
+}
+
+
+def vertex_entry(model_id, model_type, code, api_base, secret="$GOOGLE_SA_ONE", operations=("ChatCompletion",)):
+    return {
+        "id": model_id, "name": model_id, "provider": "Google", "model_type": model_type, "code": code,
+        "parameters": {"gcp_project": "proj-one", "location": "us-central1", "secret_name": secret,
+                       "api_base": api_base},
+        "costs": {"input": 0.001, "output": 0.002}, "operations": list(operations),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def google() -> Iterator[tuple[FakeGoogleOAuth, FakeVertexAI]]:
+    oauth = FakeGoogleOAuth()
+    vertex = FakeVertexAI(oauth)
+    with ServerThread(oauth) as oauth_server, ServerThread(vertex) as vertex_server:
+        oauth.url, vertex.url = oauth_server.url, vertex_server.url
+        yield oauth, vertex
+
+
+@pytest.fixture(scope="session")
+def vertex_gateway(google, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    oauth, vertex = google
+    accounts = {
+        name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
+        for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
+    }
+    entries = [vertex_entry(family, model_type, code, vertex.url) for family, (model_type, code) in FAMILIES.items()]
+    entries += [
+        vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
+        vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),
+        vertex_entry("imagen", "GoogleVertex", "imagen-3.0-generate-002", vertex.url, secret="$GOOGLE_SA_TWO",
+                     operations=["images"]),
+        vertex_entry("imagen-rate-limited", "GoogleVertex", "imagen-rate-limited", vertex.url, operations=["images"]),
+        vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
+    ]  # fmt: skip
+    entries += [
+        vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
+        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked")
+    ]
+    directory = tmp_path_factory.mktemp("vertex")
+    catalog = write_catalog(directory / "models.json", entries)
+    env = gateway_env(MODELS_FILE=str(catalog), NOT_A_SERVICE_ACCOUNT="not-json-but-secret-ish-9f8e7d",
+                      **{name: json.dumps(account) for name, account in accounts.items()})  # fmt: skip
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    process.accounts = accounts
+    yield process
+    process.stop()

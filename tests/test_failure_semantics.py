@@ -97,7 +97,8 @@ def apart(tmp_path_factory):
     parameters = {"endpoint": f"http://127.0.0.1:{port}", "api_version": "2024-10-21", "api_key": "$BENCH_KEY"}
     catalog = write_catalog(directory / "models.json", [azure_entry("bench", "bench", "", parameters=parameters)])
     env = gateway_env(MODELS_FILE=str(catalog), BENCH_KEY=BENCH_KEY)
-    process = GatewayProcess(env, directory / "gateway.log", ready_model="bench").start()
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    process.wait_until_answering("bench")
     yield process
     process.stop()
     upstream.terminate()

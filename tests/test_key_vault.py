@@ -55,6 +55,8 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
         azure_entry("vault-chat", "dep-vault", fake_azure.url, parameters=vault_key),
         azure_entry("keyless-chat", "dep-keyless", fake_azure.url,
                     parameters={"endpoint": fake_azure.url, "api_version": API_VERSION}),
+        azure_entry("keyless-stt", "dep-keyless", fake_azure.url, operations=["audio_stt"],
+                    parameters={"endpoint": fake_azure.url, "api_version": API_VERSION}),
         azure_entry("vault-missing", "dep-vault", fake_azure.url,
                     parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}),
     ])  # fmt: skip
@@ -126,6 +128,19 @@ def test_a_model_without_a_key_uses_the_managed_identity_token(vault_gateway, id
     assert all("api-key" not in r.headers for r in upstream)
     cognitive_tokens = [t for resource, t in identity.tokens_issued if "cognitiveservices" in resource]
     assert len(cognitive_tokens) == 1  # fetched once, then cached
+
+
+def test_a_keyless_transcription_uses_the_managed_identity_and_the_catalogs_api_version(vault_gateway, fake_azure):
+    # Transcriptions go through a client of the gateway's own (LiteLLM ignores their api_version).
+    client = client_of(vault_gateway)
+    for _ in range(2):
+        assert client.audio.transcriptions.create(model="keyless-stt", file=("a.wav", b"RIFF-not-really")).text
+    upstream = fake_azure.requests_for("dep-keyless")
+    assert [(r.path, r.query["api-version"]) for r in upstream] == [
+        ("/openai/deployments/dep-keyless/audio/transcriptions", API_VERSION)
+    ] * 2
+    assert all(managed_identity_token(r.headers["authorization"].removeprefix("Bearer ")) for r in upstream)
+    assert all("api-key" not in r.headers for r in upstream)
 
 
 def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):

@@ -49,7 +49,8 @@ def resilient(fake_azure, tmp_path_factory):
         REQUEST_TIMEOUT_SECONDS="3",
         STREAM_FIRST_BYTE_TIMEOUT_SECONDS="1",
     )
-    process = GatewayProcess(env, directory / "gateway.log", ready_model="rescuer").start()
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    process.wait_until_answering("rescuer")
     yield process
     process.stop()
 

@@ -43,14 +43,7 @@ def team(gateway, request_id=None, key=TEAM_KEY):
 
 
 def wait_for_record(gateway, request_id, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        records = [r for r in gateway.usage_records() if r["request_id"] == request_id]
-        if records:
-            assert len(records) == 1
-            return records[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no usage record for {request_id}")
+    return gateway.usage_record(request_id, timeout)
 
 
 def test_a_plain_call_is_recorded_with_exact_tokens_and_cost(metered):

@@ -13,78 +13,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import gateway_env
-from tests.fakes.google_oauth import FakeGoogleOAuth, make_service_account
-from tests.fakes.server import ServerThread
-from tests.fakes.vertex import FakeVertexAI
-from tests.support import GatewayProcess, write_catalog
+from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
 
-ACCOUNT_ONE = "gateway-one@proj-one.iam.gserviceaccount.com"
-ACCOUNT_TWO = "gateway-two@proj-two.iam.gserviceaccount.com"
 USER = [{"role": "user", "content": "hello there"}]
 TOOLS = [{"type": "function", "function": {
     "name": "lookup_weather", "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }}]  # fmt: skip
-
-FAMILIES = {
-    "gemini": ("GoogleVertex", "gemini-2.0-flash"),
-    "claude": ("GoogleVertexClaude", "claude-3-5-sonnet-v2@20241022"),
-    "llama": ("GoogleVertexMeta", "meta/llama-3.3-70b-instruct-maas"),
-    "mistral": ("GoogleVertexMistral", "mistral-large@2407"),
-    "jamba": ("GoogleVertexJamba", "jamba-1.5-large@001"),
-    "deepseek": ("GoogleVertexDeepSeek", "deepseek-ai/deepseek-v3.2-maas"),
-    "qwen": ("GoogleVertexQwen", "qwen/qwen3-coder-480b-a35b-instruct-maas"),
-    "gpt-oss": ("GoogleVertexOpenAI", "openai/gpt-oss-120b-maas"),
-}
-
-
-def vertex_entry(model_id, model_type, code, api_base, secret="$GOOGLE_SA_ONE", operations=("ChatCompletion",)):
-    return {
-        "id": model_id, "name": model_id, "provider": "Google", "model_type": model_type, "code": code,
-        "parameters": {"gcp_project": "proj-one", "location": "us-central1", "secret_name": secret,
-                       "api_base": api_base},
-        "costs": {"input": 0.001, "output": 0.002}, "operations": list(operations),
-    }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def google():
-    oauth = FakeGoogleOAuth()
-    vertex = FakeVertexAI(oauth)
-    with ServerThread(oauth) as oauth_server, ServerThread(vertex) as vertex_server:
-        oauth.url, vertex.url = oauth_server.url, vertex_server.url
-        yield oauth, vertex
-
-
-@pytest.fixture(scope="module")
-def vertex_gateway(google, tmp_path_factory):
-    oauth, vertex = google
-    accounts = {
-        name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
-        for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
-    }
-    entries = [vertex_entry(family, model_type, code, vertex.url) for family, (model_type, code) in FAMILIES.items()]
-    entries += [
-        vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
-        vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),
-        vertex_entry("imagen", "GoogleVertex", "imagen-3.0-generate-002", vertex.url, secret="$GOOGLE_SA_TWO",
-                     operations=["images"]),
-        vertex_entry("imagen-rate-limited", "GoogleVertex", "imagen-rate-limited", vertex.url, operations=["images"]),
-        vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
-    ]  # fmt: skip
-    entries += [
-        vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
-        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked")
-    ]
-    directory = tmp_path_factory.mktemp("vertex")
-    catalog = write_catalog(directory / "models.json", entries)
-    env = gateway_env(MODELS_FILE=str(catalog), NOT_A_SERVICE_ACCOUNT="not-json-but-secret-ish-9f8e7d",
-                      **{name: json.dumps(account) for name, account in accounts.items()})  # fmt: skip
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.accounts = accounts
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -57,6 +57,23 @@ var operations = [
   'admin-get-model GET /v1/admin/models/{model_id}'
   'admin-put-model PUT /v1/admin/models/{model_id}'
   'admin-delete-model DELETE /v1/admin/models/{model_id}'
+  // Azure OpenAI's paths (openai.AzureOpenAI clients) and Azure's v1 paths.
+  'azure-chat-completions POST /openai/deployments/{model}/chat/completions'
+  'azure-embeddings POST /openai/deployments/{model}/embeddings'
+  'azure-image-generations POST /openai/deployments/{model}/images/generations'
+  'azure-audio-speech POST /openai/deployments/{model}/audio/speech'
+  'azure-audio-transcriptions POST /openai/deployments/{model}/audio/transcriptions'
+  'azure-responses POST /openai/responses'
+  'azure-list-models GET /openai/models'
+  'azure-get-model GET /openai/models/{model_id}'
+  'azure-v1-chat-completions POST /openai/v1/chat/completions'
+  'azure-v1-embeddings POST /openai/v1/embeddings'
+  'azure-v1-image-generations POST /openai/v1/images/generations'
+  'azure-v1-audio-speech POST /openai/v1/audio/speech'
+  'azure-v1-audio-transcriptions POST /openai/v1/audio/transcriptions'
+  'azure-v1-responses POST /openai/v1/responses'
+  'azure-v1-list-models GET /openai/v1/models'
+  'azure-v1-get-model GET /openai/v1/models/{model_id}'
 ]
 
 // The operations that call a language model and return token usage: only
@@ -69,6 +86,12 @@ var tokenMeteredOperations = [
   'chat-completions'
   'responses'
   'embeddings'
+  'azure-chat-completions'
+  'azure-responses'
+  'azure-embeddings'
+  'azure-v1-chat-completions'
+  'azure-v1-responses'
+  'azure-v1-embeddings'
 ]
 
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -213,10 +236,16 @@ resource apiOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-
     displayName: split(operation, ' ')[0]
     method: split(operation, ' ')[1]
     urlTemplate: split(operation, ' ')[2]
-    // {model_id} is the only path parameter the gateway has.
+    // The gateway's path parameters: {model_id}, and {model} (an Azure deployment path's model).
     templateParameters: contains(operation, '{model_id}') ? [
       {
         name: 'model_id'
+        type: 'string'
+        required: true
+      }
+    ] : contains(operation, '{model}') ? [
+      {
+        name: 'model'
         type: 'string'
         required: true
       }

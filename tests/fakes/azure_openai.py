@@ -4,9 +4,10 @@ Every operation is served on both Azure surfaces:
 
 * deployments: `/openai/deployments/{deployment}/<operation>?api-version=...` (for
   the Responses API `/openai/responses?api-version=...`, deployment in the body's
-  `model`); `api-version` is required;
+  `model`); `api-version` is required, and `/openai/responses` is served only on
+  previews since 2025-03-01-preview (else 404, as Azure answers);
 * v1: `/openai/v1/<operation>`, deployment in the body's (or form's) `model`;
-  `api-version` is optional.
+  `api-version` is optional, and if given must be `preview`, `latest` or `v1`.
 
 Operations: `chat/completions` (JSON and SSE), `embeddings`, `images/generations`,
 `audio/speech`, `audio/transcriptions` and `audio/translations` (multipart), and
@@ -61,6 +62,9 @@ EMBEDDING_MODEL = "text-embedding-3-small"
 RETRY_AFTER_SECONDS = 7
 SLOW_SECONDS = 5
 SLOW_STREAM_PAUSE = 0.1
+#: api-versions the v1 paths accept, and the first that serves `/openai/responses`.
+V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
+RESPONSES_SINCE = "2025-03-01-preview"
 FAULTS = frozenset({"rate-limited", "broken", "slow", "filtered", "midstream-error", "slow-stream"})
 SPEECH_TYPES = {
     "mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
@@ -120,6 +124,19 @@ def _content_filtered() -> Response:
     result = CONTENT_FILTER_RESULTS | {"hate": {"filtered": True, "severity": "high"}}
     innererror = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result}
     return azure_error(400, "content_filter", message, param="prompt", status=400, innererror=innererror)
+
+
+def _unserved_api_version(recorded: RecordedRequest) -> Response | None:
+    """Azure's answer to an api-version the path is not served on: the v1 paths take only
+    `preview`/`latest`/`v1`, and `/openai/responses` only previews since RESPONSES_SINCE."""
+    version = recorded.query.get("api-version")
+    if recorded.path.startswith("/openai/v1/"):
+        if version is not None and version not in V1_API_VERSIONS:
+            return azure_error(400, "BadRequest", "API version not supported")
+    elif recorded.path == "/openai/responses":
+        if not (version == "preview" or version.endswith("-preview") and version >= RESPONSES_SINCE):
+            return azure_error(404, "404", "Resource not found")
+    return None
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -229,7 +246,10 @@ def chat(recorded: RecordedRequest) -> Response | EventStream:
     prompt_tokens = sum(words(_text_of(m.get("content"))) for m in messages)
     completion_tokens = words(call["function"]["arguments"] if call else text)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+             "total_tokens": prompt_tokens + completion_tokens,
+             "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+             "completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
+                                           "reasoning_tokens": 0, "rejected_prediction_tokens": 0}}  # fmt: skip
     reply = ChatReply(body, text, call, usage)
     if body.get("stream"):
         return EventStream(reply.events(), kept_on_error=4)  # prompt filter, role, two text chunks
@@ -257,7 +277,8 @@ class ChatReply:
                 "system_fingerprint": "fp_fake", "choices": choices, **fields}  # fmt: skip
 
     def completion(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": None if self.call else self.text, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": None if self.call else self.text, "refusal": None,
+                                   "annotations": []}
         if self.call:
             message["tool_calls"] = [self.call]
         logprobs = None if self.call else self._logprobs(_pieces(self.text))
@@ -273,7 +294,11 @@ class ChatReply:
     ) -> bytes:
         choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs,
                   "content_filter_results": {} if finish_reason else CONTENT_FILTER_RESULTS}  # fmt: skip
-        return _sse(self._envelope("chat.completion.chunk", [choice]))
+        return _sse(self._envelope("chat.completion.chunk", [choice], **self._null_usage()))
+
+    def _null_usage(self) -> dict[str, Any]:
+        """`usage: null` on every chunk but the last when the caller asked for usage, as Azure sends."""
+        return {"usage": None} if (self.body.get("stream_options") or {}).get("include_usage") else {}
 
     def _choice_chunks(self, index: int) -> list[bytes]:
         chunks = [self._chunk(index, {"role": "assistant", "content": "", "refusal": None})]
@@ -572,6 +597,9 @@ class FakeAzureOpenAI:
             if not recorded.path.startswith("/openai/v1/") and "api-version" not in recorded.query:
                 message = "Missing required query parameter 'api-version'."
                 return azure_error(400, "BadRequest", message, param="api-version")
+            unserved = _unserved_api_version(recorded)
+            if unserved is not None:
+                return unserved
             if deployment == "slow":
                 await self._wait_unless_abandoned(request)
             refusal = await self._refusal(recorded, deployment, azure_operation)

@@ -13,6 +13,10 @@ from typing import Any
 import uvicorn
 
 
+#: Azure's load balancers close idle connections after 4 minutes.
+KEEP_ALIVE_SECONDS = 240
+
+
 @dataclass
 class RecordedRequest:
     """One request a fake server received, as it arrived on the wire."""
@@ -35,7 +39,10 @@ def free_port() -> int:
 class ServerThread:
     """Run `app` with uvicorn on 127.0.0.1 in a daemon thread.
 
-    Pass `ssl_certfile`/`ssl_keyfile` to serve HTTPS.
+    Pass `ssl_certfile`/`ssl_keyfile` to serve HTTPS. Idle keep-alive
+    connections stay open for KEEP_ALIVE_SECONDS, as long as Azure's and
+    Google's front ends keep them (uvicorn's own default is 5 s, which a client
+    pool can race when a test pauses for about that long).
     """
 
     def __init__(self, app: Any, port: int | None = None, **uvicorn_options: Any) -> None:
@@ -48,7 +55,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="off",
-            **uvicorn_options,
+            **({"timeout_keep_alive": KEEP_ALIVE_SECONDS} | uvicorn_options),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

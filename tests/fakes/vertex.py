@@ -40,6 +40,7 @@ import json
 import struct
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -189,8 +190,13 @@ def gemini_turn(body: dict[str, Any]) -> Turn:
     return make_turn(prompt, last_text.strip(), bool(answers), tools)
 
 
-def gemini_envelope(model: str, **fields: Any) -> dict[str, Any]:
-    return {"modelVersion": model, "createTime": "2025-01-01T00:00:00.000000Z", "responseId": "fake-vertex", **fields}
+def gemini_envelope(model: str, response_id: str, **fields: Any) -> dict[str, Any]:
+    return {"modelVersion": model, "createTime": "2025-01-01T00:00:00.000000Z", "responseId": response_id, **fields}
+
+
+def new_id(prefix: str = "") -> str:
+    """A fresh response id: real providers never repeat one."""
+    return prefix + uuid.uuid4().hex[:24]
 
 
 def gemini_usage(turn: Turn, completion_tokens: int | None = None) -> dict[str, Any]:
@@ -200,6 +206,8 @@ def gemini_usage(turn: Turn, completion_tokens: int | None = None) -> dict[str, 
         "candidatesTokenCount": completion,
         "totalTokenCount": turn.prompt_tokens + completion,
         "trafficType": "ON_DEMAND",
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": turn.prompt_tokens}],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": completion}],
     }
 
 
@@ -226,19 +234,20 @@ def gemini_transcription(body: dict[str, Any], model: str) -> JSONResponse:
         "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": len(audio)}],
     }  # fmt: skip
     candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
-    return JSONResponse(gemini_envelope(model, candidates=[candidate], usageMetadata=usage))
+    return JSONResponse(gemini_envelope(model, new_id(), candidates=[candidate], usageMetadata=usage))
 
 
 def gemini_chunks(body: dict[str, Any], turn: Turn, model: str, stream: bool) -> Iterable[dict[str, Any]]:
-    """One response, or the stream's chunks: usage and finishReason ride on the last."""
+    """One response, or the stream's chunks (one responseId): usage and finishReason ride on the last."""
     texts = pieces(turn.reply) if stream and not turn.tool else [turn.reply]
+    response_id = new_id()
     for position, text in enumerate(texts):
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": gemini_parts(body, turn, text)}}
         if position < len(texts) - 1:
-            yield gemini_envelope(model, candidates=[candidate])
+            yield gemini_envelope(model, response_id, candidates=[candidate])
         else:
             last = candidate | {"finishReason": "STOP"}
-            yield gemini_envelope(model, candidates=[last], usageMetadata=gemini_usage(turn))
+            yield gemini_envelope(model, response_id, candidates=[last], usageMetadata=gemini_usage(turn))
 
 
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
@@ -247,13 +256,13 @@ def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     turn = gemini_turn(body)
     if "blocked" in model:
         blocked = gemini_envelope(
-            model, promptFeedback={"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
+            model, new_id(), promptFeedback={"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
             usageMetadata={"promptTokenCount": turn.prompt_tokens, "totalTokenCount": turn.prompt_tokens},
         )  # fmt: skip
         chunks = [blocked]
     elif "unsafe" in model:
         candidate = {"finishReason": "SAFETY", "safetyRatings": SAFETY_RATINGS}
-        chunks = [gemini_envelope(model, candidates=[candidate], usageMetadata=gemini_usage(turn, 0))]
+        chunks = [gemini_envelope(model, new_id(), candidates=[candidate], usageMetadata=gemini_usage(turn, 0))]
     else:
         chunks = list(gemini_chunks(body, turn, model, stream))
     if stream:
@@ -285,7 +294,7 @@ def anthropic_message(turn: Turn, model: str, streaming: bool) -> dict[str, Any]
         tool_use = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn.tool, "input": turn.arguments}
         content = [tool_use if turn.tool else {"type": "text", "text": turn.reply}]
     return {
-        "id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model, "content": content,
+        "id": new_id("msg_vrtx_"), "type": "message", "role": "assistant", "model": model, "content": content,
         "stop_reason": None if streaming else ("tool_use" if turn.tool else "end_turn"), "stop_sequence": None,
         "usage": {"input_tokens": turn.prompt_tokens, "output_tokens": 1 if streaming else turn.completion_tokens,
                   "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
@@ -353,16 +362,17 @@ def openai_completion(turn: Turn, model: str) -> dict[str, Any]:
         message["tool_calls"] = [openai_tool_call(turn)]
     choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if turn.tool else "stop"}
     return {
-        "id": "chatcmpl-vrtx-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [choice], "usage": openai_usage(turn),
     }  # fmt: skip
 
 
 def openai_chunks(turn: Turn, model: str, usage_on_last: bool, usage_chunk: bool) -> Iterable[bytes]:
-    """Chat completion chunks; usage on the finishing chunk (Mistral) or in a last, choiceless one."""
+    """Chat completion chunks under one id; usage on the finishing chunk (Mistral) or in a last, choiceless one."""
+    completion_id, created = new_id("chatcmpl-"), int(time.time())
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        base = {"id": "chatcmpl-vrtx-fake", "object": "chat.completion.chunk", "created": int(time.time())}
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
         return b"data: " + json.dumps(base | {"model": model, "choices": choices} | extra).encode() + b"\n\n"
 
     def delta(content: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,50 @@
+"""Azure OpenAI's data-plane paths, served by the gateway's own operations.
+
+Code written for `openai.AzureOpenAI` calls
+`/openai/deployments/{deployment}/<operation>?api-version=...` with an
+`api-key` header. Here the deployment is a catalog model (its id or code), so
+it becomes the request's `model`, and every rule of the `/v1` operation
+applies unchanged: keys, private models, operations, usage, errors. The
+`api-version` a client sends is accepted and not used: what goes upstream is
+the catalog's `api_version` for the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from .http import Inbound, Operation, Result
+
+DEPLOYMENT_PARAM = "model"
+
+
+class _DeploymentInbound:
+    """The caller's request, its body's `model` taken from the path's deployment."""
+
+    def __init__(self, inbound: Inbound) -> None:
+        self._inbound = inbound
+        self._model = inbound.path_param(DEPLOYMENT_PARAM)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inbound, name)
+
+    async def json(self, check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        def with_model(body: dict[str, Any]) -> None:
+            body["model"] = self._model
+            if check is not None:
+                check(body)
+
+        return await self._inbound.json(with_model)
+
+    async def form(self, limit: int) -> dict[str, Any]:
+        return await self._inbound.form(limit) | {"model": self._model}
+
+
+def deployment(operation: Operation) -> Operation:
+    """`operation` for a `/openai/deployments/{model}/...` path."""
+
+    async def in_deployment(inbound: Inbound) -> Result:
+        return await operation(cast(Inbound, _DeploymentInbound(inbound)))
+
+    return in_deployment
