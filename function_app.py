@@ -7,12 +7,14 @@ Each handler hands the request to a gateway operation; the rules live in
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from shared.lifecycle import close_on_termination
 from shared import azure
 from shared.llm import preload_in_background
-from shared.service import gateway, handle
+from shared.service import gateway, handle, not_routed
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 preload_in_background()
+close_on_termination(gateway.close, grace_seconds=10.0)
 
 
 @app.route(route="health", methods=["GET"])
@@ -175,3 +177,9 @@ async def azure_v1_list_models(req: Request) -> Response:
 @app.route(route="openai/v1/models/{model_id}", methods=["GET"])
 async def azure_v1_get_model(req: Request) -> Response:
     return await handle(req, gateway.get_model)
+
+
+@app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+async def unknown_route(req: Request) -> Response:
+    """Any other path or method: OpenAI's 404 or 405 error body, never a bare one."""
+    return await handle(req, not_routed(app))

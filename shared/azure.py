@@ -11,6 +11,7 @@ the catalog's `api_version` for the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from .http import Inbound, Operation, Result
@@ -28,8 +29,13 @@ class _DeploymentInbound:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inbound, name)
 
-    async def json(self) -> dict[str, Any]:
-        return await self._inbound.json() | {"model": self._model}
+    async def json(self, check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        def with_model(body: dict[str, Any]) -> None:
+            body["model"] = self._model
+            if check is not None:
+                check(body)
+
+        return await self._inbound.json(with_model)
 
     async def form(self, limit: int) -> dict[str, Any]:
         return await self._inbound.form(limit) | {"model": self._model}

@@ -73,35 +73,39 @@ class CosmosCatalogSource:
         self.description = f"Cosmos container {container_id}"
 
     async def load(self) -> list[dict[str, Any]]:
-        container = await self.database.container(self.container_id)
-        return [
-            {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
-            async for item in container.query_items("SELECT * FROM c")
-        ]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            return [
+                {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
+                async for item in container.query_items("SELECT * FROM c")
+            ]
 
     async def save(self, document: dict[str, Any]) -> None:
-        container = await self.database.container(self.container_id)
-        await container.upsert_item(document)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.upsert_item(document)
 
     async def remove(self, model_id: str) -> bool:
         from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-        container = await self.database.container(self.container_id)
-        try:
-            await container.delete_item(model_id, partition_key=model_id)
-        except CosmosResourceNotFoundError:
-            return False
-        return True
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            try:
+                await container.delete_item(model_id, partition_key=model_id)
+            except CosmosResourceNotFoundError:
+                return False
+            return True
 
 
 class Catalog:
     """Catalog entries cached in memory.
 
     The first use waits for a load; after that a stale cache is served while one
-    background refresh runs. A miss triggers at most one early refresh (and not
-    more than once per `miss_refresh_interval`), so a model added to the store
-    is found before the TTL runs out. A store that fails is an error, never an
-    empty catalog.
+    background refresh runs, for up to `stale_seconds` past the TTL while the
+    store fails; then callers wait for a load again. A miss triggers at most one
+    early refresh (and not more than once per `miss_refresh_interval`), so a
+    model added to the store is found before the TTL runs out. A store that
+    fails is an error, never an empty catalog.
     """
 
     def __init__(
@@ -111,9 +115,11 @@ class Catalog:
         *,
         miss_refresh_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        stale_seconds: float = 900.0,
     ) -> None:
         self.source = source
         self.ttl_seconds = ttl_seconds
+        self.stale_seconds = stale_seconds
         self.miss_refresh_interval = miss_refresh_interval
         self._clock = clock
         self._by_id: dict[str, LLMModel] | None = None
@@ -144,7 +150,7 @@ class Catalog:
         return self._by_id.get(model_id) or self._by_code.get(model_id)
 
     async def _ensure_loaded(self) -> None:
-        if self._by_id is None:
+        if self._by_id is None or self._clock() - self._loaded_at >= self.ttl_seconds + self.stale_seconds:
             await self._refresh()
         elif self._clock() - self._loaded_at >= self.ttl_seconds and not self._refresh_running:
             self._start_refresh().add_done_callback(self._log_background_failure)

@@ -13,18 +13,27 @@ class CosmosDatabase:
     """The gateway's Cosmos database, connected on first use.
 
     Authenticates with the account key when one is given, else with
-    `DefaultAzureCredential` (managed identity in Azure).
+    `DefaultAzureCredential` (managed identity in Azure). Every use is bounded
+    by `timeout()`: the SDK's own retries would otherwise hold a caller for
+    about 22 s when the account cannot be reached.
     """
 
-    def __init__(self, url: str, key: str | None, database_id: str, verify_tls: bool = True):
+    def __init__(
+        self, url: str, key: str | None, database_id: str, verify_tls: bool = True, timeout_seconds: float = 5.0
+    ):
         self.url = url
         self.database_id = database_id
+        self.timeout_seconds = timeout_seconds
         self._key = key
         self._verify_tls = verify_tls
         self._client: CosmosClient | None = None
         self._credential: Any = None
         self._containers: dict[str, ContainerProxy] = {}
         self._lock = asyncio.Lock()
+
+    def timeout(self) -> asyncio.Timeout:
+        """A context bounding one use of the database (raises TimeoutError)."""
+        return asyncio.timeout(self.timeout_seconds)
 
     async def container(self, container_id: str) -> "ContainerProxy":
         if container_id not in self._containers:

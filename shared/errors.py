@@ -8,13 +8,16 @@
     ├── PermissionDenied            403 permission_error
     │   └── ApiManagementRequired   403 api_management_required
     ├── ModelNotFound               404 model_not_found
+    ├── RouteNotFound               404 invalid_request_error / not_found
+    ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
     ├── UpstreamRejected            upstream 4xx, status passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
     ├── UpstreamError               502 api_error / upstream_error
     ├── UpstreamTimeout             504 api_error / timeout
     ├── StoreUnavailable            503 api_error
     │   ├── CatalogUnavailable      503 catalog_unavailable
-    │   └── KeyStoreUnavailable     503 key_store_unavailable
+    │   ├── KeyStoreUnavailable     503 key_store_unavailable
+    │   └── SecretStoreUnavailable  503 secret_store_unavailable
     └── ConfigurationError          500 api_error / configuration_error
 
 `shared.http` turns each into an OpenAI-shaped error body; `shared.upstream`
@@ -101,6 +104,27 @@ class ModelNotFound(GatewayError):
         )
 
 
+class RouteNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"Invalid URL ({method} {path}): no such endpoint.")
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path}; use {' or '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
 class UpstreamRejected(GatewayError):
     """The provider refused the request (4xx); its status is passed on."""
 
@@ -142,6 +166,10 @@ class CatalogUnavailable(StoreUnavailable):
 
 class KeyStoreUnavailable(StoreUnavailable):
     code = "key_store_unavailable"
+
+
+class SecretStoreUnavailable(StoreUnavailable):
+    code = "secret_store_unavailable"
 
 
 class ConfigurationError(GatewayError):

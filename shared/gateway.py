@@ -81,9 +81,10 @@ class Gateway:
         self.environment = environment
         self._closers = closers
 
-    async def close(self) -> None:
-        """Release the clients the gateway opened (at shutdown)."""
-        await self.recorder.close()
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Write the queued usage records (within `grace_seconds`) and release
+        the clients the gateway opened (at shutdown)."""
+        await self.recorder.close(grace_seconds)
         await self.imagen.close()
         for close in self._closers:
             await close()
@@ -105,9 +106,10 @@ class Gateway:
         return JSONResult(_model_object(await self._visible_model(caller, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | EventStream:
-        body = payloads.chat_completion(await inbound.json())
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.chat_completion)
         stream = bool(body.get("stream"))
-        routed = await self._route(inbound, body["model"], Operation.CHAT_COMPLETION, stream=stream)
+        routed = await self._route(inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
             model, response = await self._call(routed, self._litellm("acompletion", arguments))
@@ -119,8 +121,9 @@ class Gateway:
         return EventStream(events, headers=_answered_by(model))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult:
-        body = payloads.embedding(await inbound.json())
-        routed = await self._route(inbound, body["model"], Operation.EMBEDDINGS)
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.embedding)
+        routed = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
         llm = await litellm()
 
@@ -128,7 +131,7 @@ class Gateway:
             # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
             encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
-            response = await _translated(model, call, llm.aembedding(**(own | call.embedding_arguments())))
+            response = await _translated(model, call, llm.aembedding(**call.embedding_arguments(own)))
             routed.meter.count(response.usage)
             payload = wire.embeddings(response, model.id)
             return _as_base64(payload) if encode_here else payload
@@ -137,8 +140,9 @@ class Gateway:
         return _json(payload, model)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult:
-        body = payloads.image_generation(await inbound.json())
-        routed = await self._route(inbound, body["model"], Operation.IMAGES)
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.image_generation)
+        routed = await self._route(inbound, caller, body["model"], Operation.IMAGES)
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
         llm = await litellm()
 
@@ -152,16 +156,18 @@ class Gateway:
         return _json(payload, model)
 
     async def speech(self, inbound: Inbound) -> Content:
-        body = payloads.speech(await inbound.json())
-        routed = await self._route(inbound, body["model"], Operation.AUDIO_TTS)
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.speech)
+        routed = await self._route(inbound, caller, body["model"], Operation.AUDIO_TTS)
         arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
         model, response = await self._call(routed, self._litellm("aspeech", arguments))
         media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
         return Content(response.content, media_type, headers=_answered_by(model))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
+        caller = await self._caller(inbound)
         fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
-        routed = await self._route(inbound, fields["model"], Operation.AUDIO_STT)
+        routed = await self._route(inbound, caller, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
         llm = await litellm()
@@ -177,9 +183,10 @@ class Gateway:
         return _json(wire.transcription(response), model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
-        body = payloads.responses(await inbound.json())
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.responses)
         stream = bool(body.get("stream"))
-        routed = await self._route(inbound, body["model"], Operation.RESPONSES, stream=stream)
+        routed = await self._route(inbound, caller, body["model"], Operation.RESPONSES, stream=stream)
         if stream and routed.candidates[0].provider is Provider.MOCK:
             raise InvalidRequest(
                 f"Model '{routed.candidates[0].id}' is a Mock model: it answers the Responses API whole. "
@@ -195,10 +202,9 @@ class Gateway:
         return EventStream(events, headers=_answered_by(model), done_marker=False)
 
     async def _route(
-        self, inbound: Inbound, model_id: str, operation: Operation, *, stream: bool = False
+        self, inbound: Inbound, caller: Caller, model_id: str, operation: Operation, *, stream: bool = False
     ) -> Routed:
         """The caller's model for `operation` and its usable fallbacks, with a meter."""
-        caller = await self._caller(inbound)
         model = await self._model_for(caller, model_id, operation)
         candidates = [model]
         for fallback_id in model.fallbacks:
@@ -222,7 +228,7 @@ class Gateway:
 
         async def attempt(model: LLMModel, call: ProviderCall) -> Any:
             llm = await litellm()
-            return await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
+            return await _translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
 
         return attempt
 
@@ -238,7 +244,7 @@ class Gateway:
             first_byte_by = min(routed.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    stream = await _translated(model, call, getattr(llm, function)(**(arguments | call.arguments)))
+                    stream = await _translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
                     events = _relay(stream, model, call, to_event, routed)
                     try:
                         first = await anext(events)

@@ -20,8 +20,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from . import telemetry
-from .errors import GatewayError, InvalidRequest, PayloadTooLarge
+from . import telemetry, validation
+from .errors import GatewayError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, RouteNotFound
 from .gate import Gate
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,14 @@ class Inbound:
     def query(self) -> Mapping[str, str]:
         return self._request.query_params
 
+    @property
+    def method(self) -> str:
+        return self._request.method
+
+    @property
+    def path(self) -> str:
+        return self._request.url.path
+
     def path_param(self, name: str) -> str:
         return str(self._request.path_params[name])
 
@@ -128,18 +136,27 @@ class Inbound:
             await form.close()
         return fields
 
-    async def json(self) -> dict[str, Any]:
-        """The body as a JSON object, or a 400 saying what is wrong with it."""
+    async def json(self, check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """The body as a JSON object, passed through `check`, or a 400 saying
+        what is wrong with it. A large body is parsed and checked in a worker
+        thread, so the event loop keeps serving other requests meanwhile."""
         raw = await self.body()
-        if not raw.strip():
-            raise InvalidRequest("The request body is empty; expected a JSON object.")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("The request body must be a JSON object.")
-        return body
+        if len(raw) < THREADED_PARSE_BYTES:
+            return _json_object(raw, check)
+        return await asyncio.to_thread(_json_object, raw, check)
+
+
+#: Bodies from this size on are parsed off the event loop.
+THREADED_PARSE_BYTES = 256 * 1024
+
+
+def _json_object(raw: bytes, check: Callable[[dict[str, Any]], Any] | None) -> dict[str, Any]:
+    body = validation.parse_json(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if check is not None:
+        check(body)
+    return body
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -191,7 +208,11 @@ async def _respond(request: Request, request_id: str, operation: Operation, max_
     except Exception:
         logger.exception("request %s failed with an unexpected error", request_id)
         return error_response(internal_error(request_id), request_id)
-    return to_response(result, request_id)
+    try:
+        return to_response(result, request_id)
+    except Exception:
+        logger.exception("request %s: its result could not be encoded", request_id)
+        return error_response(internal_error(request_id), request_id)
 
 
 async def _hang_up(request: Request, inbound: Inbound) -> None:
@@ -209,9 +230,10 @@ def internal_error(request_id: str) -> GatewayError:
     )
 
 
-def error_response(error: GatewayError, request_id: str) -> JSONResponse:
+def error_response(error: GatewayError, request_id: str) -> Response:
+    """The error as OpenAI's JSON body; always encodable (see `json_bytes`)."""
     headers = {**error.headers, REQUEST_ID_HEADER: request_id}
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return Response(json_bytes(error.body()), status_code=error.status, media_type="application/json", headers=headers)
 
 
 def to_response(result: Result, request_id: str) -> Response:
@@ -234,7 +256,41 @@ def to_response(result: Result, request_id: str) -> Response:
 
 
 def json_bytes(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. A lone surrogate (which UTF-8 cannot hold) is
+    written as its JSON escape, so any string can be encoded."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
+
+
+Route = tuple[str, frozenset[str]]
+
+
+def unrouted(routes: list[Route]) -> Operation:
+    """The operation for a request no function serves: 405 (with `Allow`)
+    when its path exists for other methods, else 404. `routes` are the
+    functions' route templates (`v1/models/{model_id}`) and methods."""
+    patterns = [(_template_pattern(template), methods) for template, methods in routes]
+
+    async def operation(inbound: Inbound) -> Result:
+        path = inbound.path.lstrip("/")
+        allowed = sorted({m for pattern, methods in patterns if pattern.fullmatch(path) for m in methods})
+        if allowed:
+            raise MethodNotAllowed(inbound.method, inbound.path, allowed)
+        raise RouteNotFound(inbound.method, inbound.path)
+
+    return operation
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression for a Functions route template; catch-all
+    parameters (`{*rest}`) match nothing, so the catch-all itself never counts."""
+    pattern = ""
+    for literal, parameter in re.findall(r"([^{]*)(\{[^}]*\}|$)", template.strip("/")):
+        pattern += re.escape(literal)
+        if parameter.startswith("{*"):
+            return re.compile(r"(?!)")
+        if parameter:
+            pattern += "[^/]+"
+    return re.compile(pattern)
 
 
 def _sse(event: str | None, payload: Any) -> bytes:

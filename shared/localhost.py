@@ -16,13 +16,12 @@ import importlib
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 logger = logging.getLogger("shared.localhost")
@@ -47,33 +46,27 @@ def route_prefix(host_json: Path) -> str:
     return str(config.get("extensions", {}).get("http", {}).get("routePrefix", "api")).strip("/")
 
 
+#: A Functions catch-all route parameter, `{*name}`.
+_CATCH_ALL = re.compile(r"\{\*(\w+)\}")
+
+
 def routes_of(function_app: Any, prefix: str) -> list[Route]:
-    """A Starlette route for every HTTP-triggered function of a FunctionApp."""
+    """A Starlette route for every HTTP-triggered function of a FunctionApp.
+
+    Catch-all routes (`{*rest}`) come last, as the Functions host ranks them.
+    """
     routes = []
     for function in function_app.get_functions():
         trigger = function.get_trigger()
         if getattr(trigger, "route", None) is None:
             continue
-        path = "/" + "/".join(part for part in (prefix, trigger.route.strip("/")) if part)
+        route = _CATCH_ALL.sub(r"{\1:path}", trigger.route.strip("/"))
+        path = "/" + "/".join(part for part in (prefix, route) if part)
         methods = [str(getattr(method, "value", method)) for method in trigger.methods or ["GET"]]
         routes.append(
             Route(path, function.get_user_function(), methods=methods, name=function.get_function_name())
         )
-    return routes
-
-
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": {
-                "message": f"No route for {request.method} {request.url.path}.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "not_found",
-            }
-        },
-        status_code=404,
-    )
+    return sorted(routes, key=lambda route: ":path}" in route.path)
 
 
 def create_app(project_dir: Path) -> Starlette:
@@ -86,11 +79,9 @@ def create_app(project_dir: Path) -> Starlette:
         yield
         await gateway.close()
 
-    return Starlette(
-        routes=routes_of(function_app.app, route_prefix(project_dir / "host.json")),
-        exception_handlers={404: _not_found},
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=routes_of(function_app.app, route_prefix(project_dir / "host.json")), lifespan=lifespan)
+    app.router.redirect_slashes = False  # the Functions host does not redirect either
+    return app
 
 
 def main() -> None:

@@ -43,11 +43,13 @@ def _moment(inbound: Inbound, name: str, default: datetime) -> datetime:
         return default
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"'{name}' must be an ISO 8601 date or date-time, got {value!r}.", param=name
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 class Management:
@@ -107,7 +109,14 @@ class Management:
 
     async def _report(self, inbound: Inbound, project: str) -> JSONResult:
         end = _moment(inbound, "end", datetime.now(timezone.utc))
-        start = _moment(inbound, "start", end - timedelta(days=DEFAULT_REPORT_DAYS))
+        try:
+            start = _moment(inbound, "start", end - timedelta(days=DEFAULT_REPORT_DAYS))
+        except OverflowError:
+            raise InvalidRequest(
+                f"'end' is too early for the default {DEFAULT_REPORT_DAYS}-day report; give 'start' too.", param="end"
+            ) from None
+        if start > end:
+            raise InvalidRequest("'start' must not be after 'end'.", param="start")
         group_by = inbound.query.get("group_by") or None
         if group_by is not None and group_by not in GROUPINGS:
             raise InvalidRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}.", param="group_by")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import validation
 from .errors import InvalidRequest
 
 #: CreateChatCompletionRequest's properties in OpenAI's API schema, less `model`
@@ -69,6 +70,16 @@ TRANSCRIPTION_FIELDS = frozenset(
 )  # fmt: skip
 #: OpenAI's limit for an audio upload.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
+#: OpenAI's documented limits: inputs per embedding request, images per request,
+#: characters of speech input and of an image prompt, choices per chat completion.
+MAX_EMBEDDING_INPUTS = 2048
+MAX_IMAGES = 10
+MAX_SPEECH_CHARACTERS = 4096
+MAX_IMAGE_PROMPT_CHARACTERS = 32_000
+MAX_CHOICES = 128
+#: No embedding model offers more dimensions than this (OpenAI's largest: 3072);
+#: an unbounded value would have a provider allocate whatever it is asked for.
+MAX_EMBEDDING_DIMENSIONS = 8192
 
 
 def litellm_arguments(body: dict[str, Any], known_fields: frozenset[str]) -> dict[str, Any]:
@@ -134,27 +145,32 @@ def embedding(body: dict[str, Any]) -> dict[str, Any]:
             "or array of token id arrays.",
             param="input",
         )
+    validation.list_length(body, "input", MAX_EMBEDDING_INPUTS)
     _one_of(body, "encoding_format", ("float", "base64"))
-    _optional(body, "dimensions", int, "an integer")
+    validation.integer(body, "dimensions", 1, MAX_EMBEDDING_DIMENSIONS)
+    validation.kind(body, "user", str, "a string")
     return body
 
 
 def image_generation(body: dict[str, Any]) -> dict[str, Any]:
     require_model(body)
     _required_text(body, "prompt")
-    _optional(body, "n", int, "an integer")
+    validation.text_length(body, "prompt", MAX_IMAGE_PROMPT_CHARACTERS)
+    validation.integer(body, "n", 1, MAX_IMAGES)
     _one_of(body, "response_format", ("url", "b64_json"))
+    validation.kind(body, "size", str, "a string such as 1024x1024")
     return body
 
 
 def speech(body: dict[str, Any]) -> dict[str, Any]:
     require_model(body)
     _required_text(body, "input")
+    validation.text_length(body, "input", MAX_SPEECH_CHARACTERS)
     voice = body.get("voice")
     if not (isinstance(voice, str) and voice) and not isinstance(voice, dict):
         raise InvalidRequest("'voice' is required: a voice name or a voice object.", param="voice")
     _one_of(body, "response_format", tuple(SPEECH_FORMATS))
-    _optional(body, "speed", (int, float), "a number")
+    validation.number(body, "speed", 0.25, 4.0)
     return body
 
 
@@ -173,6 +189,7 @@ def transcription(fields: dict[str, Any]) -> dict[str, Any]:
             fields["temperature"] = float(temperature)
         except ValueError:
             raise InvalidRequest("'temperature' must be a number.", param="temperature") from None
+        validation.number(fields, "temperature", 0, 1)
     return fields
 
 
@@ -181,24 +198,43 @@ def responses(body: dict[str, Any]) -> dict[str, Any]:
     value = body.get("input")
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
         raise InvalidRequest("'input' is required: a string or a non-empty array of input items.", param="input")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise InvalidRequest(f"'input[{index}]' must be an input item (an object).", param=f"input[{index}]")
     _optional(body, "stream", bool, "a boolean")
+    validation.integer(body, "max_output_tokens", 1)
+    validation.integer(body, "max_tool_calls", 1)
+    validation.integer(body, "top_logprobs", 0, 20)
+    validation.number(body, "temperature", 0, 2)
+    validation.number(body, "top_p", 0, 1)
+    validation.kind(body, "instructions", str, "a string")
     return body
 
 
 def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
-    """The body, checked for what the gateway relies on."""
+    """The body, checked for what the gateway relies on and what would
+    otherwise fail inside LiteLLM or upstream."""
     require_model(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required and must be a non-empty array.", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(
-                f"'messages[{index}]' must be an object with a string 'role'.",
-                param=f"messages[{index}]",
-            )
+    validation.messages(body.get("messages"))
     _optional(body, "stream", bool, "a boolean")
     _optional(body, "stream_options", dict, "an object")
-    _optional(body, "n", int, "an integer")
     _optional(body, "tools", list, "an array")
+    validation.integer(body, "n", 1, MAX_CHOICES)
+    validation.integer(body, "max_tokens", 1)
+    validation.integer(body, "max_completion_tokens", 1)
+    validation.integer(body, "top_logprobs", 0, 20)
+    validation.integer(body, "seed", -(2**63), 2**63 - 1)
+    validation.number(body, "temperature", 0, 2)
+    validation.number(body, "top_p", 0, 1)
+    validation.number(body, "presence_penalty", -2, 2)
+    validation.number(body, "frequency_penalty", -2, 2)
+    _optional(body, "logprobs", bool, "a boolean")
+    _optional(body, "logit_bias", dict, "an object")
+    validation.response_format(body)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str) and not (
+        isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop)
+    ):
+        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
     return body

@@ -134,27 +134,31 @@ class CosmosProjectStore:
         npm Cosmos DB server the tests use answers a point read of a missing item
         with a 500 instead of Cosmos' 404.
         """
-        container = await self.database.container(self.container_id)
-        items = container.query_items(
-            "SELECT * FROM c WHERE c.id = @id",
-            parameters=[{"name": "@id", "value": document_id}],
-            partition_key=document_id,
-        )
-        async for item in items:
-            return item
-        return None
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            items = container.query_items(
+                "SELECT * FROM c WHERE c.id = @id",
+                parameters=[{"name": "@id", "value": document_id}],
+                partition_key=document_id,
+            )
+            async for item in items:
+                return item
+            return None
 
     async def documents(self) -> list[dict[str, Any]]:
-        container = await self.database.container(self.container_id)
-        return [item async for item in container.query_items("SELECT * FROM c")]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            return [item async for item in container.query_items("SELECT * FROM c")]
 
     async def upsert(self, document: dict[str, Any]) -> None:
-        container = await self.database.container(self.container_id)
-        await container.upsert_item(document)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.upsert_item(document)
 
     async def delete(self, document_id: str) -> None:
-        container = await self.database.container(self.container_id)
-        await container.delete_item(document_id, partition_key=document_id)
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            await container.delete_item(document_id, partition_key=document_id)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -167,18 +171,29 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class Authenticator:
-    """Turns a request's key into the calling project, with a short cache."""
+    """Turns a request's key into the calling project, with a short cache.
+
+    A key known good is trusted for `KEY_CACHE_SECONDS`; after that it is
+    still served from the cache, for up to `stale_seconds`, while one
+    background look-up refreshes it, so a key store outage does not stop
+    callers the gateway knew a moment ago. Unknown keys wait for the store
+    (which is bounded by its own timeout) and get 503 when it fails.
+    """
 
     def __init__(
         self,
         store: ProjectStore,
         allow_anonymous: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        stale_seconds: float = 900.0,
     ) -> None:
         self.store = store
         self.allow_anonymous = allow_anonymous
+        self.stale_seconds = stale_seconds
         self._clock = clock
+        #: key hash -> (fresh until, caller or None for an unknown key)
         self._cache: dict[str, tuple[float, Caller | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[Caller | None]] = {}
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:
         key = presented_key(headers)
@@ -198,21 +213,47 @@ class Authenticator:
         now = self._clock()
         if cached is not None and now < cached[0]:
             return cached[1]
+        if cached is not None and cached[1] is not None and now < cached[0] + self.stale_seconds:
+            self._refresh(key_hash).add_done_callback(_quiet)
+            return cached[1]
+        return await asyncio.shield(self._refresh(key_hash))
+
+    def _refresh(self, key_hash: str) -> asyncio.Task[Caller | None]:
+        """The look-up of `key_hash` under way, or a new one (one per key at a time)."""
+        task = self._refreshing.get(key_hash)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._read(key_hash))
+            self._refreshing[key_hash] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(key_hash, None))
+        return task
+
+    async def _read(self, key_hash: str) -> Caller | None:
         try:
             document = await self.store.read(key_document_id(key_hash))
             project = None
             if document is not None and key_is_usable(document):
                 project = await self.store.read(document["project"])
         except Exception as exc:
+            logger.warning("key look-up in %s failed (%s)", self.store.description, type(exc).__name__)
             raise KeyStoreUnavailable(
                 f"Keys cannot be checked: {self.store.description} is unavailable."
             ) from exc
         caller = None
         if project is not None and not project.get("disabled"):
             caller = Caller(project=project["id"], admin=project.get("admin") is True)
+        now = self._clock()
         if len(self._cache) >= KEY_CACHE_ENTRIES:
-            self._cache = {key: entry for key, entry in self._cache.items() if entry[0] > now}
+            self._cache = {
+                key: entry for key, entry in self._cache.items()
+                if entry[0] + (self.stale_seconds if entry[1] else 0) > now
+            }  # fmt: skip
         if caller is not None or len(self._cache) < KEY_CACHE_ENTRIES:
             lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
             self._cache[key_hash] = (now + lifetime, caller)
         return caller
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background look-up's failure (already logged) so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()

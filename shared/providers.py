@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .domain import Deployment, LLMModel, Provider
+from .domain import Deployment, LLMModel, ModelType, Provider
 from .errors import ConfigurationError
 from .secrets import SecretResolver
 
@@ -22,6 +22,8 @@ DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 MOCK_DEFAULT_RESPONSE = "Hello! This is the gateway's Mock model: no provider was called."
 MOCK_DEFAULT_DIMENSIONS = 8
+#: What LiteLLM sees as the messages of a call whose messages travel in `extra_body`.
+PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 
 
 class TokenSource(Protocol):
@@ -39,12 +41,30 @@ class ProviderCall:
     secrets: tuple[str, ...] = field(default=(), repr=False)
     #: A Mock model's embedding: LiteLLM's `mock_response` is the vector for embeddings.
     mock_embedding: list[float] | None = None
+    #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
+    raw_messages: bool = False
 
-    def embedding_arguments(self) -> dict[str, Any]:
-        """The arguments for an embeddings call."""
-        if self.mock_embedding is None:
-            return self.arguments
-        return self.arguments | {"mock_response": self.mock_embedding}
+    def keyword_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
+        """LiteLLM's keyword arguments: the request's, then this deployment's.
+
+        For Azure OpenAI, chat messages travel in `extra_body`, as the caller
+        sent them (the gateway has validated them): otherwise the openai SDK
+        under LiteLLM walks every message against its type hints in pure
+        Python on the event loop, about 4.5 s per MB of messages, and every
+        other request of the worker waits.
+        """
+        merged = request | self.arguments
+        if self.raw_messages and "messages" in request:
+            merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
+            merged["messages"] = [PLACEHOLDER_MESSAGE]
+        return merged
+
+    def embedding_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
+        """LiteLLM's keyword arguments for an embeddings call."""
+        merged = self.keyword_arguments(request)
+        if self.mock_embedding is not None:
+            merged["mock_response"] = self.mock_embedding
+        return merged
 
 
 class ProviderMapper:
@@ -71,13 +91,14 @@ class ProviderMapper:
             "api_base": api_base,
             "api_version": parameters.get("api_version"),
         }
+        raw_messages = model.model_type is ModelType.AZURE_OPENAI
         api_key = parameters.get("api_key")
         if api_key:
             arguments["api_key"] = api_key
-            return ProviderCall(deployment, arguments, (api_key,))
+            return ProviderCall(deployment, arguments, (api_key,), raw_messages)
         token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
         arguments["azure_ad_token"] = token
-        return ProviderCall(deployment, arguments, (token,))
+        return ProviderCall(deployment, arguments, (token,), raw_messages)
 
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`

@@ -3,15 +3,21 @@
 A model's deployments are tried by priority (lower first), spread by weight
 within a priority. A call that fails with a rate limit, a timeout, a 5xx or a
 connection error moves on to the next deployment, then to the model's
-fallbacks. A deployment that answered 429 is skipped for its Retry-After (or a
-default cool-down); one that failed `BREAKER_THRESHOLD` times in a row is
-skipped for `BREAKER_COOLDOWN_SECONDS`, then tried again. This state lives in
-the process: each Functions instance learns about its deployments on its own.
+fallbacks. A deployment that answered 429 cools down for its Retry-After (or a
+default cool-down); one that failed `BREAKER_THRESHOLD` times in a row cools
+down for `BREAKER_COOLDOWN_SECONDS`.
+
+The provider decides when there is nowhere else to go: a cooling deployment is
+skipped only while another candidate (deployment or fallback) is not cooling.
+When every candidate is cooling, the one that recovers first is called anyway,
+and its answer (a 429 with its Retry-After, say) is the caller's. Only
+provider-side failures feed cool-downs: never a 4xx the caller caused, never an
+error raised before the request left. This state lives in the process: each
+Functions instance learns about its deployments on its own.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -84,31 +90,27 @@ class Router:
     async def run(
         self, models: list[LLMModel], attempt: Callable[[LLMModel, ProviderCall], Awaitable[T]]
     ) -> tuple[LLMModel, T]:
-        """The first model and result that `attempt` produces, trying every
-        deployment of each model in turn; raises the last retryable error, or
-        429 when every deployment is cooling down."""
+        """The first model and result that `attempt` produces, trying each
+        candidate deployment in turn; raises the last provider-side error."""
         last_error: GatewayError | None = None
-        cooling: list[float] = []
-        for model in models:
-            for deployment in self.order(model):
-                key = (model.id, deployment.name)
-                remaining = self.health.remaining(key)
-                if remaining > 0:
-                    cooling.append(remaining)
-                    continue
-                try:
-                    result = await attempt(model, await self.providers.call_for(model, deployment))
-                except RETRYABLE as error:
-                    self.health.failed(key, error)
-                    last_error = error
-                    continue
-                self.health.succeeded(key)
-                return model, result
-        if last_error is not None:
-            raise last_error
-        wait = math.ceil(min(cooling))
-        raise RateLimited(
-            f"Every deployment of model '{models[0].id}' is cooling down after rate limits or failures; "
-            f"retry in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
+        for model, deployment in self.candidates(models):
+            key = (model.id, deployment.name)
+            try:
+                result = await attempt(model, await self.providers.call_for(model, deployment))
+            except RETRYABLE as error:
+                self.health.failed(key, error)
+                last_error = error
+                continue
+            self.health.succeeded(key)
+            return model, result
+        assert last_error is not None
+        raise last_error
+
+    def candidates(self, models: list[LLMModel]) -> list[tuple[LLMModel, Deployment]]:
+        """Every deployment of every model, in order, less those cooling down;
+        when all are cooling down, the one that recovers first."""
+        ordered = [(model, deployment) for model in models for deployment in self.order(model)]
+        ready = [pair for pair in ordered if self.health.remaining((pair[0].id, pair[1].name)) == 0]
+        if ready:
+            return ready
+        return [min(ordered, key=lambda pair: self.health.remaining((pair[0].id, pair[1].name)))]

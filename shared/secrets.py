@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, SecretStoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 class SecretSource(Protocol):
@@ -38,10 +42,27 @@ def reference_name(value: Any) -> str | None:
     return None
 
 
+#: While its source fails, a value past its TTL is asked for again at most this often.
+RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Cached:
+    value: str
+    fetched_at: float
+    fresh_until: float
+
+
 class SecretResolver:
     """Resolves references through a source, caching values for a TTL.
 
-    Concurrent look-ups of one name share a single source call.
+    Concurrent look-ups of one name share a single source call, run as a task
+    of its own: a caller that is cancelled (a client hung up) stops waiting,
+    but the call goes on for the others. Past its TTL a value is looked up
+    again (so a rotation is picked up); when that look-up fails, the value
+    known before is served for up to `stale_seconds` past its TTL, asked for
+    again at most every `RETRY_SECONDS`, so a vault outage does not stop
+    models whose secrets were known a moment ago.
     """
 
     def __init__(
@@ -49,18 +70,29 @@ class SecretResolver:
         source: SecretSource,
         ttl_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        stale_seconds: float = 900.0,
     ) -> None:
         self.source = source
         self.ttl_seconds = ttl_seconds
+        self.stale_seconds = stale_seconds
         self._clock = clock
-        self._cache: dict[str, tuple[float, str]] = {}
-        self._pending: dict[str, asyncio.Future[str | None]] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._pending: dict[str, asyncio.Task[str | None]] = {}
 
     async def resolve(self, name: str, *, model_id: str) -> str:
         cached = self._cache.get(name)
-        if cached is not None and self._clock() - cached[0] < self.ttl_seconds:
-            return cached[1]
-        value = await self._fetch(name)
+        now = self._clock()
+        if cached is not None and now < cached.fresh_until:
+            return cached.value
+        try:
+            value = await asyncio.shield(self._start(name))
+        except Exception:
+            if cached is None or now >= cached.fetched_at + self.ttl_seconds + self.stale_seconds:
+                raise
+            logger.warning("secret $%s could not be refreshed from %s; using the value known before",
+                           name, self.source.description)  # fmt: skip
+            self._cache[name] = _Cached(cached.value, cached.fetched_at, now + RETRY_SECONDS)
+            return cached.value
         if value is None:
             raise ConfigurationError(
                 f"Model '{model_id}' is misconfigured: secret reference ${name} "
@@ -77,25 +109,21 @@ class SecretResolver:
                 resolved[key] = await self.resolve(name, model_id=model_id)
         return resolved
 
-    async def _fetch(self, name: str) -> str | None:
-        pending = self._pending.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[name] = future
-        try:
-            value = await self.source.get(name)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here; waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(value)
-            if value is not None:
-                self._cache[name] = (self._clock(), value)
-            return value
-        finally:
-            del self._pending[name]
+    def _start(self, name: str) -> asyncio.Task[str | None]:
+        """The look-up of `name` under way, or a new one."""
+        task = self._pending.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._read(name))
+            self._pending[name] = task
+            task.add_done_callback(lambda _: self._pending.pop(name, None))
+        return task
+
+    async def _read(self, name: str) -> str | None:
+        value = await self.source.get(name)
+        if value is not None:
+            now = self._clock()
+            self._cache[name] = _Cached(value, now, now + self.ttl_seconds)
+        return value
 
 
 def key_vault_name(name: str) -> str:
@@ -110,8 +138,9 @@ class KeyVaultSecretSource:
     reached is an error naming the vault, never a missing secret.
     """
 
-    def __init__(self, vault_url: str, verify_challenge_resource: bool = True) -> None:
+    def __init__(self, vault_url: str, verify_challenge_resource: bool = True, timeout_seconds: float = 5.0) -> None:
         self.vault_url = vault_url
+        self.timeout_seconds = timeout_seconds
         self.description = f"Key Vault {vault_url}"
         self._verify_challenge_resource = verify_challenge_resource
         self._client: Any = None
@@ -134,9 +163,14 @@ class KeyVaultSecretSource:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
-            secret = await self._get_client().get_secret(key_vault_name(name))
+            async with asyncio.timeout(self.timeout_seconds):
+                secret = await self._get_client().get_secret(key_vault_name(name))
         except ResourceNotFoundError:
             return None
+        except TimeoutError:
+            raise SecretStoreUnavailable(
+                f"Secret reference ${name} could not be read: {self.description} did not answer in time."
+            ) from None
         except AzureError as exc:
             raise ConfigurationError(
                 f"Secret reference ${name} could not be read from {self.description} "

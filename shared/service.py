@@ -5,7 +5,9 @@ Building is cheap and does no I/O; clients connect on first use.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,7 +16,7 @@ from . import telemetry
 from .catalog import Catalog
 from .gate import Gate
 from .gateway import Gateway, Limits
-from .http import Operation, respond
+from .http import Operation, Route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
@@ -42,7 +44,9 @@ def build_gateway(settings: Settings) -> Gateway:
     closers = [*stores.closers, tokens.close]
     secret_source: SecretSource
     if settings.key_vault_url:
-        vault = KeyVaultSecretSource(settings.key_vault_url, settings.key_vault_verify_challenge_resource)
+        vault = KeyVaultSecretSource(
+            settings.key_vault_url, settings.key_vault_verify_challenge_resource, settings.store_timeout_seconds
+        )
         closers.append(vault.close)
         secret_source = vault
     else:
@@ -52,9 +56,10 @@ def build_gateway(settings: Settings) -> Gateway:
             "ALLOW_ANONYMOUS is on: requests without a valid API key are served. "
             "Use this only on a developer machine."
         )
-    catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds)
-    authenticator = Authenticator(stores.projects, settings.allow_anonymous)
-    providers = ProviderMapper(SecretResolver(secret_source, settings.secret_ttl_seconds), tokens)
+    catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
+    authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
+    secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
+    providers = ProviderMapper(secrets, tokens)
     closers.append(providers.close)
     return Gateway(
         catalog=catalog,
@@ -78,3 +83,25 @@ gate = Gate(settings.apim_shared_secret)
 async def handle(request: Request, operation: Operation) -> Response:
     """Serve `request` with one of the gateway's operations."""
     return await respond(request, operation, settings.max_request_bytes, gate)
+
+
+@functools.cache
+def not_routed(function_app: Any) -> Operation:
+    """The 404/405 operation for requests none of `function_app`'s functions serve."""
+    return unrouted(http_routes(function_app))
+
+
+def http_routes(function_app: Any) -> list[Route]:
+    """The route template and methods of each HTTP function of a FunctionApp.
+
+    Read from the app's function builders: `get_functions()` may be called
+    once only (a second call refuses every name as a duplicate), and the
+    worker or the local host has called it already.
+    """
+    routes = []
+    for builder in function_app._function_builders:
+        trigger = builder._function.get_trigger()
+        if getattr(trigger, "route", None) is not None:
+            methods = frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
+            routes.append((trigger.route, methods))
+    return routes

@@ -28,6 +28,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "MAX_REQUEST_BYTES",
     "REQUEST_TIMEOUT_SECONDS",
     "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
+    "STORE_TIMEOUT_SECONDS",
+    "STORE_STALE_SECONDS",
     "APIM_SHARED_SECRET",
 )
 
@@ -87,6 +89,10 @@ class Settings:
     max_request_bytes: int = 26_214_400
     request_timeout_seconds: float = 230.0
     stream_first_byte_timeout_seconds: float = 60.0
+    #: Longest wait for one Cosmos DB or Key Vault call.
+    store_timeout_seconds: float = 5.0
+    #: How long keys, the catalog and secrets known a moment ago are served while their store is down.
+    store_stale_seconds: float = 900.0
     #: The secret API Management adds to every request (shared.gate); unset = the gate is open.
     apim_shared_secret: str | None = field(default=None, repr=False)
     applicationinsights_connection_string: str | None = None
@@ -132,6 +138,8 @@ class Settings:
             stream_first_byte_timeout_seconds=_number(
                 "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
             ),
+            store_timeout_seconds=_number("STORE_TIMEOUT_SECONDS", env.get("STORE_TIMEOUT_SECONDS", "5")),
+            store_stale_seconds=_number("STORE_STALE_SECONDS", env.get("STORE_STALE_SECONDS", "900")),
             applicationinsights_connection_string=text(TELEMETRY_SETTING),
             max_request_bytes=int(
                 _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))

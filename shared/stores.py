@@ -34,6 +34,7 @@ class Stores:
             settings.cosmos_key,
             settings.cosmos_database_id,
             settings.cosmos_verify_tls,
+            settings.store_timeout_seconds,
         )
         return cls(
             CosmosCatalogSource(database, settings.cosmos_container_id),

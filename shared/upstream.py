@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import GatewayError, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
+from .errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
 
 #: Upstream answers that mean the gateway's own configuration is wrong (its
 #: credential, its deployment name); the caller can do nothing about them.
@@ -45,7 +48,9 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamError(f"Model '{model_id}' could not be reached.")
+        if _network_failure(exc):
+            return UpstreamError(f"Model '{model_id}' could not be reached.")
+        return _not_sent(exc, model_id, secrets)
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, openai.OpenAIError) or not isinstance(status, int):
         return None
@@ -56,6 +61,31 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
         model_id,
         code=getattr(exc, "code", None) or None,
     )
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """Whether a connection error was caused by the network (LiteLLM also
+    reports its own failures to build a request as connection errors)."""
+    import aiohttp
+    import httpx
+
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, (OSError, TimeoutError, httpx.TransportError, aiohttp.ClientError)):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _not_sent(exc: Exception, model_id: str, secrets: Iterable[str]) -> GatewayError:
+    """A request that failed before it left: the provider played no part, so
+    it is the caller's 400 (the gateway validates what it can beforehand)."""
+    lines = _message(exc, secrets).strip().splitlines()
+    first_line = lines[0] if lines else type(exc).__name__
+    logger.warning("a request for model %s could not be prepared: %s", model_id, first_line)
+    return InvalidRequest(f"The request could not be prepared for model '{model_id}': {first_line[:500]}")
 
 
 def from_status(

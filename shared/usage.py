@@ -2,9 +2,12 @@
 
 Records wait in a bounded in-memory queue and are written in batches by one
 background task. A store that fails is retried with backoff while records
-keep queueing; when the queue is full, or at shutdown when the store still
-fails, records are logged as structured `usage-record` lines so they can be
-recovered from the logs. Writing never delays a caller's response.
+keep queueing, a bounded number of times: then the batch is written record by
+record, so one record the store will never take cannot hold up the others. A
+record that is not stored (refused, still failing, the queue full, shutdown
+with the store down) is logged in full as a structured `usage-record not
+stored` line, from which it can be recovered. Writing never delays a caller's
+response.
 """
 
 from __future__ import annotations
@@ -29,7 +32,18 @@ ANONYMOUS_PROJECT = "anonymous"
 LOST_RECORD_MARKER = "usage-record"
 
 
+class RecordRefused(Exception):
+    """The store refuses one record for good (retrying it cannot help)."""
+
+    def __init__(self, record: dict[str, Any], reason: str) -> None:
+        super().__init__(reason)
+        self.record = record
+        self.reason = reason
+
+
 class UsageStore(Protocol):
+    """Writes records (raising `RecordRefused` for one it will never take) and reads them."""
+
     description: str
 
     async def write(self, records: list[dict[str, Any]]) -> None: ...
@@ -64,6 +78,10 @@ class FileUsageStore:
         ]
 
 
+#: Cosmos statuses that refuse a document for good (bad request, too large, conflict...).
+_REFUSALS = frozenset({400, 403, 409, 413}) | frozenset(range(415, 428))
+
+
 class CosmosUsageStore:
     """The Cosmos `usage` container (partition key `/project`); upserts are idempotent."""
 
@@ -73,22 +91,32 @@ class CosmosUsageStore:
         self.description = f"Cosmos container {container_id}"
 
     async def write(self, records: list[dict[str, Any]]) -> None:
-        container = await self.database.container(self.container_id)
-        for record in records:
-            await container.upsert_item(record)
+        from azure.cosmos.exceptions import CosmosHttpResponseError
+
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            for record in records:
+                try:
+                    await container.upsert_item(record)
+                except CosmosHttpResponseError as exc:
+                    if exc.status_code in _REFUSALS:
+                        raise RecordRefused(record, f"{self.description} answered {exc.status_code}") from exc
+                    raise
+
 
     async def query(self, project: str, start: str, end: str) -> list[dict[str, Any]]:
-        container = await self.database.container(self.container_id)
-        items = container.query_items(
-            "SELECT * FROM c WHERE c.project = @project AND c.timestamp >= @start AND c.timestamp < @end",
-            parameters=[
-                {"name": "@project", "value": project},
-                {"name": "@start", "value": start},
-                {"name": "@end", "value": end},
-            ],
-            partition_key=project,
-        )
-        return [item async for item in items]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            items = container.query_items(
+                "SELECT * FROM c WHERE c.project = @project AND c.timestamp >= @start AND c.timestamp < @end",
+                parameters=[
+                    {"name": "@project", "value": project},
+                    {"name": "@start", "value": start},
+                    {"name": "@end", "value": end},
+                ],
+                partition_key=project,
+            )
+            return [item async for item in items]
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -105,12 +133,15 @@ class UsageRecorder:
         batch_size: int = 50,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
+        max_attempts: int = 10,
     ) -> None:
         self.store = store
         self.capacity = capacity
         self.batch_size = batch_size
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
+        #: Tries of one batch before it is written record by record (about 2.5 min with the defaults).
+        self.max_attempts = max_attempts
         self._pending: deque[dict[str, Any]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,43 +162,70 @@ class UsageRecorder:
         assert self._wake is not None
         self._wake.set()
 
+    def _head(self) -> list[dict[str, Any]]:
+        return [self._pending[index] for index in range(min(self.batch_size, len(self._pending)))]
+
     async def _drain(self) -> None:
         assert self._wake is not None
         delay = self.retry_initial_seconds
+        attempts = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = [self._pending[index] for index in range(min(self.batch_size, len(self._pending)))]
+                batch = self._head()
                 try:
                     await self.store.write(batch)
-                except Exception as exc:
-                    logger.warning(
-                        "writing %d usage records to %s failed (%s); retrying in %.1f s, %d queued",
-                        len(batch), self.store.description, type(exc).__name__, delay, len(self._pending),
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.retry_max_seconds)
+                except RecordRefused as refused:
+                    self._pending.remove(refused.record)
+                    _log_lost([refused.record], refused.reason)
                     continue
-                for _ in batch:
-                    self._pending.popleft()
+                except Exception as exc:
+                    attempts += 1
+                    if attempts < self.max_attempts:
+                        logger.warning(
+                            "writing %d usage records to %s failed (%s); retrying in %.1f s, %d queued",
+                            len(batch), self.store.description, type(exc).__name__, delay, len(self._pending),
+                        )  # fmt: skip
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, self.retry_max_seconds)
+                        continue
+                    await self._write_one_by_one(len(batch))
+                else:
+                    for _ in batch:
+                        self._pending.popleft()
+                attempts = 0
                 delay = self.retry_initial_seconds
 
+    async def _write_one_by_one(self, count: int) -> None:
+        """Write the first `count` queued records singly; log and drop those the store will not take."""
+        for _ in range(min(count, len(self._pending))):
+            record = self._pending[0]
+            try:
+                await self.store.write([record])
+            except RecordRefused as refused:
+                _log_lost([record], refused.reason)
+            except Exception as exc:
+                _log_lost([record], f"{self.store.description} failed with {type(exc).__name__}")
+            self._pending.popleft()
+
     async def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (at shutdown); log whatever the store will not take."""
+        """Write what is queued (at shutdown) within `timeout`; log whatever the store will not take."""
         if self._task is not None:
             self._task.cancel()
         try:
             async with asyncio.timeout(timeout):
                 while self._pending:
-                    batch = [self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))]
+                    batch = self._head()
                     try:
                         await self.store.write(batch)
                     except Exception:
-                        self._pending.extendleft(reversed(batch))
-                        raise
-        except Exception:
-            _log_lost(self._pending, f"{self.store.description} is unavailable at shutdown")
+                        await self._write_one_by_one(len(batch))
+                    else:
+                        for _ in batch:
+                            self._pending.popleft()
+        except TimeoutError:
+            _log_lost(self._pending, f"{self.store.description} did not take them before shutdown")
             self._pending.clear()
 
 

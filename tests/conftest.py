@@ -100,8 +100,9 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
     """A gateway on the embedded default: the catalog from MODELS_FILE."""
     directory = tmp_path_factory.mktemp("file-gateway")
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
-    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log")
-    yield process.start()
+    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log").start()
+    process.wait_until_answering("chat-a")  # tests time the answers: none may wait for the LiteLLM import
+    yield process
     process.stop()
 
 

@@ -105,7 +105,8 @@ class GatewayProcess:
                     if response.status == 200:
                         return
             except urllib.error.HTTPError as error:
-                if error.code != 504 or time.monotonic() > deadline:
+                # 504: the import outlasted the budget; 429, 502: an upstream that fails now and then (bench/soak.py)
+                if error.code not in (429, 502, 504) or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
 
@@ -173,6 +174,15 @@ class CosmosServer:
         if self._process is not None:
             _stop(self._process)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang instead of being refused, as with an unreachable account."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def seed(self, database_id: str, container_id: str, partition_key: str, documents: list[dict[str, Any]]) -> None:
         """Create the container if needed and upsert `documents` (sync SDK, test side)."""
         from azure.cosmos import CosmosClient, PartitionKey
@@ -184,6 +194,23 @@ class CosmosServer:
         )
         for document in documents:
             container.upsert_item(document)
+
+
+def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
+    """The fake Azure OpenAI in a process of its own (`python -m bench.upstream`), accepting connections."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "--azure-port", str(port), *options], cwd=PROJECT_DIR
+    )
+
+    def accepting() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(accepting, "the fake upstream", process)
+    return process
 
 
 def write_catalog(path: Path, documents: list[dict[str, Any]]) -> Path:

@@ -40,3 +40,54 @@ def test_known_keys_are_read_once_and_random_keys_stay_bounded(monkeypatch):
     asyncio.run(scenario())
     assert len(authenticator._cache) <= 50
     assert store.reads == 2 + 500  # the good key: its key and project documents, once
+
+
+class FailingStore(CountingStore):
+    """A key store that can go down, and then hangs as an unreachable Cosmos account does."""
+
+    down = False
+
+    async def read(self, document_id):
+        if self.down:
+            await asyncio.sleep(3600)
+        return await super().read(document_id)
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_known_key_is_served_through_a_store_outage_for_the_stale_period():
+    from shared.errors import KeyStoreUnavailable
+    from shared.projects import KEY_CACHE_SECONDS
+
+    store = FailingStore([
+        {"id": "team-a", "type": "project"},
+        {"id": key_document_id(hash_key("sk-gw-good")), "type": "key", "project": "team-a"},
+    ])  # fmt: skip
+    clock = Clock()
+    authenticator = Authenticator(store, clock=clock, stale_seconds=600)
+
+    async def bounded(store_read):
+        async def read(document_id):
+            async with asyncio.timeout(0.05):  # what CosmosDatabase.timeout() does
+                return await store_read(document_id)
+
+        return read
+
+    async def scenario():
+        store.read = await bounded(store.read)
+        assert (await authenticator.caller({"api-key": "sk-gw-good"})).project == "team-a"
+        store.down = True
+        clock.now += KEY_CACHE_SECONDS + 300  # past the key cache, within the stale period
+        assert (await authenticator.caller({"api-key": "sk-gw-good"})).project == "team-a"
+        with pytest.raises(KeyStoreUnavailable):  # an unknown key fails fast
+            await asyncio.wait_for(authenticator.caller({"api-key": "sk-gw-unknown"}), 1)
+        clock.now += 600  # past the stale period
+        with pytest.raises(KeyStoreUnavailable):
+            await asyncio.wait_for(authenticator.caller({"api-key": "sk-gw-good"}), 1)
+
+    asyncio.run(scenario())

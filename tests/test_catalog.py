@@ -150,3 +150,22 @@ def test_invalid_documents_are_skipped_and_the_rest_served(tmp_path, caplog):
 
     assert [model.id for model in run(scenario())] == ["ok"]
     assert "'bad'" in caplog.text and "'provider'" in caplog.text
+
+
+def test_through_an_outage_the_cached_catalog_is_served_for_the_stale_period_only():
+    source, clock = FakeSource([entry("gpt-4o")]), Clock()
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=clock, stale_seconds=600)
+        assert await catalog.find("gpt-4o") is not None
+        source.failing = True
+        clock.now += 60 + 500  # past the TTL, within the stale period: served, refreshed in the background
+        assert await catalog.find("gpt-4o") is not None
+        await asyncio.sleep(0.01)
+        clock.now += 200  # past the stale period: the store must answer
+        with pytest.raises(CatalogUnavailable):
+            await catalog.find("gpt-4o")
+        source.failing = False
+        assert await catalog.find("gpt-4o") is not None
+
+    run(scenario())

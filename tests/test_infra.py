@@ -397,6 +397,8 @@ def app_routes() -> set[tuple[str, str]]:
                 continue
             arguments = {k.arg: ast.literal_eval(k.value) for k in decorator.keywords if k.arg in ("route", "methods")}
             assert "methods" in arguments, f"{node.name}: give the route explicit methods"
+            if "{*" in arguments["route"]:
+                continue  # the catch-all answers unknown routes; API Management answers those itself
             for method in arguments["methods"]:
                 routes.add((method.upper(), "/" + arguments["route"].strip("/")))
     return routes

@@ -255,7 +255,7 @@ def test_a_transcription_that_is_not_multipart_is_a_400(gateway):
     assert response.status_code == 400
 
 
-def test_upstream_errors_map_the_same_for_every_operation(client):
+def test_upstream_errors_map_the_same_for_every_operation(client, fake_azure):
     model = "rate-limited-everything"
     calls = [
         lambda: client.embeddings.create(model=model, input="x"),
@@ -265,6 +265,9 @@ def test_upstream_errors_map_the_same_for_every_operation(client):
         lambda: client.responses.create(model=model, input="x"),
     ]
     for call in calls:
+        reached = len(fake_azure.requests_for("rate-limited"))
         with pytest.raises(openai.RateLimitError) as caught:
             call()
         assert caught.value.response.headers["retry-after"] == "7"
+        assert "exceeded token rate limit" in caught.value.message  # the provider's answer, not a local one
+        assert len(fake_azure.requests_for("rate-limited")) > reached

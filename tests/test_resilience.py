@@ -41,7 +41,7 @@ def resilient(fake_azure, tmp_path_factory):
         azure_entry("slow-budget", "slow", url, parameters={"endpoint": url, "api_version": API_VERSION,
                                                             "api_key": "$KEY_A", "timeout": 30}),
         azure_entry("streamer", "slow-stream", url),
-        azure_entry("mixed-operations", "dep-a", url, operations=["embeddings"], fallbacks=["rescuer"]),
+        azure_entry("mixed-operations", "broken", url, operations=["embeddings"], fallbacks=["rescuer"]),
     ]  # fmt: skip
     directory = tmp_path_factory.mktemp("resilience")
     env = gateway_env(
@@ -91,24 +91,27 @@ def test_a_fallback_model_answers_when_every_deployment_fails(resilient, fake_az
     assert len(fake_azure.requests_for("dep-b")) == 1
 
 
-def test_fallbacks_must_offer_the_operation(resilient):
+def test_fallbacks_must_offer_the_operation(resilient, fake_azure):
+    # The model fails; its fallback serves chat only, so it must not be asked for embeddings.
     response = httpx.post(f"{resilient.url}/v1/embeddings", json={"model": "mixed-operations", "input": "x"})
-    assert response.status_code == 200
-    assert response.headers["x-gateway-model"] == "mixed-operations"
+    assert response.status_code == 502
+    assert len(fake_azure.requests_for("broken")) == 1
+    assert fake_azure.requests_for("dep-b") == []
 
 
-def test_all_deployments_cooling_down_is_a_429_with_the_shortest_wait(resilient, fake_azure):
+def test_when_every_deployment_is_cooling_down_the_provider_still_answers(resilient, fake_azure):
     client = client_for(resilient)
     with pytest.raises(openai.RateLimitError) as first:
         client.chat.completions.create(model="throttled", messages=USER)
     assert first.value.response.headers["retry-after"] == "7"
     assert len(fake_azure.requests_for("rate-limited")) == 2
 
-    with pytest.raises(openai.RateLimitError) as cooling:
+    # Nowhere else to go: the deployment that recovers first is asked, and its 429 is passed on.
+    with pytest.raises(openai.RateLimitError) as again:
         client.chat.completions.create(model="throttled", messages=USER)
-    assert cooling.value.response.headers["retry-after"] in ("6", "7")
-    assert "cooling down" in cooling.value.message
-    assert len(fake_azure.requests_for("rate-limited")) == 2  # nobody was called
+    assert again.value.response.headers["retry-after"] == "7"
+    assert "cooling down" not in again.value.message
+    assert len(fake_azure.requests_for("rate-limited")) == 3
 
 
 def test_a_slow_upstream_is_a_504_at_the_models_timeout(resilient):

@@ -54,3 +54,46 @@ def test_concurrent_lookups_share_one_source_call_and_values_are_cached_for_the_
     assert set(values) == {"v1"}
     assert rotated == "v2"
     assert source.calls == 2
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_others():
+    source = CountingSource({"API_KEY": "s3cret"})
+    resolver = SecretResolver(source)
+
+    async def scenario():
+        first = asyncio.ensure_future(resolver.resolve("API_KEY", model_id="m"))
+        others = [asyncio.ensure_future(resolver.resolve("API_KEY", model_id="m")) for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()  # the caller that started the Key Vault read hangs up
+        return await asyncio.gather(*others)
+
+    assert asyncio.run(scenario()) == ["s3cret"] * 3
+    assert source.calls == 1
+
+
+def test_a_known_secret_is_served_through_a_vault_outage_for_the_stale_period():
+    class Vault(CountingSource):
+        down = False
+
+        async def get(self, name):
+            if self.down:
+                self.calls += 1
+                raise ConfigurationError("vault unreachable")
+            return await super().get(name)
+
+    source, now = Vault({"API_KEY": "s3cret"}), [0.0]
+    resolver = SecretResolver(source, ttl_seconds=300, clock=lambda: now[0], stale_seconds=600)
+
+    async def scenario():
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        source.down, now[0] = True, 500.0  # past the TTL, within the stale period
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        calls = source.calls
+        now[0] = 510.0
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        assert source.calls == calls  # not asked again for a while (RETRY_SECONDS)
+        now[0] = 1000.0  # past the stale period
+        with pytest.raises(ConfigurationError):
+            await resolver.resolve("API_KEY", model_id="m")
+
+    asyncio.run(scenario())

@@ -105,3 +105,33 @@ def test_summaries_total_and_group():
         {"model": "b", "requests": 1, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 2, "cost": 0.5},
     ]
     assert summarize(records, "day")[0]["day"] == "2026-11-26"
+
+
+class PoisonStore(FlakyStore):
+    """Refuses, every time, any batch holding the poison record."""
+
+    async def write(self, records):
+        self.attempts += 1
+        if any(r["id"] == "poison" for r in records):
+            raise ValueError("the store cannot take this document")
+        self.written.extend(records)
+
+
+def test_a_poison_record_is_logged_and_dropped_and_later_records_are_written(caplog):
+    store = PoisonStore()
+
+    async def scenario():
+        recorder = UsageRecorder(store, retry_initial_seconds=0.001, retry_max_seconds=0.002, max_attempts=3)
+        recorder.record(record(1) | {"id": "poison"})
+        for number in range(2, 5):
+            recorder.record(record(number))
+        for _ in range(500):
+            if recorder.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        return recorder.pending
+
+    with caplog.at_level(logging.ERROR):
+        assert asyncio.run(scenario()) == 0
+    assert [r["id"] for r in store.written] == ["r2", "r3", "r4"]
+    assert [r["id"] for r in lost_records(caplog)] == ["poison"]

@@ -36,6 +36,7 @@ import base64
 import hashlib
 import io
 import json
+import random
 import struct
 import threading
 import time
@@ -519,6 +520,9 @@ class FakeAzureOpenAI:
     `extra["deployment"]`, multipart fields in `extra["form"]` (every value of each in `extra["form_lists"]`).
     `stream_outcomes` tells, per SSE stream, whether it was sent to the end ("completed") or the client closed it
     first ("closed"); `abandoned` counts `slow` calls whose client hung up while waiting.
+
+    `script(deployment, statuses)` makes the next requests to a deployment fail with those statuses (429 or 500),
+    in order; `fault_rates[deployment] = (p429, p500)` makes each request fail at random with those probabilities.
     """
 
     def __init__(self, keys: dict[str, str], tokens: set[str] | None = None) -> None:
@@ -529,6 +533,9 @@ class FakeAzureOpenAI:
         self.stream_outcomes: list[str] = []
         self.abandoned = 0
         self.url = ""
+        self.fault_rates: dict[str, tuple[float, float]] = {}
+        self._scripts: dict[str, list[int]] = {}
+        self._random = random.Random(12)
         self._lock = threading.Lock()
         routes = [Route(path, self._endpoint(operation), methods=["POST"]) for operation in OPERATIONS
                   for path in _paths(operation)]  # fmt: skip
@@ -547,6 +554,21 @@ class FakeAzureOpenAI:
             self.requests.clear()
             self.stream_outcomes.clear()
             self.abandoned = 0
+            self._scripts.clear()
+            self.fault_rates.clear()
+
+    def script(self, deployment: str, statuses: list[int]) -> None:
+        with self._lock:
+            self._scripts[deployment] = list(statuses)
+
+    def _injected_fault(self, deployment: str) -> int | None:
+        with self._lock:
+            script = self._scripts.get(deployment)
+            if script:
+                return script.pop(0)
+            rate_429, rate_500 = self.fault_rates.get(deployment, (0.0, 0.0))
+            draw = self._random.random()
+        return 429 if draw < rate_429 else 500 if draw < rate_429 + rate_500 else None
 
     async def _record(self, request: Request) -> RecordedRequest:
         recorded = await record(request)
@@ -601,9 +623,10 @@ class FakeAzureOpenAI:
 
     async def _refusal(self, recorded: RecordedRequest, deployment: str, azure_operation: str) -> Response | None:
         """The fault, 404 or 401 this request gets, if any."""
-        if deployment == "rate-limited":
+        injected = self._injected_fault(deployment)
+        if deployment == "rate-limited" or injected == 429:
             return _rate_limited(azure_operation, recorded.query.get("api-version", "v1"))
-        if deployment == "broken":
+        if deployment == "broken" or injected == 500:
             message = "The server had an error while processing your request. Sorry about that!"
             return azure_error(500, "InternalServerError", message)
         if deployment == "filtered":

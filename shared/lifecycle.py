@@ -1,0 +1,53 @@
+"""Closing the gateway when the Azure Functions Python worker is stopped.
+
+The Python worker offers no shutdown hook (worker extensions get function-load
+and invocation hooks only; the host's `WorkerTerminate` message is not passed
+on to the app). What reaches the worker when its instance is scaled in or
+stopped is SIGTERM. So `close_on_termination`, called while the worker's event
+loop imports `function_app`, adds a SIGTERM handler to that loop: it runs
+`close` (which writes the queued usage records) within a grace period, then
+lets SIGTERM take its default course, so the worker still exits as the host
+expects. Records that cannot be written in time are logged in full by `close`.
+
+The local host (uvicorn) needs none of this: its lifespan closes the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+
+def close_on_termination(close: Callable[[float], Awaitable[None]], grace_seconds: float) -> bool:
+    """On SIGTERM, await `close(grace_seconds)`, then terminate; True when the
+    handler was installed (only on an event loop running in the main thread)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def terminate() -> None:
+        logger.info("SIGTERM: writing queued usage records (at most %.0f s) before the worker exits", grace_seconds)
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.create_task(_close_then_exit(close, grace_seconds))
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    return True
+
+
+async def _close_then_exit(close: Callable[[float], Awaitable[None]], grace_seconds: float) -> None:
+    try:
+        await close(grace_seconds)
+    except Exception:
+        logger.exception("closing the gateway at SIGTERM failed")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
