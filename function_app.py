@@ -7,8 +7,8 @@ Each handler hands the request to a gateway operation; the rules live in
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from shared.lifecycle import close_on_termination
 from shared import azure
+from shared.lifecycle import close_on_termination
 from shared.llm import preload_in_background
 from shared.service import gateway, handle, not_routed
 

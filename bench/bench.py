@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -45,11 +46,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.upstream import BENCH_KEY  # noqa: E402
-from tests.fakes.app_insights import FakeIngestion  # noqa: E402
-from tests.fakes.google_oauth import make_service_account  # noqa: E402
-from tests.fakes.server import ServerThread, free_port  # noqa: E402
-from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog  # noqa: E402
+from bench.upstream import BENCH_KEY
+from tests.fakes.app_insights import FakeIngestion
+from tests.fakes.google_oauth import make_service_account
+from tests.fakes.server import ServerThread, free_port
+from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog
 
 API_VERSION = "2024-10-21"
 #: The proxy refuses to start without a master key; callers present it as their key.
@@ -231,6 +232,14 @@ def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
             process.wait()
 
 
+def start_local_host(gateway: GatewayProcess) -> subprocess.Popen[bytes]:
+    """The gateway's process, started bare: no readiness wait, nothing logged."""
+    command = [sys.executable, "-m", "shared.localhost", "--port", str(gateway.port)]
+    return subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=gateway.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 def time_to_first_answer(start: Callable[[], subprocess.Popen[bytes]], check: Callable[[], bool]) -> float:
     """Seconds from starting a fresh process to its first 200 answer (the process is stopped after)."""
     started = time.perf_counter()
@@ -283,7 +292,7 @@ class Setup:
             "    litellm_params:\n"
             "      model: azure/bench\n"
             f"      api_base: {self.azure_url}\n"
-            f"      api_version: \"{API_VERSION}\"\n"
+            f'      api_version: "{API_VERSION}"\n'
             f"      api_key: {BENCH_KEY}\n",
             encoding="utf-8",
         )
@@ -293,7 +302,9 @@ class Setup:
 def telemetry_env(ingestion_url: str) -> dict[str, str]:
     """Telemetry on, every call traced (the worst case), exported to `ingestion_url`."""
     return {
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={ingestion_url}/",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": (
+            f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={ingestion_url}/"
+        ),
         "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
         "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
         "OTEL_TRACES_SAMPLER": "always_on",
@@ -432,18 +443,16 @@ def main() -> None:
         for name, body in (("Azure", chat), ("Vertex", gemini)):
             cold = GatewayProcess(gateway_env, setup.workdir / f"cold-{name}.log")
             seconds = time_to_first_answer(
-                lambda: subprocess.Popen(
-                    [sys.executable, "-m", "shared.localhost", "--port", str(cold.port)],
-                    cwd=PROJECT_DIR, env=cold.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ),
-                _answers(f"{cold.url}/v1/chat/completions", {}, body),
-            )  # fmt: skip
+                functools.partial(start_local_host, cold), _answers(f"{cold.url}/v1/chat/completions", {}, body)
+            )
             summary["gateway"][f"cold start to first {name} answer"] = f"{seconds:.2f} s"
         if options.proxy.exists():
             port = free_port()
             command = proxy_command(options.proxy, setup.proxy_config(), port)
             seconds = time_to_first_answer(
-                lambda: subprocess.Popen(command, env=_proxy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                lambda: subprocess.Popen(
+                    command, env=_proxy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                ),
                 _answers(f"http://127.0.0.1:{port}/v1/chat/completions", PROXY_AUTH, chat),
             )
             summary["litellm-proxy"]["cold start to first Azure answer"] = f"{seconds:.2f} s"

@@ -24,9 +24,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.upstream import BENCH_KEY  # noqa: E402
-from tests.fakes.server import free_port  # noqa: E402
-from tests.support import GatewayProcess, start_fake_upstream, write_catalog  # noqa: E402
+from bench.upstream import BENCH_KEY
+from tests.fakes.server import free_port
+from tests.support import GatewayProcess, start_fake_upstream, write_catalog
 
 API_VERSION = "2024-10-21"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "soak this request please"}]}
@@ -62,15 +62,28 @@ def main() -> None:
     parser.add_argument("--failing", type=float, default=0.02)
     options = parser.parse_args()
     upstream_port = free_port()
-    upstream = start_fake_upstream(upstream_port, "--rate-limited", str(options.rate_limited),
-                                   "--failing", str(options.failing))  # fmt: skip
+    upstream = start_fake_upstream(
+        upstream_port, "--rate-limited", str(options.rate_limited), "--failing", str(options.failing)
+    )
     with tempfile.TemporaryDirectory() as directory:
-        catalog = write_catalog(Path(directory) / "models.json", [{
-            "id": "bench", "name": "Bench", "provider": "Azure", "model_type": "AzureOpenAI", "code": "bench",
-            "parameters": {"endpoint": f"http://127.0.0.1:{upstream_port}", "api_version": API_VERSION,
-                           "api_key": "$BENCH_KEY"},
-            "operations": ["ChatCompletion"],
-        }])  # fmt: skip
+        catalog = write_catalog(
+            Path(directory) / "models.json",
+            [
+                {
+                    "id": "bench",
+                    "name": "Bench",
+                    "provider": "Azure",
+                    "model_type": "AzureOpenAI",
+                    "code": "bench",
+                    "parameters": {
+                        "endpoint": f"http://127.0.0.1:{upstream_port}",
+                        "api_version": API_VERSION,
+                        "api_key": "$BENCH_KEY",
+                    },
+                    "operations": ["ChatCompletion"],
+                }
+            ],
+        )
         env = {"ALLOW_ANONYMOUS": "true", "MODELS_FILE": str(catalog), "BENCH_KEY": BENCH_KEY}
         gateway = GatewayProcess(env, Path(directory) / "gateway.log").start()
         gateway.wait_until_answering("bench")

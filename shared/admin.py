@@ -20,8 +20,8 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .catalog import COSMOS_SYSTEM_FIELDS, CatalogSource
@@ -65,7 +65,7 @@ async def issue_key(store: ProjectStore, project_id: str, name: str, expires_day
     key = new_key()
     expires = None
     if expires_days is not None:
-        expires = (datetime.now(timezone.utc) + timedelta(days=expires_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = (datetime.now(UTC) + timedelta(days=expires_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     document = {
         "id": key_document_id(hash_key(key)),
         "type": "key",
@@ -168,8 +168,11 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
     areas = root.add_subparsers(dest="area", required=True)
     catalog = areas.add_parser("catalog", help="the model catalog").add_subparsers(dest="command", required=True)
-    for command, text in (("validate", "check a catalog file"), ("import", "upsert a catalog file into the store"),
-                          ("export", "write the store's catalog to a file")):  # fmt: skip
+    for command, text in (
+        ("validate", "check a catalog file"),
+        ("import", "upsert a catalog file into the store"),
+        ("export", "write the store's catalog to a file"),
+    ):
         catalog.add_parser(command, help=text).add_argument("file")
     keys = areas.add_parser("keys", help="projects and their API keys").add_subparsers(dest="command", required=True)
     create = keys.add_parser("create-project", help="create a project")

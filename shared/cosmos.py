@@ -35,7 +35,7 @@ class CosmosDatabase:
         """A context bounding one use of the database (raises TimeoutError)."""
         return asyncio.timeout(self.timeout_seconds)
 
-    async def container(self, container_id: str) -> "ContainerProxy":
+    async def container(self, container_id: str) -> ContainerProxy:
         if container_id not in self._containers:
             async with self._lock:
                 if self._client is None:
@@ -44,7 +44,7 @@ class CosmosDatabase:
                 self._containers[container_id] = database.get_container_client(container_id)
         return self._containers[container_id]
 
-    def _connect(self) -> "CosmosClient":
+    def _connect(self) -> CosmosClient:
         from azure.cosmos.aio import CosmosClient
 
         credential: Any = self._key

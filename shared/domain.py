@@ -39,8 +39,7 @@ class Operation(str, Enum):
 
 
 PROVIDER_OF_TYPE: dict[ModelType, Provider] = {
-    model_type: Provider.AZURE if model_type.value.startswith("Azure") else Provider.GOOGLE
-    for model_type in ModelType
+    model_type: Provider.AZURE if model_type.value.startswith("Azure") else Provider.GOOGLE for model_type in ModelType
 } | {ModelType.MOCK: Provider.MOCK}
 
 #: LiteLLM's model string for each catalog model type, given the entry's
@@ -86,8 +85,7 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 #: such call and cannot take a private endpoint for Gemini TTS; the Responses
 #: API on Vertex is not covered by the tests yet.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION})
-    for model_type in VERTEX_CODE_PREFIXES
+    model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
 } | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
 
 #: What LiteLLM's `mock_response` can answer: chat (plain and streamed), the
@@ -150,10 +148,7 @@ class LLMModel:
 
     def calculate_cost(self, input_tokens: int, output_tokens: int) -> float:
         """Cost in USD; `costs` are per 1K tokens."""
-        return (
-            input_tokens * self.costs.get("input", 0.0)
-            + output_tokens * self.costs.get("output", 0.0)
-        ) / 1000
+        return (input_tokens * self.costs.get("input", 0.0) + output_tokens * self.costs.get("output", 0.0)) / 1000
 
     @property
     def litellm_model(self) -> str:
@@ -163,7 +158,7 @@ class LLMModel:
         return LITELLM_MODEL_FORMAT[self.model_type].format(code=code)
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> "LLMModel":
+    def from_document(cls, document: dict[str, Any]) -> LLMModel:
         """Build an entry from a catalog document, naming the first bad field."""
         model_id = document.get("id")
         if not isinstance(model_id, str) or not model_id:
@@ -214,8 +209,7 @@ class LLMModel:
             raise fail("fallbacks", "must not name the model itself")
         costs = document.get("costs", {})
         if not isinstance(costs, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for v in costs.values()
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in costs.values()
         ):
             raise fail("costs", "must map 'input'/'output' to non-negative numbers")
         private = document.get("private", False)
@@ -264,9 +258,7 @@ def _check_mock_parameters(parameters: dict[str, Any], fail: Any) -> None:
         raise fail("parameters.dimensions", "must be an integer from 1 to 4096")
 
 
-def _deployments(
-    given: Any, code: str, parameters: dict[str, Any], fail: Any
-) -> tuple[Deployment, ...]:
+def _deployments(given: Any, code: str, parameters: dict[str, Any], fail: Any) -> tuple[Deployment, ...]:
     """The entry's deployments: its `deployments`, each inheriting the top-level
     `code` and `parameters`, or else the top level itself as the only one."""
     if given is None:

@@ -43,7 +43,7 @@ class Gate:
 
     def __init__(self, secret: str | None) -> None:
         self._expected = _digest(secret.encode()) if secret else None
-        self._unresolved = bool(secret) and secret.startswith(_UNRESOLVED_REFERENCE)
+        self._unresolved = secret is not None and secret.startswith(_UNRESOLVED_REFERENCE)
         if self._unresolved:
             logger.error(
                 "%s holds a Key Vault reference the platform did not resolve; every request "
@@ -57,9 +57,7 @@ class Gate:
         if self._expected is None or path in OPEN_PATHS:
             return None
         if self._unresolved:
-            return ConfigurationError(
-                f"The gateway's {SETTING} setting is an unresolved Key Vault reference."
-            )
+            return ConfigurationError(f"The gateway's {SETTING} setting is an unresolved Key Vault reference.")
         # Header values arrive as latin-1 text: encoding them back gives the bytes that were sent.
         given = headers.get(HEADER, "").encode("latin-1", errors="replace")
         if hmac.compare_digest(_digest(given), self._expected):

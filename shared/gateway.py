@@ -209,8 +209,10 @@ class Gateway:
         candidates = [model]
         for fallback_id in model.fallbacks:
             fallback = await self.catalog.find(fallback_id)
-            if fallback is not None and fallback.is_available_for_project(caller.project) and (
-                fallback.supports_operation(operation)
+            if (
+                fallback is not None
+                and fallback.is_available_for_project(caller.project)
+                and (fallback.supports_operation(operation))
             ):
                 candidates.append(fallback)
         meter = Meter(
@@ -334,7 +336,7 @@ async def _translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T]
     try:
         return await pending
     except Exception as exc:
-        raise translate(exc, model.id, call.secrets) or exc
+        raise translate(exc, model.id, call.secrets) or exc from None
 
 
 async def _relay(
@@ -367,9 +369,9 @@ async def _relay(
         status = error.status
         raise
     except Exception as exc:
-        error = translate(exc, model.id, call.secrets)
-        status = error.status if error else 500
-        raise error or exc
+        translated = translate(exc, model.id, call.secrets)
+        status = translated.status if translated else 500
+        raise translated or exc from None
     finally:
         if started:
             routed.meter.finish(status)
@@ -410,9 +412,7 @@ def _json(payload: dict[str, Any], model: LLMModel) -> JSONResult:
     return JSONResult(payload, headers=_answered_by(model))
 
 
-async def _chain(
-    first: Event, rest: AsyncGenerator[Event, None]
-) -> AsyncGenerator[Event, None]:
+async def _chain(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
     try:
         yield first
         async for item in rest:

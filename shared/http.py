@@ -18,7 +18,7 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from . import telemetry, validation
 from .errors import GatewayError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, RouteNotFound
@@ -93,7 +93,7 @@ class Inbound:
     def path_param(self, name: str) -> str:
         return str(self._request.path_params[name])
 
-    async def _stream(self, limit: int) -> AsyncIterator[bytes]:
+    async def _stream(self, limit: int) -> AsyncGenerator[bytes, None]:
         """The body's chunks, refused with 413 past `limit` without reading it all."""
         declared = self._request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -225,8 +225,7 @@ async def _hang_up(request: Request, inbound: Inbound) -> None:
 
 def internal_error(request_id: str) -> GatewayError:
     return GatewayError(
-        f"The gateway failed to process the request. Quote request id {request_id} "
-        "when reporting this."
+        f"The gateway failed to process the request. Quote request id {request_id} when reporting this."
     )
 
 

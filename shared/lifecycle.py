@@ -22,6 +22,8 @@ import threading
 from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
+#: The closing task, referenced so it cannot be garbage-collected while it runs.
+_closing: set[asyncio.Task[None]] = set()
 
 
 def close_on_termination(close: Callable[[float], Awaitable[None]], grace_seconds: float) -> bool:
@@ -37,7 +39,9 @@ def close_on_termination(close: Callable[[float], Awaitable[None]], grace_second
     def terminate() -> None:
         logger.info("SIGTERM: writing queued usage records (at most %.0f s) before the worker exits", grace_seconds)
         loop.remove_signal_handler(signal.SIGTERM)
-        loop.create_task(_close_then_exit(close, grace_seconds))
+        task = loop.create_task(_close_then_exit(close, grace_seconds))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     loop.add_signal_handler(signal.SIGTERM, terminate)
     return True

@@ -63,9 +63,7 @@ def routes_of(function_app: Any, prefix: str) -> list[Route]:
         route = _CATCH_ALL.sub(r"{\1:path}", trigger.route.strip("/"))
         path = "/" + "/".join(part for part in (prefix, route) if part)
         methods = [str(getattr(method, "value", method)) for method in trigger.methods or ["GET"]]
-        routes.append(
-            Route(path, function.get_user_function(), methods=methods, name=function.get_function_name())
-        )
+        routes.append(Route(path, function.get_user_function(), methods=methods, name=function.get_function_name()))
     return sorted(routes, key=lambda route: ":path}" in route.path)
 
 

@@ -2,14 +2,15 @@
 caller's own usage report.
 
 The admin API lives under `/v1/admin/`: Azure Functions reserves routes that
-start with `admin` for its host, so `/admin/...` cannot be served there. It is for projects flagged `"admin": true` (see `shared.admin`
+start with `admin` for its host, so `/admin/...` cannot be served there. It is
+for projects flagged `"admin": true` (see `shared.admin`
 `keys create-project --admin`): one kind of credential for everything, managed
 like every other key, instead of a separate shared secret.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import Catalog
@@ -27,9 +28,8 @@ def validate_model_document(document: Any, model_id: str | None = None) -> dict[
     """A catalog document checked for storage, or a 400 naming the bad field."""
     if not isinstance(document, dict):
         raise InvalidRequest("The model document must be a JSON object.")
-    if model_id is not None:
-        if document.setdefault("id", model_id) != model_id:
-            raise InvalidRequest(f"'id' is {document['id']!r} but the path names {model_id!r}.", param="id")
+    if model_id is not None and document.setdefault("id", model_id) != model_id:
+        raise InvalidRequest(f"'id' is {document['id']!r} but the path names {model_id!r}.", param="id")
     try:
         LLMModel.from_document(document)
     except InvalidCatalogEntry as exc:
@@ -43,12 +43,10 @@ def _moment(inbound: Inbound, name: str, default: datetime) -> datetime:
         return default
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        moment.astimezone(timezone.utc)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise InvalidRequest(
-            f"'{name}' must be an ISO 8601 date or date-time, got {value!r}.", param=name
-        ) from None
+        raise InvalidRequest(f"'{name}' must be an ISO 8601 date or date-time, got {value!r}.", param=name) from None
     return moment
 
 
@@ -108,7 +106,7 @@ class Management:
         raise ModelNotFound(model_id)
 
     async def _report(self, inbound: Inbound, project: str) -> JSONResult:
-        end = _moment(inbound, "end", datetime.now(timezone.utc))
+        end = _moment(inbound, "end", datetime.now(UTC))
         try:
             start = _moment(inbound, "start", end - timedelta(days=DEFAULT_REPORT_DAYS))
         except OverflowError:
@@ -132,7 +130,9 @@ class Management:
                 "end": utc_timestamp(end),
                 "group_by": group_by,
                 "data": summarize(records, group_by),
-                "total": (summarize(records, None) or [{"requests": 0, "prompt_tokens": 0,
-                          "completion_tokens": 0, "total_tokens": 0, "cost": 0.0}])[0],
-            }  # fmt: skip
+                "total": (
+                    summarize(records, None)
+                    or [{"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0}]
+                )[0],
+            }
         )

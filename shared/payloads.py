@@ -20,15 +20,40 @@ from .errors import InvalidRequest
 #: (`metadata`): those travel in `extra_body`, untouched.
 CHAT_COMPLETION_FIELDS = frozenset(
     {
-        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "max_completion_tokens", "max_tokens", "messages", "modalities",
-        "moderation", "n", "parallel_tool_calls", "prediction", "presence_penalty",
-        "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-        "reasoning_effort", "response_format", "seed",
-        "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
-        "top_logprobs", "top_p", "user", "web_search_options",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "messages",
+        "modalities",
+        "moderation",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "web_search_options",
     }
-)  # fmt: skip
+)
 
 
 #: Embedding fields LiteLLM translates (CreateEmbeddingRequest, less model).
@@ -45,14 +70,38 @@ SPEECH_FIELDS = frozenset({"input", "voice", "instructions", "response_format", 
 #: CreateResponse's properties in OpenAI's API schema, less `model`.
 RESPONSES_FIELDS = frozenset(
     {
-        "background", "context_management", "conversation", "include", "input", "instructions",
-        "max_output_tokens", "max_tool_calls", "metadata", "moderation", "parallel_tool_calls",
-        "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_options",
-        "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
-        "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
-        "top_logprobs", "top_p", "truncation", "user",
+        "background",
+        "context_management",
+        "conversation",
+        "include",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "moderation",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
     }
-)  # fmt: skip
+)
 
 SPEECH_FORMATS: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -65,9 +114,17 @@ SPEECH_FORMATS: dict[str, str] = {
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 #: Transcription form fields LiteLLM sends on (CreateTranscriptionRequest's, less model).
 TRANSCRIPTION_FIELDS = frozenset(
-    {"file", "language", "prompt", "temperature", "response_format", "timestamp_granularities",
-     "chunking_strategy", "include"}
-)  # fmt: skip
+    {
+        "file",
+        "language",
+        "prompt",
+        "temperature",
+        "response_format",
+        "timestamp_granularities",
+        "chunking_strategy",
+        "include",
+    }
+)
 #: OpenAI's limit for an audio upload.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 #: OpenAI's documented limits: inputs per embedding request, images per request,
@@ -107,7 +164,7 @@ def require_model(body: dict[str, Any]) -> str:
 
 def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], described: str) -> None:
     value = body.get(name)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
         raise InvalidRequest(f"'{name}' must be {described}.", param=name)
 
 
@@ -125,8 +182,10 @@ def _one_of(body: dict[str, Any], name: str, allowed: Any) -> None:
 
 
 def _is_token_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(token, int) and not isinstance(token, bool) for token in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(token, int) and not isinstance(token, bool) for token in value)
     )
 
 
@@ -233,8 +292,10 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     _optional(body, "logit_bias", dict, "an object")
     validation.response_format(body)
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str) and not (
-        isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop)
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
     ):
         raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
     return body

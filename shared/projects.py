@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ def key_document_id(key_hash: str) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(value: str) -> datetime:
@@ -63,7 +63,7 @@ def key_is_usable(document: Mapping[str, Any], now: datetime | None = None) -> b
     if document.get("disabled"):
         return False
     expires = document.get("expires")
-    return not expires or _parse_time(expires) > (now or datetime.now(timezone.utc))
+    return not expires or _parse_time(expires) > (now or datetime.now(UTC))
 
 
 class ProjectStore(Protocol):
@@ -235,18 +235,17 @@ class Authenticator:
                 project = await self.store.read(document["project"])
         except Exception as exc:
             logger.warning("key look-up in %s failed (%s)", self.store.description, type(exc).__name__)
-            raise KeyStoreUnavailable(
-                f"Keys cannot be checked: {self.store.description} is unavailable."
-            ) from exc
+            raise KeyStoreUnavailable(f"Keys cannot be checked: {self.store.description} is unavailable.") from exc
         caller = None
         if project is not None and not project.get("disabled"):
             caller = Caller(project=project["id"], admin=project.get("admin") is True)
         now = self._clock()
         if len(self._cache) >= KEY_CACHE_ENTRIES:
             self._cache = {
-                key: entry for key, entry in self._cache.items()
+                key: entry
+                for key, entry in self._cache.items()
                 if entry[0] + (self.stale_seconds if entry[1] else 0) > now
-            }  # fmt: skip
+            }
         if caller is not None or len(self._cache) < KEY_CACHE_ENTRIES:
             lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
             self._cache[key_hash] = (now + lifetime, caller)

@@ -84,9 +84,7 @@ class ProviderMapper:
     async def _azure(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         api_base = parameters.get("api_base") or parameters.get("endpoint")
         if not api_base:
-            raise ConfigurationError(
-                f"Model '{model.id}' is misconfigured: parameters.endpoint is missing."
-            )
+            raise ConfigurationError(f"Model '{model.id}' is misconfigured: parameters.endpoint is missing.")
         arguments = _common(model, deployment, parameters) | {
             "api_base": api_base,
             "api_version": parameters.get("api_version"),
@@ -95,10 +93,10 @@ class ProviderMapper:
         api_key = parameters.get("api_key")
         if api_key:
             arguments["api_key"] = api_key
-            return ProviderCall(deployment, arguments, (api_key,), raw_messages)
+            return ProviderCall(deployment, arguments, (api_key,), raw_messages=raw_messages)
         token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
         arguments["azure_ad_token"] = token
-        return ProviderCall(deployment, arguments, (token,), raw_messages)
+        return ProviderCall(deployment, arguments, (token,), raw_messages=raw_messages)
 
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`

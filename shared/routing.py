@@ -73,7 +73,9 @@ def _retry_after(error: GatewayError) -> float | None:
 
 
 class Router:
-    def __init__(self, providers: ProviderMapper, health: DeploymentHealth | None = None, rng: random.Random | None = None):
+    def __init__(
+        self, providers: ProviderMapper, health: DeploymentHealth | None = None, rng: random.Random | None = None
+    ):
         self.providers = providers
         self.health = health or DeploymentHealth()
         self._rng = rng or random.Random()

@@ -89,8 +89,9 @@ class SecretResolver:
         except Exception:
             if cached is None or now >= cached.fetched_at + self.ttl_seconds + self.stale_seconds:
                 raise
-            logger.warning("secret $%s could not be refreshed from %s; using the value known before",
-                           name, self.source.description)  # fmt: skip
+            logger.warning(
+                "secret $%s could not be refreshed from %s; using the value known before", name, self.source.description
+            )
             self._cache[name] = _Cached(cached.value, cached.fetched_at, now + RETRY_SECONDS)
             return cached.value
         if value is None:
@@ -173,8 +174,7 @@ class KeyVaultSecretSource:
             ) from None
         except AzureError as exc:
             raise ConfigurationError(
-                f"Secret reference ${name} could not be read from {self.description} "
-                f"({type(exc).__name__})."
+                f"Secret reference ${name} could not be read from {self.description} ({type(exc).__name__})."
             ) from None
         return secret.value
 

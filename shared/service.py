@@ -53,8 +53,7 @@ def build_gateway(settings: Settings) -> Gateway:
         secret_source = EnvironmentSecretSource()
     if settings.allow_anonymous:
         logger.warning(
-            "ALLOW_ANONYMOUS is on: requests without a valid API key are served. "
-            "Use this only on a developer machine."
+            "ALLOW_ANONYMOUS is on: requests without a valid API key are served. Use this only on a developer machine."
         )
     catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)

@@ -98,51 +98,43 @@ class Settings:
     applicationinsights_connection_string: str | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
 
-        def text(name: str, default: str | None = None) -> str | None:
-            value = env.get(name, "").strip()
-            return value or default
+        def text(name: str) -> str | None:
+            return env.get(name, "").strip() or None
+
+        def text_or(name: str, default: str) -> str:
+            return text(name) or default
 
         defaults = cls()
         return cls(
             cosmos_url=text("COSMOS_URL"),
             cosmos_key=text("COSMOS_KEY"),
-            cosmos_database_id=text("COSMOS_DATABASE_ID", defaults.cosmos_database_id),
-            cosmos_container_id=text("COSMOS_CONTAINER_ID", defaults.cosmos_container_id),
-            cosmos_projects_container_id=text(
-                "COSMOS_PROJECTS_CONTAINER_ID", defaults.cosmos_projects_container_id
-            ),
-            cosmos_usage_container_id=text(
-                "COSMOS_USAGE_CONTAINER_ID", defaults.cosmos_usage_container_id
-            ),
+            cosmos_database_id=text_or("COSMOS_DATABASE_ID", defaults.cosmos_database_id),
+            cosmos_container_id=text_or("COSMOS_CONTAINER_ID", defaults.cosmos_container_id),
+            cosmos_projects_container_id=text_or("COSMOS_PROJECTS_CONTAINER_ID", defaults.cosmos_projects_container_id),
+            cosmos_usage_container_id=text_or("COSMOS_USAGE_CONTAINER_ID", defaults.cosmos_usage_container_id),
             cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
-            models_file=text("MODELS_FILE", defaults.models_file),
-            projects_file=text("PROJECTS_FILE", defaults.projects_file),
-            usage_file=text("USAGE_FILE", defaults.usage_file),
+            models_file=text_or("MODELS_FILE", defaults.models_file),
+            projects_file=text_or("PROJECTS_FILE", defaults.projects_file),
+            usage_file=text_or("USAGE_FILE", defaults.usage_file),
             key_vault_url=text("KEY_VAULT_URL"),
             key_vault_verify_challenge_resource=_flag(
                 "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
                 env.get("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "true"),
             ),
             allow_anonymous=_flag("ALLOW_ANONYMOUS", env.get("ALLOW_ANONYMOUS", "false")),
-            environment=text("ENVIRONMENT", defaults.environment),
-            catalog_ttl_seconds=_number(
-                "CATALOG_TTL_SECONDS", env.get("CATALOG_TTL_SECONDS", "60")
-            ),
+            environment=text_or("ENVIRONMENT", defaults.environment),
+            catalog_ttl_seconds=_number("CATALOG_TTL_SECONDS", env.get("CATALOG_TTL_SECONDS", "60")),
             secret_ttl_seconds=_number("SECRET_TTL_SECONDS", env.get("SECRET_TTL_SECONDS", "300")),
-            request_timeout_seconds=_number(
-                "REQUEST_TIMEOUT_SECONDS", env.get("REQUEST_TIMEOUT_SECONDS", "230")
-            ),
+            request_timeout_seconds=_number("REQUEST_TIMEOUT_SECONDS", env.get("REQUEST_TIMEOUT_SECONDS", "230")),
             stream_first_byte_timeout_seconds=_number(
                 "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
             ),
             store_timeout_seconds=_number("STORE_TIMEOUT_SECONDS", env.get("STORE_TIMEOUT_SECONDS", "5")),
             store_stale_seconds=_number("STORE_STALE_SECONDS", env.get("STORE_STALE_SECONDS", "900")),
             applicationinsights_connection_string=text(TELEMETRY_SETTING),
-            max_request_bytes=int(
-                _number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))
-            ),
+            max_request_bytes=int(_number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))),
             apim_shared_secret=text("APIM_SHARED_SECRET"),
         )

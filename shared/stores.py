@@ -22,7 +22,7 @@ class Stores:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Stores":
+    def from_settings(cls, settings: Settings) -> Stores:
         if not settings.cosmos_url:
             return cls(
                 FileCatalogSource(settings.models_file),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
@@ -68,8 +68,16 @@ GEN_AI_PROVIDER: dict[Provider, str] = {
 #: The distro's automatic instrumentations, all off: upstream calls get the
 #: gateway's own spans, and the Azure SDK's (Cosmos, Key Vault) stay on.
 DISABLED_INSTRUMENTATIONS = (
-    "django", "fastapi", "flask", "httpx", "httpx2", "psycopg2", "requests", "urllib", "urllib3",
-)  # fmt: skip
+    "django",
+    "fastapi",
+    "flask",
+    "httpx",
+    "httpx2",
+    "psycopg2",
+    "requests",
+    "urllib",
+    "urllib3",
+)
 
 #: Span attributes about one attempt's history, left off the metrics.
 PER_ATTEMPT_ONLY = ("gateway.retry_reason", "gateway.fallback_from")
@@ -221,7 +229,7 @@ def _error_type(exc: BaseException) -> str:
     return code if isinstance(code, str) and code else type(exc).__name__
 
 
-async def _ending(body: AsyncIterator[Any], span: Span) -> AsyncIterator[Any]:
+async def _ending(body: AsyncIterable[Any], span: Span) -> AsyncIterator[Any]:
     """A streamed body that ends the request's span when it ends."""
     try:
         async for chunk in body:

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,7 +103,6 @@ class CosmosUsageStore:
                         raise RecordRefused(record, f"{self.description} answered {exc.status_code}") from exc
                     raise
 
-
     async def query(self, project: str, start: str, end: str) -> list[dict[str, Any]]:
         async with self.database.timeout():
             container = await self.database.container(self.container_id)
@@ -120,7 +119,7 @@ class CosmosUsageStore:
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class UsageRecorder:
@@ -185,8 +184,12 @@ class UsageRecorder:
                     if attempts < self.max_attempts:
                         logger.warning(
                             "writing %d usage records to %s failed (%s); retrying in %.1f s, %d queued",
-                            len(batch), self.store.description, type(exc).__name__, delay, len(self._pending),
-                        )  # fmt: skip
+                            len(batch),
+                            self.store.description,
+                            type(exc).__name__,
+                            delay,
+                            len(self._pending),
+                        )
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, self.retry_max_seconds)
                         continue
@@ -287,7 +290,7 @@ class Meter:
         self.completion_tokens = 0
         #: Called with the meter and the status when the call ends (telemetry's spans).
         self.observers: list[Callable[[Meter, int], None]] = []
-        self._started_at = datetime.now(timezone.utc)
+        self._started_at = datetime.now(UTC)
         self._started = asyncio.get_running_loop().time()
         self._done = False
 

@@ -104,7 +104,9 @@ def number(body: dict[str, Any], name: str, low: float, high: float) -> None:
 
 def kind(body: dict[str, Any], name: str, expected: type | tuple[type, ...], described: str) -> None:
     value = body.get(name)
-    if value is not None and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in _types(expected))):
+    if value is not None and (
+        not isinstance(value, expected) or (isinstance(value, bool) and bool not in _types(expected))
+    ):
         raise InvalidRequest(f"'{name}' must be {described}.", param=name)
 
 
@@ -146,8 +148,9 @@ def response_format(body: dict[str, Any]) -> None:
                 param="response_format.json_schema",
             )
         if schema.get("schema") is not None and not isinstance(schema["schema"], dict):
-            raise InvalidRequest("'response_format.json_schema.schema' must be an object.",
-                                 param="response_format.json_schema.schema")  # fmt: skip
+            raise InvalidRequest(
+                "'response_format.json_schema.schema' must be an object.", param="response_format.json_schema.schema"
+            )
 
 
 def messages(value: Any) -> None:
@@ -167,15 +170,19 @@ def messages(value: Any) -> None:
             )
         _content(message, role, where)
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise InvalidRequest(f"'{where}.tool_call_id' is required for a tool message.", param=f"{where}.tool_call_id")
+            raise InvalidRequest(
+                f"'{where}.tool_call_id' is required for a tool message.", param=f"{where}.tool_call_id"
+            )
         if message.get("name") is not None and not isinstance(message["name"], str):
             raise InvalidRequest(f"'{where}.name' must be a string.", param=f"{where}.name")
         tool_calls = message.get("tool_calls")
         if tool_calls is not None and (
             role != "assistant" or not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls)
         ):
-            raise InvalidRequest(f"'{where}.tool_calls' must be an array of objects on an assistant message.",
-                                 param=f"{where}.tool_calls")  # fmt: skip
+            raise InvalidRequest(
+                f"'{where}.tool_calls' must be an array of objects on an assistant message.",
+                param=f"{where}.tool_calls",
+            )
 
 
 def _content(message: dict[str, Any], role: str, where: str) -> None:

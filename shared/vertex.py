@@ -32,7 +32,7 @@ class GoogleTokens:
     async def token(self, account: dict[str, Any] | None, model_id: str) -> str:
         key = hashlib.sha256(json.dumps(account, sort_keys=True).encode()).hexdigest() if account else "adc"
         async with self._locks.setdefault(key, asyncio.Lock()):
-            credentials = self._credentials.get(key)
+            credentials: Any = self._credentials.get(key)
             if credentials is None or not credentials.valid:
                 credentials = await asyncio.to_thread(self._fresh, account, credentials, model_id)
                 self._credentials[key] = credentials
@@ -76,7 +76,9 @@ class VertexImagen:
             self._client = httpx.AsyncClient()
         return self._client
 
-    async def generate(self, model_id: str, code: str, arguments: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    async def generate(
+        self, model_id: str, code: str, arguments: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
         """`arguments` are the model's Vertex call arguments (project, location,
         credentials, api_base, timeout); `body` is the caller's request."""
         import httpx
@@ -102,7 +104,9 @@ class VertexImagen:
             raise UpstreamError(f"Model '{model_id}' could not be reached: {type(exc).__name__}") from None
         if response.status_code >= 400:
             message = scrub(response.text, [token, str((account or {}).get("private_key", ""))])
-            raise from_status(response.status_code, message, {k.lower(): v for k, v in response.headers.items()}, model_id)
+            raise from_status(
+                response.status_code, message, {k.lower(): v for k, v in response.headers.items()}, model_id
+            )
         predictions = response.json().get("predictions", [])
         return {
             "created": int(time.time()),

@@ -137,7 +137,9 @@ def _response(payload: dict[str, Any], model_id: str) -> dict[str, Any]:
     usage = shaped.get("usage")
     if isinstance(usage, dict):
         usage.pop("cost", None)
-        usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0} | usage.get("input_tokens_details", {})
+        usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0} | usage.get(
+            "input_tokens_details", {}
+        )
         usage["output_tokens_details"] = {"reasoning_tokens": 0} | usage.get("output_tokens_details", {})
     return shaped
 
@@ -166,7 +168,7 @@ def images(result: Any) -> dict[str, Any]:
     shaped = _shaped(_plain(result))
     generated = {"created": shaped.get("created") or int(time.time()), "data": shaped.get("data", [])}
     _usage(shaped)
-    if _IMAGE_USAGE_FIELDS <= set(shaped.get("usage") or ()):
+    if set(shaped.get("usage") or ()) >= _IMAGE_USAGE_FIELDS:
         generated["usage"] = shaped["usage"]
     return generated
 

@@ -48,29 +48,63 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("chat-b", "dep-b", fake_url),
         entry("rate-limited", "rate-limited", fake_url),
         entry("broken", "broken", fake_url),
-        entry("rate-limited-everything", "rate-limited", fake_url, operations=[
-            "embeddings", "images", "audio_tts", "audio_stt", "Responses",
-        ]),
+        entry(
+            "rate-limited-everything",
+            "rate-limited",
+            fake_url,
+            operations=[
+                "embeddings",
+                "images",
+                "audio_tts",
+                "audio_stt",
+                "Responses",
+            ],
+        ),
         entry("filtered", "filtered", fake_url),
         entry("midstream-error", "midstream-error", fake_url),
         entry("slow-stream", "slow-stream", fake_url),
-        entry("slow", "slow", fake_url, parameters={
-            "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$KEY_A", "timeout": 1,
-        }),
+        entry(
+            "slow",
+            "slow",
+            fake_url,
+            parameters={
+                "endpoint": fake_url,
+                "api_version": API_VERSION,
+                "api_key": "$KEY_A",
+                "timeout": 1,
+            },
+        ),
         entry("unreachable", "dep-a", "http://127.0.0.1:9"),
         entry("embed-only", "dep-a", fake_url, operations=["embeddings"]),
         entry("image-model", "dep-a", fake_url, operations=["images"]),
         entry("tts-model", "dep-b", fake_url, operations=["audio_tts"]),
         entry("stt-model", "dep-a", fake_url, operations=["audio_stt"]),
         entry("responses-model", "dep-b", fake_url, operations=["Responses"]),
-        entry("every-operation", "dep-a", fake_url, operations=[
-            "ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt",
-        ]),
-        entry("misconfigured", "dep-a", fake_url, parameters={
-            "endpoint": fake_url, "api_version": API_VERSION, "api_key": "$NOT_SET_ANYWHERE",
-        }),
+        entry(
+            "every-operation",
+            "dep-a",
+            fake_url,
+            operations=[
+                "ChatCompletion",
+                "Responses",
+                "embeddings",
+                "images",
+                "audio_tts",
+                "audio_stt",
+            ],
+        ),
+        entry(
+            "misconfigured",
+            "dep-a",
+            fake_url,
+            parameters={
+                "endpoint": fake_url,
+                "api_version": API_VERSION,
+                "api_key": "$NOT_SET_ANYWHERE",
+            },
+        ),
         entry("team-x-only", "dep-a", fake_url, private=True, projects=["team-x"]),
-    ]  # fmt: skip
+    ]
 
 
 def gateway_env(**extra: str) -> dict[str, str]:
@@ -142,11 +176,20 @@ FAMILIES = {
 
 def vertex_entry(model_id, model_type, code, api_base, secret="$GOOGLE_SA_ONE", operations=("ChatCompletion",)):
     return {
-        "id": model_id, "name": model_id, "provider": "Google", "model_type": model_type, "code": code,
-        "parameters": {"gcp_project": "proj-one", "location": "us-central1", "secret_name": secret,
-                       "api_base": api_base},
-        "costs": {"input": 0.001, "output": 0.002}, "operations": list(operations),
-    }  # fmt: skip
+        "id": model_id,
+        "name": model_id,
+        "provider": "Google",
+        "model_type": model_type,
+        "code": code,
+        "parameters": {
+            "gcp_project": "proj-one",
+            "location": "us-central1",
+            "secret_name": secret,
+            "api_base": api_base,
+        },
+        "costs": {"input": 0.001, "output": 0.002},
+        "operations": list(operations),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -169,19 +212,28 @@ def vertex_gateway(google, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     entries += [
         vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
         vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),
-        vertex_entry("imagen", "GoogleVertex", "imagen-3.0-generate-002", vertex.url, secret="$GOOGLE_SA_TWO",
-                     operations=["images"]),
+        vertex_entry(
+            "imagen",
+            "GoogleVertex",
+            "imagen-3.0-generate-002",
+            vertex.url,
+            secret="$GOOGLE_SA_TWO",
+            operations=["images"],
+        ),
         vertex_entry("imagen-rate-limited", "GoogleVertex", "imagen-rate-limited", vertex.url, operations=["images"]),
         vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
-    ]  # fmt: skip
+    ]
     entries += [
         vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
         for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked")
     ]
     directory = tmp_path_factory.mktemp("vertex")
     catalog = write_catalog(directory / "models.json", entries)
-    env = gateway_env(MODELS_FILE=str(catalog), NOT_A_SERVICE_ACCOUNT="not-json-but-secret-ish-9f8e7d",
-                      **{name: json.dumps(account) for name, account in accounts.items()})  # fmt: skip
+    env = gateway_env(
+        MODELS_FILE=str(catalog),
+        NOT_A_SERVICE_ACCOUNT="not-json-but-secret-ish-9f8e7d",
+        **{name: json.dumps(account) for name, account in accounts.items()},
+    )
     process = GatewayProcess(env, directory / "gateway.log").start()
     process.accounts = accounts
     yield process

@@ -81,4 +81,6 @@ def assert_conforms(schema_name: str, instance: Any, what: str = "") -> None:
     if found:
         label = f"{what} " if what else ""
         details = "\n  ".join(found)
-        raise AssertionError(f"{label}does not match OpenAI's {schema_name}:\n  {details}\n{json.dumps(instance)[:2000]}")
+        raise AssertionError(
+            f"{label}does not match OpenAI's {schema_name}:\n  {details}\n{json.dumps(instance)[:2000]}"
+        )

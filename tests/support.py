@@ -21,10 +21,18 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 #: Environment variables a gateway under test must not inherit.
 _INHERITED_SETTINGS = (
-    "COSMOS_URL", "COSMOS_KEY", "KEY_VAULT_URL", "MODELS_FILE", "ALLOW_ANONYMOUS",
-    "AZURE_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_API_BASE", "AZURE_API_VERSION",
-    "OPENAI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
-)  # fmt: skip
+    "COSMOS_URL",
+    "COSMOS_KEY",
+    "KEY_VAULT_URL",
+    "MODELS_FILE",
+    "ALLOW_ANONYMOUS",
+    "AZURE_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_API_BASE",
+    "AZURE_API_VERSION",
+    "OPENAI_API_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
 
 
 def wait_for(check: Any, what: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -66,7 +74,7 @@ class GatewayProcess:
         } | env
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         log = self.log_path.open("wb")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "shared.localhost", "--port", str(self.port)],
@@ -147,7 +155,7 @@ class CosmosServer:
         self.url = f"https://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "CosmosServer":
+    def start(self) -> CosmosServer:
         binary = PROJECT_DIR / "node_modules" / ".bin" / "cosmosdb-server"
         if not binary.exists():
             raise RuntimeError("cosmosdb-server is not installed: run `make test`, which runs npm ci")
@@ -164,9 +172,8 @@ class CosmosServer:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                with context.wrap_socket(sock):
-                    return True
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock, context.wrap_socket(sock):
+                return True
         except OSError:
             return False
 
@@ -189,9 +196,7 @@ class CosmosServer:
 
         client = CosmosClient(self.url, credential=self.KEY, connection_verify=False)
         database = client.create_database_if_not_exists(database_id)
-        container = database.create_container_if_not_exists(
-            container_id, partition_key=PartitionKey(partition_key)
-        )
+        container = database.create_container_if_not_exists(container_id, partition_key=PartitionKey(partition_key))
         for document in documents:
             container.upsert_item(document)
 

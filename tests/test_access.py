@@ -4,7 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
@@ -23,28 +23,40 @@ USER = [{"role": "user", "content": "who am i"}]
 
 def key_document(key, project, **extra):
     return {
-        "id": key_document_id(hash_key(key)), "type": "key", "project": project, "name": "test",
-        "created": "2026-01-01T00:00:00Z", "expires": None, "disabled": False,
-    } | extra  # fmt: skip
+        "id": key_document_id(hash_key(key)),
+        "type": "key",
+        "project": project,
+        "name": "test",
+        "created": "2026-01-01T00:00:00Z",
+        "expires": None,
+        "disabled": False,
+    } | extra
 
 
 @pytest.fixture(scope="module")
 def secured(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("secured")
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     projects = directory / "projects.json"
-    projects.write_text(json.dumps([
-        {"id": "team-a", "type": "project", "name": "Team A"},
-        {"id": "team-b", "type": "project", "name": "Team B"},
-        key_document(KEY_A, "team-a"),
-        key_document(KEY_B, "team-b"),
-        key_document(DISABLED_KEY, "team-a", disabled=True),
-        key_document(EXPIRED_KEY, "team-a", expires=yesterday),
-    ]))  # fmt: skip
-    catalog = write_catalog(directory / "models.json", [
-        azure_entry("shared-chat", "dep-b", fake_azure.url),
-        azure_entry("team-a-chat", "dep-a", fake_azure.url, private=True, projects=["team-a"]),
-    ])  # fmt: skip
+    projects.write_text(
+        json.dumps(
+            [
+                {"id": "team-a", "type": "project", "name": "Team A"},
+                {"id": "team-b", "type": "project", "name": "Team B"},
+                key_document(KEY_A, "team-a"),
+                key_document(KEY_B, "team-b"),
+                key_document(DISABLED_KEY, "team-a", disabled=True),
+                key_document(EXPIRED_KEY, "team-a", expires=yesterday),
+            ]
+        )
+    )
+    catalog = write_catalog(
+        directory / "models.json",
+        [
+            azure_entry("shared-chat", "dep-b", fake_azure.url),
+            azure_entry("team-a-chat", "dep-a", fake_azure.url, private=True, projects=["team-a"]),
+        ],
+    )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     process = GatewayProcess(env, directory / "gateway.log").start()
     process.projects_file = projects
@@ -123,8 +135,12 @@ def admin(projects_file, *arguments):
     env = {"PROJECTS_FILE": str(projects_file), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, "-m", "shared.admin", "keys", *arguments],
-        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_cli_issued_keys_work_and_disabling_or_deleting_them_takes_effect(secured):
@@ -149,8 +165,11 @@ def test_cli_issued_keys_work_and_disabling_or_deleting_them_takes_effect(secure
 def test_admin_cli_refuses_unknown_projects(secured):
     result = subprocess.run(
         [sys.executable, "-m", "shared.admin", "keys", "issue", "no-such-team"],
-        cwd=PROJECT_DIR, env={"PROJECTS_FILE": str(secured.projects_file)}, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=PROJECT_DIR,
+        env={"PROJECTS_FILE": str(secured.projects_file)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "no-such-team" in result.stderr
 

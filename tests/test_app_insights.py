@@ -83,14 +83,19 @@ def eventually(
 
 def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, ingestion):
     client = openai.OpenAI(
-        base_url=f"{exporting.url}/v1", api_key="local", max_retries=0,
+        base_url=f"{exporting.url}/v1",
+        api_key="local",
+        max_retries=0,
         default_headers={"traceparent": CALLER_TRACEPARENT, "x-request-id": "ai-chat"},
-    )  # fmt: skip
+    )
     reply = client.chat.completions.create(model="chat-a", messages=[{"role": "user", "content": PROMPT}])
 
     def request_envelope():
-        return [e for e in ingestion.of_type("RequestData")
-                if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "ai-chat"]  # fmt: skip
+        return [
+            e
+            for e in ingestion.of_type("RequestData")
+            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "ai-chat"
+        ]
 
     [request] = eventually(request_envelope, "the request envelope", ingestion, exporting)
     assert request["tags"]["ai.operation.id"] == CALLER_TRACE_ID
@@ -98,8 +103,9 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
     request_id = request["data"]["baseData"]["id"]
 
     def dependency_envelope():
-        return [e for e in ingestion.of_type("RemoteDependencyData")
-                if e["tags"].get("ai.operation.parentId") == request_id]  # fmt: skip
+        return [
+            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == request_id
+        ]
 
     [dependency] = eventually(dependency_envelope, "the dependency envelope under the request", ingestion, exporting)
     properties = dependency["data"]["baseData"]["properties"]
@@ -110,9 +116,13 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
     assert properties["gen_ai.usage.output_tokens"] == str(reply.usage.completion_tokens)
 
     def token_metric():
-        return [e for e in ingestion.of_type("MetricData")
-                for metric in e["data"]["baseData"]["metrics"] if metric["name"] == "gen_ai.client.token.usage"
-                if e["data"]["baseData"]["properties"].get("gateway.model") == "chat-a"]  # fmt: skip
+        return [
+            e
+            for e in ingestion.of_type("MetricData")
+            for metric in e["data"]["baseData"]["metrics"]
+            if metric["name"] == "gen_ai.client.token.usage"
+            if e["data"]["baseData"]["properties"].get("gateway.model") == "chat-a"
+        ]
 
     [metric, *_] = eventually(token_metric, "gen_ai.client.token.usage for chat-a", ingestion, exporting)
     assert metric["data"]["baseData"]["properties"]["gateway.project"] == "anonymous"
@@ -128,8 +138,11 @@ def test_the_mock_model_is_traced_like_any_other(exporting, ingestion):
     client.chat.completions.create(model="mock", messages=[{"role": "user", "content": PROMPT}])
 
     def mock_dependency():
-        return [e for e in ingestion.of_type("RemoteDependencyData")
-                if e["data"]["baseData"]["properties"].get("gen_ai.provider.name") == "mock"]  # fmt: skip
+        return [
+            e
+            for e in ingestion.of_type("RemoteDependencyData")
+            if e["data"]["baseData"]["properties"].get("gen_ai.provider.name") == "mock"
+        ]
 
     [dependency, *_] = eventually(mock_dependency, "the Mock model's dependency envelope", ingestion, exporting)
     assert int(dependency["data"]["baseData"]["properties"]["gen_ai.usage.output_tokens"]) > 0
@@ -178,8 +191,12 @@ def test_the_exporter_is_imported_only_with_a_connection_string(tmp_path, config
     )
     result = subprocess.run(
         [sys.executable, "-c", IMPORTED_AFTER_A_CALL],
-        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     imported = json.loads(result.stdout.splitlines()[-1])
     assert bool(imported) is configured

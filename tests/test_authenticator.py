@@ -23,10 +23,12 @@ class CountingStore:
 
 def test_known_keys_are_read_once_and_random_keys_stay_bounded(monkeypatch):
     monkeypatch.setattr(projects, "KEY_CACHE_ENTRIES", 50)
-    store = CountingStore([
-        {"id": "team-a", "type": "project"},
-        {"id": key_document_id(hash_key("sk-gw-good")), "type": "key", "project": "team-a"},
-    ])  # fmt: skip
+    store = CountingStore(
+        [
+            {"id": "team-a", "type": "project"},
+            {"id": key_document_id(hash_key("sk-gw-good")), "type": "key", "project": "team-a"},
+        ]
+    )
     authenticator = Authenticator(store)
 
     async def scenario():
@@ -64,10 +66,12 @@ def test_a_known_key_is_served_through_a_store_outage_for_the_stale_period():
     from shared.errors import KeyStoreUnavailable
     from shared.projects import KEY_CACHE_SECONDS
 
-    store = FailingStore([
-        {"id": "team-a", "type": "project"},
-        {"id": key_document_id(hash_key("sk-gw-good")), "type": "key", "project": "team-a"},
-    ])  # fmt: skip
+    store = FailingStore(
+        [
+            {"id": "team-a", "type": "project"},
+            {"id": key_document_id(hash_key("sk-gw-good")), "type": "key", "project": "team-a"},
+        ]
+    )
     clock = Clock()
     authenticator = Authenticator(store, clock=clock, stale_seconds=600)
 

@@ -40,20 +40,36 @@ def azure_gateway(fake_azure, tmp_path_factory):
     """A gateway with project keys: `team-a-only` is private to team-a."""
     directory = tmp_path_factory.mktemp("azure-routes")
     projects = directory / "projects.json"
-    projects.write_text(json.dumps([
-        {"id": "team-a", "type": "project", "name": "Team A"},
-        {"id": "team-b", "type": "project", "name": "Team B"},
-        *({"id": key_document_id(hash_key(key)), "type": "key", "project": project, "name": "test",
-           "created": "2026-01-01T00:00:00Z", "expires": None, "disabled": False}
-          for key, project in ((KEY_A, "team-a"), (KEY_B, "team-b"))),
-    ]))  # fmt: skip
+    projects.write_text(
+        json.dumps(
+            [
+                {"id": "team-a", "type": "project", "name": "Team A"},
+                {"id": "team-b", "type": "project", "name": "Team B"},
+                *(
+                    {
+                        "id": key_document_id(hash_key(key)),
+                        "type": "key",
+                        "project": project,
+                        "name": "test",
+                        "created": "2026-01-01T00:00:00Z",
+                        "expires": None,
+                        "disabled": False,
+                    }
+                    for key, project in ((KEY_A, "team-a"), (KEY_B, "team-b"))
+                ),
+            ]
+        )
+    )
     preview = {"endpoint": fake_azure.url, "api_version": RESPONSES_API_VERSION, "api_key": "$KEY_B"}
-    catalog = write_catalog(directory / "models.json", [
-        azure_entry("every-op", "dep-a", fake_azure.url, operations=EVERY_OPERATION),
-        azure_entry("team-a-only", "dep-a", fake_azure.url, private=True, projects=["team-a"]),
-        azure_entry("responses-preview", "dep-b", fake_azure.url, operations=["Responses"], parameters=preview),
-        azure_entry("embed-only", "dep-b", fake_azure.url, operations=["embeddings"]),
-    ])  # fmt: skip
+    catalog = write_catalog(
+        directory / "models.json",
+        [
+            azure_entry("every-op", "dep-a", fake_azure.url, operations=EVERY_OPERATION),
+            azure_entry("team-a-only", "dep-a", fake_azure.url, private=True, projects=["team-a"]),
+            azure_entry("responses-preview", "dep-b", fake_azure.url, operations=["Responses"], parameters=preview),
+            azure_entry("embed-only", "dep-b", fake_azure.url, operations=["embeddings"]),
+        ],
+    )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     process = GatewayProcess(env, directory / "gateway.log").start()
     yield process
@@ -75,8 +91,11 @@ def test_chat_plain_and_streamed(azure_gateway, fake_azure):
     assert completion.choices[0].message.content == "echo: hello azure clients"
     assert completion.model == "every-op"
 
-    chunks = list(client.chat.completions.create(
-        model="every-op", messages=USER, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model="every-op", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello azure clients"
     assert chunks[-1].usage.total_tokens == 7
     assert len({chunk.id for chunk in chunks}) == 1
@@ -118,8 +137,10 @@ def test_embeddings_images_speech_transcriptions(azure_gateway, fake_azure):
     assert text.text == f"transcribed {len(audio)} bytes"
 
     paths = [request.path for request in fake_azure.requests]
-    assert paths == [f"/openai/deployments/dep-a/{operation}" for operation in (
-        "embeddings", "images/generations", "audio/speech", "audio/transcriptions")]  # fmt: skip
+    assert paths == [
+        f"/openai/deployments/dep-a/{operation}"
+        for operation in ("embeddings", "images/generations", "audio/speech", "audio/transcriptions")
+    ]
 
 
 def test_responses_plain_and_streamed(azure_gateway):
@@ -221,7 +242,10 @@ def test_usage_is_recorded_for_the_project(azure_gateway):
         ("embeddings", lambda c: c.embeddings.create(model="every-op", input="x")),
         ("images/generations", lambda c: c.images.generate(model="every-op", prompt="x")),
         ("audio/speech", lambda c: c.audio.speech.create(model="every-op", voice="alloy", input="x")),
-        ("audio/transcriptions", lambda c: c.audio.transcriptions.create(model="every-op", file=("a.wav", wav_bytes()))),
+        (
+            "audio/transcriptions",
+            lambda c: c.audio.transcriptions.create(model="every-op", file=("a.wav", wav_bytes())),
+        ),
     ],
     ids=["chat", "chat-stream", "embeddings", "images", "speech", "transcriptions"],
 )

@@ -142,8 +142,11 @@ def test_a_failed_background_refresh_keeps_serving_the_cache():
 
 def test_invalid_documents_are_skipped_and_the_rest_served(tmp_path, caplog):
     path = tmp_path / "models.json"
-    path.write_text('[{"id": "ok", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c",'
-                    ' "parameters": {"endpoint": "https://e"}}, {"id": "bad", "provider": "Mars", "model_type": "AzureOpenAI", "code": "c"}]')
+    path.write_text(
+        '[{"id": "ok", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c",'
+        ' "parameters": {"endpoint": "https://e"}},'
+        ' {"id": "bad", "provider": "Mars", "model_type": "AzureOpenAI", "code": "c"}]'
+    )
 
     async def scenario():
         return await Catalog(FileCatalogSource(path), 60).entries()

@@ -13,8 +13,11 @@ from tests.support import PROJECT_DIR, CosmosServer
 def cli(env, *arguments, check=True):
     result = subprocess.run(
         [sys.executable, "-m", "shared.admin", *arguments],
-        cwd=PROJECT_DIR, env=env | {"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=PROJECT_DIR,
+        env=env | {"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -29,8 +32,12 @@ def store_env(request, tmp_path):
     database = f"cli-{tmp_path.name}"[:60]
     cosmos.seed(database, "models", "/id", [])
     cosmos.seed(database, "projects", "/id", [])
-    return {"COSMOS_URL": cosmos.url, "COSMOS_KEY": CosmosServer.KEY, "COSMOS_VERIFY_TLS": "false",
-            "COSMOS_DATABASE_ID": database}  # fmt: skip
+    return {
+        "COSMOS_URL": cosmos.url,
+        "COSMOS_KEY": CosmosServer.KEY,
+        "COSMOS_VERIFY_TLS": "false",
+        "COSMOS_DATABASE_ID": database,
+    }
 
 
 def test_catalog_import_reports_created_updated_unchanged_and_export_round_trips(store_env, tmp_path):
@@ -39,10 +46,15 @@ def test_catalog_import_reports_created_updated_unchanged_and_export_round_trips
     source.write_text(json.dumps(documents))
 
     assert "valid model documents" in cli(store_env, "catalog", "validate", str(source)).stdout
-    assert f"{len(documents)} created, 0 updated, 0 unchanged" in cli(store_env, "catalog", "import", str(source)).stdout
+    assert (
+        f"{len(documents)} created, 0 updated, 0 unchanged" in cli(store_env, "catalog", "import", str(source)).stdout
+    )
     documents[0]["name"] = "Renamed"
     source.write_text(json.dumps(documents))
-    assert f"0 created, 1 updated, {len(documents) - 1} unchanged" in cli(store_env, "catalog", "import", str(source)).stdout
+    assert (
+        f"0 created, 1 updated, {len(documents) - 1} unchanged"
+        in cli(store_env, "catalog", "import", str(source)).stdout
+    )
 
     exported = tmp_path / "exported.json"
     cli(store_env, "catalog", "export", str(exported))
@@ -51,10 +63,20 @@ def test_catalog_import_reports_created_updated_unchanged_and_export_round_trips
 
 def test_catalog_validate_names_every_bad_field(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([
-        {"id": "a", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c"},
-        {"id": "b", "provider": "Azure", "model_type": "Teleport", "code": "c", "parameters": {"endpoint": "e"}},
-    ]))  # fmt: skip
+    bad.write_text(
+        json.dumps(
+            [
+                {"id": "a", "provider": "Azure", "model_type": "AzureOpenAI", "code": "c"},
+                {
+                    "id": "b",
+                    "provider": "Azure",
+                    "model_type": "Teleport",
+                    "code": "c",
+                    "parameters": {"endpoint": "e"},
+                },
+            ]
+        )
+    )
     result = cli({}, "catalog", "validate", str(bad), check=False)
     assert result.returncode == 1
     assert "'parameters.endpoint'" in result.stderr and "'model_type'" in result.stderr

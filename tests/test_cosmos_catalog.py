@@ -24,14 +24,17 @@ def cosmos_env(server: CosmosServer, database: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cosmos_gateway(cosmos, fake_azure, tmp_path_factory):
-    cosmos.seed("catalog-test", "models", "/id", [
-        azure_entry("cosmos-chat", "dep-b", fake_azure.url),
-        azure_entry("cosmos-private", "dep-a", fake_azure.url, private=True, projects=["team-x"]),
-    ])  # fmt: skip
-    cosmos.seed("catalog-test", "projects", "/id", [])
-    process = GatewayProcess(
-        cosmos_env(cosmos, "catalog-test"), tmp_path_factory.mktemp("cosmos") / "gateway.log"
+    cosmos.seed(
+        "catalog-test",
+        "models",
+        "/id",
+        [
+            azure_entry("cosmos-chat", "dep-b", fake_azure.url),
+            azure_entry("cosmos-private", "dep-a", fake_azure.url, private=True, projects=["team-x"]),
+        ],
     )
+    cosmos.seed("catalog-test", "projects", "/id", [])
+    process = GatewayProcess(cosmos_env(cosmos, "catalog-test"), tmp_path_factory.mktemp("cosmos") / "gateway.log")
     yield process.start()
     process.stop()
 

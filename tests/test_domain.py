@@ -74,7 +74,11 @@ def test_a_bad_document_is_refused_naming_the_field(overrides, field):
         ("GoogleVertexMistral", "mistral-large@2407", "vertex_ai/mistral-large@2407"),
         ("GoogleVertexJamba", "jamba-1.5-large@001", "vertex_ai/jamba-1.5-large@001"),
         ("GoogleVertexDeepSeek", "deepseek-ai/deepseek-r1-0528-maas", "vertex_ai/deepseek-ai/deepseek-r1-0528-maas"),
-        ("GoogleVertexQwen", "qwen/qwen3-coder-480b-a35b-instruct-maas", "vertex_ai/qwen/qwen3-coder-480b-a35b-instruct-maas"),
+        (
+            "GoogleVertexQwen",
+            "qwen/qwen3-coder-480b-a35b-instruct-maas",
+            "vertex_ai/qwen/qwen3-coder-480b-a35b-instruct-maas",
+        ),
         ("GoogleVertexOpenAI", "openai/gpt-oss-120b-maas", "vertex_ai/openai/gpt-oss-120b-maas"),
     ],
 )
@@ -82,7 +86,9 @@ def test_each_model_type_maps_to_the_litellm_route_of_its_family(model_type, cod
     provider = "Azure" if model_type.startswith("Azure") else "Google"
     parameters = {"endpoint": "https://e"} if provider == "Azure" else {"gcp_project": "p"}
     model = LLMModel.from_document(
-        document(provider=provider, model_type=model_type, code=code, parameters=parameters, operations=["ChatCompletion"])
+        document(
+            provider=provider, model_type=model_type, code=code, parameters=parameters, operations=["ChatCompletion"]
+        )
     )
     assert model.litellm_model == litellm_model
 
@@ -107,9 +113,14 @@ def test_every_model_type_is_covered_by_the_table():
 def test_vertex_combinations_litellm_cannot_serve_are_refused(model_type, code, operations, field):
     with pytest.raises(InvalidCatalogEntry) as caught:
         LLMModel.from_document(
-            document(provider="Google", model_type=model_type, code=code, operations=operations,
-                     parameters={"gcp_project": "p"})
-        )  # fmt: skip
+            document(
+                provider="Google",
+                model_type=model_type,
+                code=code,
+                operations=operations,
+                parameters={"gcp_project": "p"},
+            )
+        )
     assert caught.value.field_name == field
 
 

@@ -32,7 +32,9 @@ def test_upstream_429_is_passed_on_with_its_retry_after(client):
 
 
 def test_upstream_500_is_a_502(gateway):
-    error = assert_openai_error(post(gateway, {"model": "broken", "messages": USER}), 502, "api_error", "upstream_error")
+    error = assert_openai_error(
+        post(gateway, {"model": "broken", "messages": USER}), 502, "api_error", "upstream_error"
+    )
     assert "broken" in error["message"]
 
 
@@ -106,7 +108,8 @@ def test_an_error_mid_stream_ends_the_stream_with_an_error_event(client, gateway
     assert received  # the stream had started
 
     with httpx.stream(
-        "POST", f"{gateway.url}/v1/chat/completions",
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
         json={"model": "midstream-error", "messages": USER, "stream": True},
     ) as response:
         assert response.status_code == 200
@@ -136,22 +139,75 @@ DEEP = b'{"model": "chat-a", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     ("path", "raw", "param"),
     [
         ("chat/completions", DEEP, None),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', None),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "top_p": 1e400}', None),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "\\ud800"}]}', "messages[0].content"),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+            None,
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "top_p": 1e400}',
+            None,
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages[0].content",
+        ),
         ("chat/completions", b'{"model": "\\udcff", "messages": [{"role": "user", "content": "x"}]}', "model"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": 123}]}', "messages[0].content"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": [{"type": "video"}]}]}', "messages[0].content[0].type"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}', "messages[0].content[0].image_url.url"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": null}}', "response_format.json_schema"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}', "response_format"),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": 123}]}',
+            "messages[0].content",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "wizard", "content": "x"}]}',
+            "messages[0].role",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
+            "messages[0].content[0].type",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}',
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "tool", "content": "x"}]}',
+            "messages[0].tool_call_id",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}],'
+            b' "response_format": {"type": "json_schema", "json_schema": null}}',
+            "response_format.json_schema",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}',
+            "response_format",
+        ),
         ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "n": 0}', "n"),
         ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "n": 100000}', "n"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "temperature": 3}', "temperature"),
-        ("chat/completions", b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}', "stop"),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+            "max_tokens",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "temperature": 3}',
+            "temperature",
+        ),
+        (
+            "chat/completions",
+            b'{"model": "chat-a", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}',
+            "stop",
+        ),
         ("embeddings", b'{"model": "embed-only", "input": "x", "dimensions": 100000000}', "dimensions"),
         ("embeddings", b'{"model": "embed-only", "input": "x", "dimensions": 0}', "dimensions"),
         ("images/generations", b'{"model": "image-model", "prompt": "x", "n": 1000}', "n"),
@@ -160,13 +216,17 @@ DEEP = b'{"model": "chat-a", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_never_a_5xx(gateway, fake_azure, path, raw, param):
-    response = httpx.post(f"{gateway.url}/v1/{path}", content=raw, headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{gateway.url}/v1/{path}", content=raw, headers={"content-type": "application/json"}, timeout=30
+    )
     error = assert_openai_error(response, 400, "invalid_request_error")
     assert error["param"] == param
     assert fake_azure.requests == []  # nothing reached the provider
 
 
-@pytest.mark.parametrize("query", ["end=0001-01-01", "start=9999-12-31T23:59:59-14:00", "start=2026-02-01&end=2026-01-01", "end=soon"])
+@pytest.mark.parametrize(
+    "query", ["end=0001-01-01", "start=9999-12-31T23:59:59-14:00", "start=2026-02-01&end=2026-01-01", "end=soon"]
+)
 def test_bad_usage_dates_are_a_400(gateway, query):
     assert_openai_error(httpx.get(f"{gateway.url}/v1/usage?{query}"), 400, "invalid_request_error")
 
@@ -175,8 +235,14 @@ def test_unknown_routes_and_methods_are_openai_errors_and_never_redirects(gatewa
     wrong_method = httpx.get(f"{gateway.url}/v1/chat/completions")
     assert_openai_error(wrong_method, 405, "invalid_request_error", "method_not_allowed")
     assert wrong_method.headers["allow"] == "POST"
-    assert_openai_error(httpx.delete(f"{gateway.url}/v1/models/chat-a"), 405, "invalid_request_error", "method_not_allowed")
-    for method, path in [("POST", "/v1/nothing-here"), ("GET", "/v1/models/"), ("POST", "/v1/chat/completions/"),
-                         ("GET", "/")]:  # fmt: skip
+    assert_openai_error(
+        httpx.delete(f"{gateway.url}/v1/models/chat-a"), 405, "invalid_request_error", "method_not_allowed"
+    )
+    for method, path in [
+        ("POST", "/v1/nothing-here"),
+        ("GET", "/v1/models/"),
+        ("POST", "/v1/chat/completions/"),
+        ("GET", "/"),
+    ]:
         response = httpx.request(method, f"{gateway.url}{path}", json={})
         assert_openai_error(response, 404, "invalid_request_error", "not_found")

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from shared.projects import hash_key, key_document_id
 from bench.upstream import BENCH_KEY
+from shared.projects import hash_key, key_document_id
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.server import free_port
 from tests.support import CosmosServer, GatewayProcess, start_fake_upstream, write_catalog
@@ -23,21 +23,28 @@ def tenants(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("semantics")
     fake_azure.keys["solo"] = UPSTREAM_KEYS["dep-a"]
     projects = directory / "projects.json"
-    projects.write_text(json.dumps([
-        {"id": "team-a", "type": "project"},
-        {"id": "team-b", "type": "project"},
-        {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
-        {"id": key_document_id(hash_key(KEY_B)), "type": "key", "project": "team-b"},
-    ]))  # fmt: skip
+    projects.write_text(
+        json.dumps(
+            [
+                {"id": "team-a", "type": "project"},
+                {"id": "team-b", "type": "project"},
+                {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
+                {"id": key_document_id(hash_key(KEY_B)), "type": "key", "project": "team-b"},
+            ]
+        )
+    )
     url = fake_azure.url
     two = [
         {"name": "first", "code": "filtered", "priority": 0},
         {"name": "second", "code": "dep-a", "priority": 1},
     ]
-    catalog = write_catalog(directory / "models.json", [
-        azure_entry("solo", "solo", url),
-        azure_entry("two-deployments", "unused", url, deployments=two),
-    ])  # fmt: skip
+    catalog = write_catalog(
+        directory / "models.json",
+        [
+            azure_entry("solo", "solo", url),
+            azure_entry("two-deployments", "unused", url, deployments=two),
+        ],
+    )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     process = GatewayProcess(env, directory / "gateway.log").start()
     yield process
@@ -116,9 +123,11 @@ def test_health_answers_within_100_ms_while_a_5_mb_chat_request_is_handled(apart
     async def scenario():
         async with httpx.AsyncClient(timeout=120) as client:
             await client.get(f"{apart.url}/health")  # connection pool warm
-            big = asyncio.ensure_future(client.post(
-                f"{apart.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}
-            ))  # fmt: skip
+            big = asyncio.ensure_future(
+                client.post(
+                    f"{apart.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+                )
+            )
             latencies = []
             while not big.done():
                 started = time.perf_counter()
@@ -138,12 +147,23 @@ def test_health_answers_within_100_ms_while_a_5_mb_chat_request_is_handled(apart
 def test_through_a_cosmos_outage_known_keys_and_models_are_served_and_the_rest_is_a_fast_503(fake_azure, tmp_path):
     server = CosmosServer().start()
     server.seed("outage", "models", "/id", [azure_entry("chat-a", "dep-a", fake_azure.url)])
-    server.seed("outage", "projects", "/id", [
-        {"id": "team-a", "type": "project"},
-        {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
-    ])  # fmt: skip
-    env = gateway_env(ALLOW_ANONYMOUS="false", COSMOS_URL=server.url, COSMOS_KEY=CosmosServer.KEY,
-                      COSMOS_VERIFY_TLS="false", COSMOS_DATABASE_ID="outage", STORE_TIMEOUT_SECONDS="1")  # fmt: skip
+    server.seed(
+        "outage",
+        "projects",
+        "/id",
+        [
+            {"id": "team-a", "type": "project"},
+            {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
+        ],
+    )
+    env = gateway_env(
+        ALLOW_ANONYMOUS="false",
+        COSMOS_URL=server.url,
+        COSMOS_KEY=CosmosServer.KEY,
+        COSMOS_VERIFY_TLS="false",
+        COSMOS_DATABASE_ID="outage",
+        STORE_TIMEOUT_SECONDS="1",
+    )
     gateway = GatewayProcess(env, tmp_path / "gateway.log")
     try:
         gateway.start()

@@ -36,15 +36,18 @@ def test_the_setting_is_read_and_kept_out_of_the_settings_repr():
     assert SECRET not in repr(settings)
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {HEADER: ""},
-    {HEADER: "wrong"},
-    {HEADER: SECRET[:-1]},
-    {HEADER: SECRET + "x"},
-    {HEADER: SECRET.lower()},
-    {"authorization": f"Bearer {SECRET}"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {HEADER: ""},
+        {HEADER: "wrong"},
+        {HEADER: SECRET[:-1]},
+        {HEADER: SECRET + "x"},
+        {HEADER: SECRET.lower()},
+        {"authorization": f"Bearer {SECRET}"},
+    ],
+)
 def test_a_missing_or_wrong_secret_is_refused_with_403(headers):
     refusal = Gate(SECRET).refusal("/v1/chat/completions", headers)
     assert isinstance(refusal, ApiManagementRequired)
@@ -98,11 +101,22 @@ def gated(fake_azure, tmp_path_factory):
     """A gateway that needs project keys and, in front of them, the APIM secret."""
     directory = tmp_path_factory.mktemp("gated")
     projects = directory / "projects.json"
-    projects.write_text(json.dumps([
-        {"id": "team-g", "type": "project", "name": "Team G"},
-        {"id": key_document_id(hash_key(PROJECT_KEY)), "type": "key", "project": "team-g", "name": "t",
-         "created": "2026-01-01T00:00:00Z", "expires": None, "disabled": False},
-    ]))  # fmt: skip
+    projects.write_text(
+        json.dumps(
+            [
+                {"id": "team-g", "type": "project", "name": "Team G"},
+                {
+                    "id": key_document_id(hash_key(PROJECT_KEY)),
+                    "type": "key",
+                    "project": "team-g",
+                    "name": "t",
+                    "created": "2026-01-01T00:00:00Z",
+                    "expires": None,
+                    "disabled": False,
+                },
+            ]
+        )
+    )
     catalog = write_catalog(directory / "models.json", [azure_entry("gated-chat", "dep-a", fake_azure.url)])
     env = gateway_env(
         ALLOW_ANONYMOUS="false",
@@ -155,8 +169,9 @@ def test_the_gate_comes_before_the_key_and_the_body(gated):
     # No key and no secret: the caller learns nothing about keys.
     assert httpx.get(f"{gated.url}/v1/models").status_code == 403
     # A body over MAX_REQUEST_BYTES is not even looked at.
-    oversized = httpx.post(f"{gated.url}/v1/chat/completions", content=b"x" * 5000,
-                           headers={"authorization": f"Bearer {PROJECT_KEY}"})  # fmt: skip
+    oversized = httpx.post(
+        f"{gated.url}/v1/chat/completions", content=b"x" * 5000, headers={"authorization": f"Bearer {PROJECT_KEY}"}
+    )
     assert oversized.status_code == 403
     # With the secret, the key is checked as usual.
     assert httpx.get(f"{gated.url}/v1/models", headers={HEADER: SECRET}).status_code == 401

@@ -11,6 +11,7 @@ then PATH.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -218,9 +219,12 @@ def checkov() -> CheckovReport:
         pytest.fail(f"checkov is not installed: {INSTALL_HINT}")
     command = [
         executable,
-        "--directory", str(INFRA),
-        "--framework", "bicep",
-        "--output", "json",
+        "--directory",
+        str(INFRA),
+        "--framework",
+        "bicep",
+        "--output",
+        "json",
         "--skip-download",  # no Prisma Cloud look-ups: offline and quick
     ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -248,8 +252,7 @@ def test_checkov_finds_no_failed_check(checkov):
         for c in checkov["results"]["failed_checks"]
     ]
     assert not failed, (
-        "fix these, or skip each inside its resource with "
-        "`//checkov:skip=CKV_AZURE_xxx: reason`:\n" + "\n".join(failed)
+        "fix these, or skip each inside its resource with `//checkov:skip=CKV_AZURE_xxx: reason`:\n" + "\n".join(failed)
     )
 
 
@@ -299,7 +302,7 @@ def test_every_setting_the_code_reads_is_in_the_local_example():
 
 def test_platform_settings_use_the_managed_identity():
     platform = platform_settings()
-    assert PLATFORM_SETTINGS <= platform.keys(), PLATFORM_SETTINGS - platform.keys()
+    assert platform.keys() >= PLATFORM_SETTINGS, PLATFORM_SETTINGS - platform.keys()
     assert platform["AzureWebJobsStorage__credential"] == "'managedidentity'"
     assert platform["AzureWebJobsStorage__clientId"] == "identityClientId"
     assert platform["AZURE_CLIENT_ID"] == "identityClientId"
@@ -348,9 +351,7 @@ def test_the_deprecation_check_sees_a_rejected_property():
 
 def test_cosmos_containers_and_partition_keys():
     text = bicep(MODULES / "cosmos.bicep")
-    declared = dict(
-        re.findall(r"name:\s*'([^']+)'\s*partitionKey:\s*'([^']+)'", block(text, "var containers = ["))
-    )
+    declared = dict(re.findall(r"name:\s*'([^']+)'\s*partitionKey:\s*'([^']+)'", block(text, "var containers = [")))
     for container, partition_key in COSMOS_CONTAINERS.items():
         assert container in declared, f"container {container!r} is not declared in cosmos.bicep"
         assert declared[container] == partition_key, (
@@ -379,7 +380,7 @@ def test_cosmos_role_assignments_are_written_one_after_the_other():
         re.MULTILINE,
     )
     assert len(assignments) >= 2, assignments
-    for earlier, later in zip(assignments, assignments[1:]):
+    for earlier, later in itertools.pairwise(assignments):
         body = resource_block(text, later)
         depends = block(body, "dependsOn: [") if "dependsOn: [" in body else ""
         assert earlier in depends.split(), f"{later} must dependsOn {earlier}"
@@ -422,7 +423,12 @@ def test_api_management_exposes_every_route():
 
 API_POLICY = MODULES / "apim-policy.xml"
 LLM_POLICY = MODULES / "apim-llm-policy.xml"
-TOKEN_POLICIES = ("llm-token-limit", "azure-openai-token-limit", "llm-emit-token-metric", "azure-openai-emit-token-metric")
+TOKEN_POLICIES = (
+    "llm-token-limit",
+    "azure-openai-token-limit",
+    "llm-emit-token-metric",
+    "azure-openai-emit-token-metric",
+)
 #: Paths whose operations call a language model and return token usage, in every route shape.
 TOKEN_METERED_PATH = re.compile(r"/(chat/completions|responses|embeddings)$")
 
@@ -572,7 +578,9 @@ def test_key_vault_purge_protection_is_on_for_production_only():
     assert re.search(r"enableSoftDelete:\s*true", vault)
     main = bicep(MAIN)
     assert "param keyVaultPurgeProtection bool = gatewayEnvironment == 'production'" in main
-    assert re.search(r"enablePurgeProtection:\s*keyVaultPurgeProtection", block(main, "module keyVault 'modules/keyvault.bicep' = {"))
+    assert re.search(
+        r"enablePurgeProtection:\s*keyVaultPurgeProtection", block(main, "module keyVault 'modules/keyvault.bicep' = {")
+    )
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert values["keyVaultPurgeProtection"]["value"] == "${KEY_VAULT_PURGE_PROTECTION}", (
         "unset must leave the Bicep default (production: on) in force"

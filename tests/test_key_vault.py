@@ -51,15 +51,28 @@ def vault(identity, tmp_path_factory):
 def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
     directory = tmp_path_factory.mktemp("vault-gateway")
     vault_key = {"endpoint": fake_azure.url, "api_version": API_VERSION, "api_key": "$VAULT_KEY_A"}
-    catalog = write_catalog(directory / "models.json", [
-        azure_entry("vault-chat", "dep-vault", fake_azure.url, parameters=vault_key),
-        azure_entry("keyless-chat", "dep-keyless", fake_azure.url,
-                    parameters={"endpoint": fake_azure.url, "api_version": API_VERSION}),
-        azure_entry("keyless-stt", "dep-keyless", fake_azure.url, operations=["audio_stt"],
-                    parameters={"endpoint": fake_azure.url, "api_version": API_VERSION}),
-        azure_entry("vault-missing", "dep-vault", fake_azure.url,
-                    parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}),
-    ])  # fmt: skip
+    catalog = write_catalog(
+        directory / "models.json",
+        [
+            azure_entry("vault-chat", "dep-vault", fake_azure.url, parameters=vault_key),
+            azure_entry(
+                "keyless-chat",
+                "dep-keyless",
+                fake_azure.url,
+                parameters={"endpoint": fake_azure.url, "api_version": API_VERSION},
+            ),
+            azure_entry(
+                "keyless-stt",
+                "dep-keyless",
+                fake_azure.url,
+                operations=["audio_stt"],
+                parameters={"endpoint": fake_azure.url, "api_version": API_VERSION},
+            ),
+            azure_entry(
+                "vault-missing", "dep-vault", fake_azure.url, parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}
+            ),
+        ],
+    )
     env = gateway_env(
         MODELS_FILE=str(catalog),
         KEY_VAULT_URL=vault.url,
@@ -84,8 +97,9 @@ def client_of(gateway):
 def test_secret_references_resolve_from_the_vault_once_per_ttl(vault_gateway, vault, fake_azure):
     async def burst():
         client = openai.AsyncOpenAI(base_url=f"{vault_gateway.url}/v1", api_key="local", max_retries=0)
-        return await asyncio.gather(*(client.chat.completions.create(model="vault-chat", messages=USER)
-                                      for _ in range(30)))  # fmt: skip
+        return await asyncio.gather(
+            *(client.chat.completions.create(model="vault-chat", messages=USER) for _ in range(30))
+        )
 
     replies = asyncio.run(burst())
     assert {reply.choices[0].message.content for reply in replies} == {"echo: from the vault"}
@@ -109,9 +123,7 @@ def test_a_rotated_secret_is_used_after_the_ttl_without_a_restart(vault_gateway,
 
 
 def test_a_secret_missing_from_the_vault_is_a_500_naming_the_reference(vault_gateway):
-    response = httpx.post(
-        f"{vault_gateway.url}/v1/chat/completions", json={"model": "vault-missing", "messages": USER}
-    )
+    response = httpx.post(f"{vault_gateway.url}/v1/chat/completions", json={"model": "vault-missing", "messages": USER})
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["code"] == "configuration_error"

@@ -28,22 +28,35 @@ def mocked(tmp_path_factory):
     directory = tmp_path_factory.mktemp("mock-model")
     shipped = json.loads((PROJECT_DIR / "models.json").read_text())
     private = {
-        "id": "team-mock", "provider": "Mock", "model_type": "Mock", "code": "team-mock",
+        "id": "team-mock",
+        "provider": "Mock",
+        "model_type": "Mock",
+        "code": "team-mock",
         "parameters": {"response": "Only for team A.", "dimensions": 4},
         "costs": {"input": 0.5, "output": 1.0},
-        "operations": ["ChatCompletion"], "projects": ["team-a"], "private": True,
-    }  # fmt: skip
+        "operations": ["ChatCompletion"],
+        "projects": ["team-a"],
+        "private": True,
+    }
     throttled = {
-        "id": "mock-throttled", "provider": "Mock", "model_type": "Mock", "code": "mock-throttled",
-        "parameters": {"response": "litellm.RateLimitError"}, "operations": ["ChatCompletion"],
-    }  # fmt: skip
+        "id": "mock-throttled",
+        "provider": "Mock",
+        "model_type": "Mock",
+        "code": "mock-throttled",
+        "parameters": {"response": "litellm.RateLimitError"},
+        "operations": ["ChatCompletion"],
+    }
     catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
-    (directory / "projects.json").write_text(json.dumps([
-        {"id": "team-a", "type": "project", "name": "Team A"},
-        {"id": "team-b", "type": "project", "name": "Team B"},
-        {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "a"},
-        {"id": key_document_id(hash_key(OTHER_KEY)), "type": "key", "project": "team-b", "name": "b"},
-    ]))  # fmt: skip
+    (directory / "projects.json").write_text(
+        json.dumps(
+            [
+                {"id": "team-a", "type": "project", "name": "Team A"},
+                {"id": "team-b", "type": "project", "name": "Team B"},
+                {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "a"},
+                {"id": key_document_id(hash_key(OTHER_KEY)), "type": "key", "project": "team-b", "name": "b"},
+            ]
+        )
+    )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(directory / "projects.json"))
     process = GatewayProcess(env, directory / "gateway.log").start()
     yield process
@@ -65,14 +78,20 @@ def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked)
     record = wait_for_record(mocked, "mock-plain")
     assert record["project"] == "team-a" and record["model"] == "mock" and record["status"] == 200
     assert (record["prompt_tokens"], record["completion_tokens"]) == (
-        reply.usage.prompt_tokens, reply.usage.completion_tokens,
-    )  # fmt: skip
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
 
 
 def test_the_mock_model_streams_with_usage(mocked):
-    chunks = list(client(mocked, request_id="mock-stream").chat.completions.create(
-        model="mock", messages=USER, stream=True, stream_options={"include_usage": True},
-    ))  # fmt: skip
+    chunks = list(
+        client(mocked, request_id="mock-stream").chat.completions.create(
+            model="mock",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
 
     for chunk in chunks:
         ChatCompletionChunk.model_validate(chunk.to_dict())
@@ -145,4 +164,3 @@ def test_a_mock_model_can_stand_for_a_throttled_provider(mocked):
 
     assert throttled.value.body["type"] == "rate_limit_error"
     assert wait_for_record(mocked, "mock-429")["status"] == 429
-

@@ -68,7 +68,9 @@ def test_the_sdk_default_base64_embeddings_decode_to_floats(client):
 
 
 def test_images_as_urls_and_as_base64(client, fake_azure):
-    urls = client.images.generate(model="image-model", prompt="a red fox", n=2, size="1024x1024", quality="hd", style="vivid")
+    urls = client.images.generate(
+        model="image-model", prompt="a red fox", n=2, size="1024x1024", quality="hd", style="vivid"
+    )
     ImagesResponse.model_validate(urls.to_dict())
     assert len(urls.data) == 2 and urls.data[0].url.startswith("https://")
     assert urls.data[0].revised_prompt == "a red fox"
@@ -86,7 +88,12 @@ def test_images_as_urls_and_as_base64(client, fake_azure):
 @pytest.mark.parametrize("audio_format", sorted(SPEECH_TYPES))
 def test_speech_returns_the_audio_with_its_content_type(client, fake_azure, audio_format):
     response = client.audio.speech.create(
-        model="tts-model", voice="alloy", input="say this", response_format=audio_format, speed=1.25, instructions="calm"
+        model="tts-model",
+        voice="alloy",
+        input="say this",
+        response_format=audio_format,
+        speed=1.25,
+        instructions="calm",
     )
     assert response.content == speech_bytes(audio_format, "say this")
     assert response.response.headers["content-type"] == SPEECH_TYPES[audio_format]
@@ -95,7 +102,9 @@ def test_speech_returns_the_audio_with_its_content_type(client, fake_azure, audi
 
 
 def test_speech_with_a_streaming_response(client):
-    with client.audio.speech.with_streaming_response.create(model="tts-model", voice="nova", input="stream me") as response:
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-model", voice="nova", input="stream me"
+    ) as response:
         assert response.headers["content-type"] == "audio/mpeg"
         received = b"".join(response.iter_bytes())
     assert received == speech_bytes("mp3", "stream me")
@@ -106,7 +115,9 @@ def test_speech_with_a_streaming_response(client):
 
 def test_transcription_json_and_verbose_json(client, fake_azure):
     audio = wav_bytes()
-    result = client.audio.transcriptions.create(model="stt-model", file=("clip.wav", audio), language="en", prompt="names", temperature=0.2)
+    result = client.audio.transcriptions.create(
+        model="stt-model", file=("clip.wav", audio), language="en", prompt="names", temperature=0.2
+    )
     Transcription.model_validate(result.to_dict())
     assert result.text == f"transcribed {len(audio)} bytes"
     form = fake_azure.requests[0].extra["form"]
@@ -185,7 +196,11 @@ def test_responses_streaming_events(client):
         ("/v1/images/generations", {"model": "chat-a", "prompt": "x"}, "images"),
         ("/v1/audio/speech", {"model": "chat-a", "input": "x", "voice": "alloy"}, "audio_tts"),
         ("/v1/responses", {"model": "chat-a", "input": "x"}, "Responses"),
-        ("/v1/chat/completions", {"model": "tts-model", "messages": [{"role": "user", "content": "x"}]}, "ChatCompletion"),
+        (
+            "/v1/chat/completions",
+            {"model": "tts-model", "messages": [{"role": "user", "content": "x"}]},
+            "ChatCompletion",
+        ),
     ],
 )
 def test_every_endpoint_enforces_the_catalog_operations(gateway, fake_azure, path, body, operation):
@@ -207,7 +222,14 @@ def test_transcription_enforces_the_catalog_operations(gateway):
 
 def test_models_show_what_each_model_supports(client):
     models = {model.id: model.model_extra["operations"] for model in client.models.list()}
-    assert models["every-operation"] == ["ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt"]
+    assert models["every-operation"] == [
+        "ChatCompletion",
+        "Responses",
+        "embeddings",
+        "images",
+        "audio_tts",
+        "audio_stt",
+    ]
     assert models["tts-model"] == ["audio_tts"]
 
 
@@ -220,10 +242,18 @@ def test_models_show_what_each_model_supports(client):
         ("/v1/embeddings", {"model": "embed-only", "input": "x", "encoding_format": "hex"}, "encoding_format"),
         ("/v1/images/generations", {"model": "image-model"}, "prompt"),
         ("/v1/images/generations", {"model": "image-model", "prompt": 5}, "prompt"),
-        ("/v1/images/generations", {"model": "image-model", "prompt": "x", "response_format": "gif"}, "response_format"),
+        (
+            "/v1/images/generations",
+            {"model": "image-model", "prompt": "x", "response_format": "gif"},
+            "response_format",
+        ),
         ("/v1/audio/speech", {"model": "tts-model", "voice": "alloy"}, "input"),
         ("/v1/audio/speech", {"model": "tts-model", "input": "x"}, "voice"),
-        ("/v1/audio/speech", {"model": "tts-model", "input": "x", "voice": "a", "response_format": "ogg"}, "response_format"),
+        (
+            "/v1/audio/speech",
+            {"model": "tts-model", "input": "x", "voice": "a", "response_format": "ogg"},
+            "response_format",
+        ),
         ("/v1/responses", {"model": "responses-model"}, "input"),
         ("/v1/responses", {"input": "x"}, "model"),
     ],

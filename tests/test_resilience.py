@@ -14,8 +14,11 @@ USER = [{"role": "user", "content": "keep answering"}]
 
 
 def deployment(name, code, fake_url, key="$KEY_A", **extra):
-    return {"name": name, "code": code, "parameters": {"endpoint": fake_url, "api_version": API_VERSION,
-                                                       "api_key": key}} | extra  # fmt: skip
+    return {
+        "name": name,
+        "code": code,
+        "parameters": {"endpoint": fake_url, "api_version": API_VERSION, "api_key": key},
+    } | extra
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +29,36 @@ def resilient(fake_azure, tmp_path_factory):
         return azure_entry(model_id, "unused", url, deployments=deployments, **extra)
 
     catalog = [
-        spread("regional", [
-            deployment("sweden-throttled", "rate-limited", url, priority=0),
-            deployment("france-failing", "broken", url, priority=0),
-            deployment("us-healthy", "dep-a", url, priority=1),
-        ]),
-        spread("weighted", [deployment("big", "dep-a", url, weight=3),
-                            deployment("small", "dep-b", url, key="$KEY_B", weight=1)]),
+        spread(
+            "regional",
+            [
+                deployment("sweden-throttled", "rate-limited", url, priority=0),
+                deployment("france-failing", "broken", url, priority=0),
+                deployment("us-healthy", "dep-a", url, priority=1),
+            ],
+        ),
+        spread(
+            "weighted",
+            [deployment("big", "dep-a", url, weight=3), deployment("small", "dep-b", url, key="$KEY_B", weight=1)],
+        ),
         spread("doomed", [deployment("only", "broken", url)], fallbacks=["rescuer", "no-such-model"]),
         azure_entry("rescuer", "dep-b", url),
         spread("throttled", [deployment("one", "rate-limited", url), deployment("two", "rate-limited", url)]),
-        azure_entry("slow-model", "slow", url, parameters={"endpoint": url, "api_version": API_VERSION,
-                                                           "api_key": "$KEY_A", "timeout": 1}),
-        azure_entry("slow-budget", "slow", url, parameters={"endpoint": url, "api_version": API_VERSION,
-                                                            "api_key": "$KEY_A", "timeout": 30}),
+        azure_entry(
+            "slow-model",
+            "slow",
+            url,
+            parameters={"endpoint": url, "api_version": API_VERSION, "api_key": "$KEY_A", "timeout": 1},
+        ),
+        azure_entry(
+            "slow-budget",
+            "slow",
+            url,
+            parameters={"endpoint": url, "api_version": API_VERSION, "api_key": "$KEY_A", "timeout": 30},
+        ),
         azure_entry("streamer", "slow-stream", url),
         azure_entry("mixed-operations", "broken", url, operations=["embeddings"], fallbacks=["rescuer"]),
-    ]  # fmt: skip
+    ]
     directory = tmp_path_factory.mktemp("resilience")
     env = gateway_env(
         MODELS_FILE=str(write_catalog(directory / "models.json", catalog)),
@@ -74,8 +90,9 @@ def test_weights_spread_traffic_within_a_priority(resilient, fake_azure):
     async def scenario():
         client = openai.AsyncOpenAI(base_url=f"{resilient.url}/v1", api_key="local", max_retries=0)
         for start in range(0, 200, 50):
-            await asyncio.gather(*(client.chat.completions.create(model="weighted", messages=USER)
-                                   for _ in range(start, start + 50)))  # fmt: skip
+            await asyncio.gather(
+                *(client.chat.completions.create(model="weighted", messages=USER) for _ in range(start, start + 50))
+            )
 
     asyncio.run(scenario())
     big, small = len(fake_azure.requests_for("dep-a")), len(fake_azure.requests_for("dep-b"))
@@ -116,7 +133,9 @@ def test_when_every_deployment_is_cooling_down_the_provider_still_answers(resili
 
 def test_a_slow_upstream_is_a_504_at_the_models_timeout(resilient):
     started = time.monotonic()
-    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "slow-model", "messages": USER}, timeout=30)
+    response = httpx.post(
+        f"{resilient.url}/v1/chat/completions", json={"model": "slow-model", "messages": USER}, timeout=30
+    )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
     assert time.monotonic() - started < 2.5
@@ -124,22 +143,31 @@ def test_a_slow_upstream_is_a_504_at_the_models_timeout(resilient):
 
 def test_the_request_budget_caps_a_slower_models_timeout(resilient):
     started = time.monotonic()
-    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "slow-budget", "messages": USER}, timeout=30)
+    response = httpx.post(
+        f"{resilient.url}/v1/chat/completions", json={"model": "slow-budget", "messages": USER}, timeout=30
+    )
     assert response.status_code == 504
     assert 2.5 < time.monotonic() - started < 4.5
 
 
 def test_a_stream_without_a_first_byte_in_time_is_a_504(resilient):
     started = time.monotonic()
-    response = httpx.post(f"{resilient.url}/v1/chat/completions",
-                          json={"model": "slow-budget", "messages": USER, "stream": True}, timeout=30)  # fmt: skip
+    response = httpx.post(
+        f"{resilient.url}/v1/chat/completions",
+        json={"model": "slow-budget", "messages": USER, "stream": True},
+        timeout=30,
+    )
     assert response.status_code == 504
     assert time.monotonic() - started < 2
 
 
 def test_a_stream_that_outlives_the_request_budget_ends_with_an_error_event(resilient):
-    with httpx.stream("POST", f"{resilient.url}/v1/chat/completions",
-                      json={"model": "streamer", "messages": USER, "stream": True}, timeout=30) as response:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{resilient.url}/v1/chat/completions",
+        json={"model": "streamer", "messages": USER, "stream": True},
+        timeout=30,
+    ) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines() if line]
     assert "event: error" in lines and '"timeout"' in lines[-2]
@@ -147,8 +175,9 @@ def test_a_stream_that_outlives_the_request_budget_ends_with_an_error_event(resi
 
 
 def test_a_client_that_closes_a_stream_closes_the_upstream_stream(resilient, fake_azure):
-    with httpx.stream("POST", f"{resilient.url}/v1/chat/completions",
-                      json={"model": "streamer", "messages": USER, "stream": True}) as response:  # fmt: skip
+    with httpx.stream(
+        "POST", f"{resilient.url}/v1/chat/completions", json={"model": "streamer", "messages": USER, "stream": True}
+    ) as response:
         for line in response.iter_lines():
             if "w1" in line:
                 break

@@ -23,9 +23,7 @@ class CountingSource:
 
 def test_references_resolve_and_other_parameters_stay():
     resolver = SecretResolver(EnvironmentSecretSource({"API_KEY": "s3cret"}))
-    resolved = asyncio.run(
-        resolver.resolve_parameters({"api_key": "$API_KEY", "endpoint": "https://x"}, model_id="m")
-    )
+    resolved = asyncio.run(resolver.resolve_parameters({"api_key": "$API_KEY", "endpoint": "https://x"}, model_id="m"))
     assert resolved == {"api_key": "s3cret", "endpoint": "https://x"}
 
 

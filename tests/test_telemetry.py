@@ -83,10 +83,14 @@ def traced(fake_azure, tmp_path_factory):
         azure_entry("rate-limited", "rate-limited", url),
     ]
     (directory / "models.json").write_text(json.dumps(catalog))
-    (directory / "projects.json").write_text(json.dumps([
-        {"id": "team-a", "type": "project", "name": "Team A"},
-        {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "t"},
-    ]))  # fmt: skip
+    (directory / "projects.json").write_text(
+        json.dumps(
+            [
+                {"id": "team-a", "type": "project", "name": "Team A"},
+                {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "t"},
+            ]
+        )
+    )
     settings = Settings(
         models_file=str(directory / "models.json"),
         projects_file=str(directory / "projects.json"),
@@ -112,9 +116,11 @@ def traced(fake_azure, tmp_path_factory):
 
 def client(server, request_id, **headers):
     return openai.OpenAI(
-        base_url=f"{server.url}/v1", api_key=TEAM_KEY, max_retries=0,
+        base_url=f"{server.url}/v1",
+        api_key=TEAM_KEY,
+        max_retries=0,
         default_headers={"x-request-id": request_id, **headers},
-    )  # fmt: skip
+    )
 
 
 def assert_nothing_private(recorded: Recorded) -> None:
@@ -155,9 +161,14 @@ def test_a_chat_is_one_request_span_over_one_genai_client_span(traced):
 
 def test_a_stream_records_its_time_to_first_chunk_and_tokens_when_it_ends(traced):
     server, recorded = traced
-    chunks = list(client(server, "t-stream").chat.completions.create(
-        model="chat-a", messages=USER, stream=True, stream_options={"include_usage": True},
-    ))  # fmt: skip
+    chunks = list(
+        client(server, "t-stream").chat.completions.create(
+            model="chat-a",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
 
     root, [attempt] = recorded.trace("t-stream")
     assert attempt.attributes["gateway.stream"] is True

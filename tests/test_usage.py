@@ -64,8 +64,11 @@ def test_streams_are_recorded_even_when_the_caller_did_not_ask_for_usage(metered
     record = wait_for_record(metered, "u-stream")
     assert (record["prompt_tokens"], record["completion_tokens"], record["stream"]) == (3, 4, True)
 
-    asked = list(team(metered, "u-stream-usage").chat.completions.create(
-        model="chat-a", messages=USER, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    asked = list(
+        team(metered, "u-stream-usage").chat.completions.create(
+            model="chat-a", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert asked[-1].usage.total_tokens == 7
     assert wait_for_record(metered, "u-stream-usage")["total_tokens"] == 7
 
@@ -97,10 +100,11 @@ def test_every_operation_is_recorded(metered):
 
 def test_a_client_that_leaves_mid_stream_is_still_recorded(metered, fake_azure):
     with httpx.stream(
-        "POST", f"{metered.url}/v1/chat/completions",
+        "POST",
+        f"{metered.url}/v1/chat/completions",
         json={"model": "slow-stream", "messages": USER, "stream": True},
         headers={"Authorization": f"Bearer {TEAM_KEY}", "x-request-id": "u-gone"},
-    ) as response:  # fmt: skip
+    ) as response:
         for line in response.iter_lines():
             if "w2" in line:
                 break
@@ -118,8 +122,9 @@ def test_the_usage_report_totals_match_the_records(metered):
     wait_for_record(metered, "u-report-2")
     records = [r for r in metered.usage_records() if r["project"] == "team-a"]
 
-    report = httpx.get(f"{metered.url}/v1/usage", params={"group_by": "model"},
-                       headers={"Authorization": f"Bearer {TEAM_KEY}"}).json()  # fmt: skip
+    report = httpx.get(
+        f"{metered.url}/v1/usage", params={"group_by": "model"}, headers={"Authorization": f"Bearer {TEAM_KEY}"}
+    ).json()
     assert report["project"] == "team-a"
     by_model = {row["model"]: row for row in report["data"]}
     chat_b = [r for r in records if r["model"] == "chat-b"]
@@ -128,28 +133,38 @@ def test_the_usage_report_totals_match_the_records(metered):
     assert report["total"]["requests"] == len(records)
     assert report["total"]["cost"] == pytest.approx(sum(r["cost"] for r in records))
 
-    daily = httpx.get(f"{metered.url}/v1/usage", params={"group_by": "day"},
-                      headers={"Authorization": f"Bearer {TEAM_KEY}"}).json()  # fmt: skip
+    daily = httpx.get(
+        f"{metered.url}/v1/usage", params={"group_by": "day"}, headers={"Authorization": f"Bearer {TEAM_KEY}"}
+    ).json()
     assert sum(row["requests"] for row in daily["data"]) == len(records)
 
-    admin_view = httpx.get(f"{metered.url}/v1/admin/usage", params={"project": "team-a"},
-                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()  # fmt: skip
+    admin_view = httpx.get(
+        f"{metered.url}/v1/admin/usage", params={"project": "team-a"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ).json()
     assert admin_view["total"] == report["total"]
 
-    empty = httpx.get(f"{metered.url}/v1/usage", params={"start": "2001-01-01", "end": "2001-02-01"},
-                      headers={"Authorization": f"Bearer {TEAM_KEY}"}).json()  # fmt: skip
+    empty = httpx.get(
+        f"{metered.url}/v1/usage",
+        params={"start": "2001-01-01", "end": "2001-02-01"},
+        headers={"Authorization": f"Bearer {TEAM_KEY}"},
+    ).json()
     assert empty["total"]["requests"] == 0
-    bad = httpx.get(f"{metered.url}/v1/usage", params={"start": "last tuesday"},
-                    headers={"Authorization": f"Bearer {TEAM_KEY}"})  # fmt: skip
+    bad = httpx.get(
+        f"{metered.url}/v1/usage", params={"start": "last tuesday"}, headers={"Authorization": f"Bearer {TEAM_KEY}"}
+    )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start"
 
 
 def new_model(fake_url, **overrides):
     return {
-        "name": "Added at runtime", "provider": "Azure", "model_type": "AzureOpenAI", "code": "dep-a",
+        "name": "Added at runtime",
+        "provider": "Azure",
+        "model_type": "AzureOpenAI",
+        "code": "dep-a",
         "parameters": {"endpoint": fake_url, "api_version": "2024-10-21", "api_key": "$KEY_A"},
-        "costs": {"input": 0.001, "output": 0.002}, "operations": ["ChatCompletion"],
-    } | overrides  # fmt: skip
+        "costs": {"input": 0.001, "output": 0.002},
+        "operations": ["ChatCompletion"],
+    } | overrides
 
 
 def test_admin_api_needs_an_admin_project(metered):
@@ -189,7 +204,10 @@ def test_admin_model_round_trip_is_visible_at_once(metered, fake_azure):
         ({"model_type": "Bedrock"}, "model_type"),
         ({"operations": ["ChatCompletion", "teleport"]}, "operations"),
         ({"parameters": {"api_key": "$KEY_A"}}, "parameters.endpoint"),
-        ({"provider": "Google", "model_type": "GoogleVertex", "parameters": {"location": "x"}}, "parameters.gcp_project"),
+        (
+            {"provider": "Google", "model_type": "GoogleVertex", "parameters": {"location": "x"}},
+            "parameters.gcp_project",
+        ),
         ({"costs": {"input": -1}}, "costs"),
         ({"id": "another-id"}, "id"),
     ],
@@ -214,8 +232,13 @@ def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
         server.seed("usage-test", "usage", containers["usage"], [])
 
     seed()
-    env = gateway_env(ALLOW_ANONYMOUS="false", COSMOS_URL=server.url, COSMOS_KEY=CosmosServer.KEY,
-                      COSMOS_VERIFY_TLS="false", COSMOS_DATABASE_ID="usage-test")  # fmt: skip
+    env = gateway_env(
+        ALLOW_ANONYMOUS="false",
+        COSMOS_URL=server.url,
+        COSMOS_KEY=CosmosServer.KEY,
+        COSMOS_VERIFY_TLS="false",
+        COSMOS_DATABASE_ID="usage-test",
+    )
     gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
     try:
         team(gateway, "c-before").chat.completions.create(model="chat-a", messages=USER)
@@ -237,11 +260,16 @@ def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
 def wait_for_cosmos(server, request_ids, timeout=15.0):
     from azure.cosmos import CosmosClient
 
-    container = (CosmosClient(server.url, credential=CosmosServer.KEY, connection_verify=False)
-                 .get_database_client("usage-test").get_container_client("usage"))  # fmt: skip
+    container = (
+        CosmosClient(server.url, credential=CosmosServer.KEY, connection_verify=False)
+        .get_database_client("usage-test")
+        .get_container_client("usage")
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stored = {item["request_id"] for item in container.query_items("SELECT * FROM c", enable_cross_partition_query=True)}
+        stored = {
+            item["request_id"] for item in container.query_items("SELECT * FROM c", enable_cross_partition_query=True)
+        }
         if request_ids <= stored:
             return True
         time.sleep(0.2)

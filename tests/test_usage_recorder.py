@@ -26,12 +26,21 @@ class FlakyStore:
 
 
 def record(number):
-    return {"id": f"r{number}", "request_id": f"q{number}", "project": "p", "model": "m",
-            "timestamp": "2026-11-26T10:00:00.000000Z", "total_tokens": number, "cost": 0.5}  # fmt: skip
+    return {
+        "id": f"r{number}",
+        "request_id": f"q{number}",
+        "project": "p",
+        "model": "m",
+        "timestamp": "2026-11-26T10:00:00.000000Z",
+        "total_tokens": number,
+        "cost": 0.5,
+    }
 
 
 def lost_records(caplog):
-    return [json.loads(r.getMessage().split(": ", 1)[1]) for r in caplog.records if LOST_RECORD_MARKER in r.getMessage()]
+    return [
+        json.loads(r.getMessage().split(": ", 1)[1]) for r in caplog.records if LOST_RECORD_MARKER in r.getMessage()
+    ]
 
 
 def test_records_are_written_in_the_background_and_retried_until_the_store_recovers():

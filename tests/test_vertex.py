@@ -16,10 +16,16 @@ import pytest
 from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
 
 USER = [{"role": "user", "content": "hello there"}]
-TOOLS = [{"type": "function", "function": {
-    "name": "lookup_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-}}]  # fmt: skip
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.fixture
@@ -40,8 +46,11 @@ def test_chat_plain_for_every_family(client, google, family):
 
 @pytest.mark.parametrize("family", ["gemini", "claude", "llama", "mistral", "qwen"])
 def test_chat_streaming_with_usage_for_families(client, family):
-    chunks = list(client.chat.completions.create(
-        model=family, messages=USER, max_tokens=100, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model=family, messages=USER, max_tokens=100, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "echo: hello there"
     usage = [chunk.usage for chunk in chunks if chunk.usage]
@@ -58,8 +67,12 @@ def test_tool_calling(client, family):
 
 def test_image_parts_reach_gemini(client, google):
     image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
-    messages = [{"role": "user", "content": [{"type": "text", "text": "describe"},
-                                             {"type": "image_url", "image_url": {"url": image}}]}]  # fmt: skip
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image}}],
+        }
+    ]
     completion = client.chat.completions.create(model="gemini", messages=messages)
     assert completion.usage.prompt_tokens == 2  # one text word + one image part
     parts = google[1].requests[0].json["contents"][0]["parts"]
@@ -67,7 +80,9 @@ def test_image_parts_reach_gemini(client, google):
 
 
 def test_gemini_embeddings(client, google):
-    result = client.embeddings.create(model="gemini-embed", input="embed these words", dimensions=4, encoding_format="float")
+    result = client.embeddings.create(
+        model="gemini-embed", input="embed these words", dimensions=4, encoding_format="float"
+    )
     assert len(result.data[0].embedding) == 4
     assert result.usage.prompt_tokens == 3
     assert google[1].requests[0].extra["method"] == "predict"
@@ -82,7 +97,10 @@ def test_imagen_with_the_models_own_account_and_no_secret_in_the_body(client, go
     assert base64.b64decode(images.data[0].b64_json).startswith(b"\x89PNG")
     (upstream,) = google[1].requests
     assert upstream.extra["account"] == ACCOUNT_TWO
-    assert upstream.json == {"instances": [{"prompt": "a red fox"}], "parameters": {"sampleCount": 2, "aspectRatio": "16:9"}}
+    assert upstream.json == {
+        "instances": [{"prompt": "a red fox"}],
+        "parameters": {"sampleCount": 2, "aspectRatio": "16:9"},
+    }
 
 
 def test_no_credential_ever_reaches_an_upstream_body(client, google, vertex_gateway):
@@ -115,10 +133,13 @@ def test_concurrent_calls_carry_their_own_accounts_token(vertex_gateway, google)
     client = openai.AsyncOpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
 
     async def scenario():
-        return await asyncio.gather(*(
-            client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"call {i}"}])
-            for i in range(50) for model in ("gemini", "gemini-two")
-        ))  # fmt: skip
+        return await asyncio.gather(
+            *(
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"call {i}"}])
+                for i in range(50)
+                for model in ("gemini", "gemini-two")
+            )
+        )
 
     assert len(asyncio.run(scenario())) == 100
     expected = {"gemini-2.0-flash": ACCOUNT_ONE, "gemini-2.5-flash": ACCOUNT_TWO}
@@ -151,7 +172,9 @@ def test_a_streaming_rate_limit_is_a_429(client):
 
 
 def test_a_safety_block_is_not_a_server_error(vertex_gateway):
-    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json={"model": "gemini-blocked", "messages": USER})
+    response = httpx.post(
+        f"{vertex_gateway.url}/v1/chat/completions", json={"model": "gemini-blocked", "messages": USER}
+    )
     assert response.status_code < 500, response.text
 
 

@@ -20,10 +20,16 @@ from tests.conftest import FAMILIES
 from tests.openapi import assert_conforms
 
 USER = [{"role": "user", "content": "hello there gateway"}]
-TOOLS = [{"type": "function", "function": {
-    "name": "lookup_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-}}]  # fmt: skip
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 CHAT_FAMILIES = ["azure", *FAMILIES]
 
 
@@ -126,7 +132,9 @@ def test_an_unasked_usage_chunk_is_withheld_yet_metered(gateway):
 
 
 def test_several_choices_stream_under_one_id(gateway):
-    chunks = chat_chunks(gateway.url, {"model": "chat-a", "messages": USER, "n": 2, "logprobs": True, "top_logprobs": 2})
+    chunks = chat_chunks(
+        gateway.url, {"model": "chat-a", "messages": USER, "n": 2, "logprobs": True, "top_logprobs": 2}
+    )
     for chunk in chunks:
         assert_conforms("CreateChatCompletionStreamResponse", chunk)
     assert len({chunk["id"] for chunk in chunks}) == 1

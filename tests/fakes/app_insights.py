@@ -43,7 +43,11 @@ class FakeIngestion:
         """(type, name, operation id, parent id) of each envelope, to say what did arrive."""
         with self._lock:
             return [
-                (e["data"]["baseType"], str(e["data"]["baseData"].get("name")),
-                 e.get("tags", {}).get("ai.operation.id"), e.get("tags", {}).get("ai.operation.parentId"))
+                (
+                    e["data"]["baseType"],
+                    str(e["data"]["baseData"].get("name")),
+                    e.get("tags", {}).get("ai.operation.id"),
+                    e.get("tags", {}).get("ai.operation.parentId"),
+                )
                 for e in self.envelopes
-            ]  # fmt: skip
+            ]

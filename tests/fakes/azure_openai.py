@@ -67,9 +67,13 @@ V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
 RESPONSES_SINCE = "2025-03-01-preview"
 FAULTS = frozenset({"rate-limited", "broken", "slow", "filtered", "midstream-error", "slow-stream"})
 SPEECH_TYPES = {
-    "mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
-    "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm",
-}  # fmt: skip
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 TINY_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -130,12 +134,11 @@ def _unserved_api_version(recorded: RecordedRequest) -> Response | None:
     """Azure's answer to an api-version the path is not served on: the v1 paths take only
     `preview`/`latest`/`v1`, and `/openai/responses` only previews since RESPONSES_SINCE."""
     version = recorded.query.get("api-version")
-    if recorded.path.startswith("/openai/v1/"):
-        if version is not None and version not in V1_API_VERSIONS:
-            return azure_error(400, "BadRequest", "API version not supported")
-    elif recorded.path == "/openai/responses":
-        if not (version == "preview" or version.endswith("-preview") and version >= RESPONSES_SINCE):
-            return azure_error(404, "404", "Resource not found")
+    if recorded.path.startswith("/openai/v1/") and version is not None and version not in V1_API_VERSIONS:
+        return azure_error(400, "BadRequest", "API version not supported")
+    preview = version == "preview" or ((version or "").endswith("-preview") and (version or "") >= RESPONSES_SINCE)
+    if recorded.path == "/openai/responses" and not preview:
+        return azure_error(404, "404", "Resource not found")
     return None
 
 
@@ -245,11 +248,18 @@ def chat(recorded: RecordedRequest) -> Response | EventStream:
         text = " ".join(f"w{index}" for index in range(40))
     prompt_tokens = sum(words(_text_of(m.get("content"))) for m in messages)
     completion_tokens = words(call["function"]["arguments"] if call else text)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens,
-             "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
-             "completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
-                                           "reasoning_tokens": 0, "rejected_prediction_tokens": 0}}  # fmt: skip
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": 0,
+            "audio_tokens": 0,
+            "reasoning_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
     reply = ChatReply(body, text, call, usage)
     if body.get("stream"):
         return EventStream(reply.events(), kept_on_error=4)  # prompt filter, role, two text chunks
@@ -273,27 +283,48 @@ class ChatReply:
         return _logprobs(pieces, self.body.get("top_logprobs") or 0) if self.body.get("logprobs") else None
 
     def _envelope(self, kind: str, choices: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": UPSTREAM_MODEL,
-                "system_fingerprint": "fp_fake", "choices": choices, **fields}  # fmt: skip
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": UPSTREAM_MODEL,
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+            **fields,
+        }
 
     def completion(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": None if self.call else self.text, "refusal": None,
-                                   "annotations": []}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if self.call else self.text,
+            "refusal": None,
+            "annotations": [],
+        }
         if self.call:
             message["tool_calls"] = [self.call]
         logprobs = None if self.call else self._logprobs(_pieces(self.text))
         choices = [
-            {"index": index, "message": message, "finish_reason": self.finish_reason, "logprobs": logprobs,
-             "content_filter_results": CONTENT_FILTER_RESULTS}
+            {
+                "index": index,
+                "message": message,
+                "finish_reason": self.finish_reason,
+                "logprobs": logprobs,
+                "content_filter_results": CONTENT_FILTER_RESULTS,
+            }
             for index in self.choices
-        ]  # fmt: skip
+        ]
         return self._envelope("chat.completion", choices, usage=self.usage, prompt_filter_results=PROMPT_FILTER_RESULTS)
 
     def _chunk(
         self, index: int, delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None
     ) -> bytes:
-        choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs,
-                  "content_filter_results": {} if finish_reason else CONTENT_FILTER_RESULTS}  # fmt: skip
+        choice = {
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": logprobs,
+            "content_filter_results": {} if finish_reason else CONTENT_FILTER_RESULTS,
+        }
         return _sse(self._envelope("chat.completion.chunk", [choice], **self._null_usage()))
 
     def _null_usage(self) -> dict[str, Any]:
@@ -314,8 +345,18 @@ class ChatReply:
 
     def events(self) -> list[bytes]:
         """Azure's order: a prompt-filter chunk without choices, each choice's chunks, usage if asked, [DONE]."""
-        events = [_sse({"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                        "prompt_filter_results": PROMPT_FILTER_RESULTS})]  # fmt: skip
+        events = [
+            _sse(
+                {
+                    "id": "",
+                    "object": "",
+                    "created": 0,
+                    "model": "",
+                    "choices": [],
+                    "prompt_filter_results": PROMPT_FILTER_RESULTS,
+                }
+            )
+        ]
         for index in self.choices:
             events += self._choice_chunks(index)
         if (self.body.get("stream_options") or {}).get("include_usage"):
@@ -386,10 +427,25 @@ def _cue(text: str, duration: float, separator: str) -> str:
 
 
 def _verbose(task: str, text: str, duration: float, language: str, granularities: list[str]) -> dict[str, Any]:
-    segment = {"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text, "tokens": [1, 2],
-               "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.0, "no_speech_prob": 0.0}  # fmt: skip
-    verbose: dict[str, Any] = {"task": task, "language": language, "duration": duration, "text": text,
-                               "segments": [segment]}  # fmt: skip
+    segment = {
+        "id": 0,
+        "seek": 0,
+        "start": 0.0,
+        "end": duration,
+        "text": text,
+        "tokens": [1, 2],
+        "temperature": 0.0,
+        "avg_logprob": -0.2,
+        "compression_ratio": 1.0,
+        "no_speech_prob": 0.0,
+    }
+    verbose: dict[str, Any] = {
+        "task": task,
+        "language": language,
+        "duration": duration,
+        "text": text,
+        "segments": [segment],
+    }
     if "word" in granularities:
         step = duration / words(text)
         verbose["words"] = [{"word": w, "start": i * step, "end": (i + 1) * step} for i, w in enumerate(text.split())]
@@ -442,10 +498,12 @@ class ResponsesReply:
         self.created_at = int(time.time())
         input_tokens = sum(map(words, texts)) + words(body.get("instructions") or "")
         self.usage = {
-            "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": words(self.text), "output_tokens_details": {"reasoning_tokens": 0},
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": words(self.text),
+            "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input_tokens + words(self.text),
-        }  # fmt: skip
+        }
         self.sequence = 0
 
     def _message(self, done: bool) -> dict[str, Any]:
@@ -455,14 +513,25 @@ class ResponsesReply:
 
     def response(self, done: bool = True) -> dict[str, Any]:
         return {
-            "id": self.id, "object": "response", "created_at": self.created_at,
-            "status": "completed" if done else "in_progress", "model": UPSTREAM_MODEL,
-            "output": [self._message(done)] if done else [], "usage": self.usage if done else None,
-            "instructions": self.body.get("instructions"), "metadata": self.body.get("metadata") or {},
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "temperature": 1.0, "top_p": 1.0,
-            "text": {"format": {"type": "text"}}, "error": None, "incomplete_details": None,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": "completed" if done else "in_progress",
+            "model": UPSTREAM_MODEL,
+            "output": [self._message(done)] if done else [],
+            "usage": self.usage if done else None,
+            "instructions": self.body.get("instructions"),
+            "metadata": self.body.get("metadata") or {},
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "text": {"format": {"type": "text"}},
+            "error": None,
+            "incomplete_details": None,
             "content_filters": None,
-        }  # fmt: skip
+        }
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         self.sequence += 1
@@ -537,8 +606,11 @@ class FakeAzureOpenAI:
         self._scripts: dict[str, list[int]] = {}
         self._random = random.Random(12)
         self._lock = threading.Lock()
-        routes = [Route(path, self._endpoint(operation), methods=["POST"]) for operation in OPERATIONS
-                  for path in _paths(operation)]  # fmt: skip
+        routes = [
+            Route(path, self._endpoint(operation), methods=["POST"])
+            for operation in OPERATIONS
+            for path in _paths(operation)
+        ]
         self.app = Starlette(
             routes=routes,
             middleware=[Middleware(_AzureHeaders)],

@@ -128,10 +128,7 @@ class FakeKeyVault:
     @property
     def challenge(self) -> str:
         """The `WWW-Authenticate` value Key Vault sends with a 401."""
-        return (
-            f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", '
-            f'resource="{VAULT_RESOURCE}"'
-        )
+        return f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", resource="{VAULT_RESOURCE}"'
 
     async def _get(self, request: Request) -> JSONResponse:
         name = request.path_params["name"]

@@ -12,7 +12,6 @@ from typing import Any
 
 import uvicorn
 
-
 #: Azure's load balancers close idle connections after 4 minutes.
 KEEP_ALIVE_SECONDS = 240
 
@@ -63,7 +62,7 @@ class ServerThread:
     def _run(self) -> None:
         asyncio.run(self._server.serve())
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -76,7 +75,7 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -61,18 +61,30 @@ ANTHROPIC_VERSION = "vertex-2023-10-16"
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 PCM_RATE = 24000
 GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-    404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE",
-}  # fmt: skip
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+}
 FAULTS = (
-    ("rate-limited", 429, "Quota exceeded for aiplatform.googleapis.com/"
-     "generate_content_requests_per_minute_per_project_per_base_model with base model: {model}. "
-     "Please submit a quota increase request."),
+    (
+        "rate-limited",
+        429,
+        "Quota exceeded for aiplatform.googleapis.com/"
+        "generate_content_requests_per_minute_per_project_per_base_model with base model: {model}. "
+        "Please submit a quota increase request.",
+    ),
     ("invalid", 400, "Request contains an invalid argument."),
-    ("forbidden", 403, "Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/"
-     "projects/{project}/locations/{location}/publishers/google/models/{model}' (or it may not exist)."),
+    (
+        "forbidden",
+        403,
+        "Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/"
+        "projects/{project}/locations/{location}/publishers/google/models/{model}' (or it may not exist).",
+    ),
     ("broken", 503, "The service is currently unavailable."),
-)  # fmt: skip
+)
 SAFETY_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
 TINY_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -127,9 +139,21 @@ def fake_audio(encoding: str, text: str) -> bytes:
 def wav(pcm: bytes) -> bytes:
     """16-bit mono PCM at PCM_RATE wrapped in a WAV header."""
     header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1,
-        PCM_RATE, PCM_RATE * 2, 2, 16, b"data", len(pcm),
-    )  # fmt: skip
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        PCM_RATE,
+        PCM_RATE * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
+    )
     return header + pcm
 
 
@@ -229,10 +253,11 @@ def gemini_transcription(body: dict[str, Any], model: str) -> JSONResponse:
     size = sum(len(base64.b64decode(item["data"])) for item in audio)
     text = f"transcribed {size} bytes"
     usage = {
-        "promptTokenCount": len(audio), "candidatesTokenCount": words(text),
+        "promptTokenCount": len(audio),
+        "candidatesTokenCount": words(text),
         "totalTokenCount": len(audio) + words(text),
         "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": len(audio)}],
-    }  # fmt: skip
+    }
     candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
     return JSONResponse(gemini_envelope(model, new_id(), candidates=[candidate], usageMetadata=usage))
 
@@ -256,9 +281,11 @@ def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     turn = gemini_turn(body)
     if "blocked" in model:
         blocked = gemini_envelope(
-            model, new_id(), promptFeedback={"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
+            model,
+            new_id(),
+            promptFeedback={"blockReason": "SAFETY", "safetyRatings": SAFETY_RATINGS},
             usageMetadata={"promptTokenCount": turn.prompt_tokens, "totalTokenCount": turn.prompt_tokens},
-        )  # fmt: skip
+        )
         chunks = [blocked]
     elif "unsafe" in model:
         candidate = {"finishReason": "SAFETY", "safetyRatings": SAFETY_RATINGS}
@@ -294,11 +321,20 @@ def anthropic_message(turn: Turn, model: str, streaming: bool) -> dict[str, Any]
         tool_use = {"type": "tool_use", "id": "toolu_vrtx_fake_1", "name": turn.tool, "input": turn.arguments}
         content = [tool_use if turn.tool else {"type": "text", "text": turn.reply}]
     return {
-        "id": new_id("msg_vrtx_"), "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": None if streaming else ("tool_use" if turn.tool else "end_turn"), "stop_sequence": None,
-        "usage": {"input_tokens": turn.prompt_tokens, "output_tokens": 1 if streaming else turn.completion_tokens,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-    }  # fmt: skip
+        "id": new_id("msg_vrtx_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": None if streaming else ("tool_use" if turn.tool else "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": turn.prompt_tokens,
+            "output_tokens": 1 if streaming else turn.completion_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
 
 
 def anthropic_events(turn: Turn, model: str) -> Iterable[bytes]:
@@ -362,9 +398,13 @@ def openai_completion(turn: Turn, model: str) -> dict[str, Any]:
         message["tool_calls"] = [openai_tool_call(turn)]
     choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if turn.tool else "stop"}
     return {
-        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [choice], "usage": openai_usage(turn),
-    }  # fmt: skip
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": openai_usage(turn),
+    }
 
 
 def openai_chunks(turn: Turn, model: str, usage_on_last: bool, usage_chunk: bool) -> Iterable[bytes]:
@@ -414,10 +454,14 @@ def embeddings_response(body: dict[str, Any], model: str) -> Response:
         return google_error(400, f"{model} supports only one instance per request, got {len(instances)}.")
     dimensions = (body.get("parameters") or {}).get("outputDimensionality") or DEFAULT_EMBEDDING_DIMENSIONS
     predictions = [
-        {"embeddings": {"values": embedding_values(item["content"], dimensions),
-                        "statistics": {"token_count": words(item["content"]), "truncated": False}}}
+        {
+            "embeddings": {
+                "values": embedding_values(item["content"], dimensions),
+                "statistics": {"token_count": words(item["content"]), "truncated": False},
+            }
+        }
         for item in instances
-    ]  # fmt: skip
+    ]
     characters = sum(len(item["content"]) for item in instances)
     return JSONResponse({"predictions": predictions, "metadata": {"billableCharacterCount": characters}})
 
@@ -448,8 +492,9 @@ def recognize_response(body: dict[str, Any]) -> Response:
     language = ((body.get("config") or {}).get("languageCodes") or ["en-US"])[0]
     result = {
         "alternatives": [{"transcript": f"transcribed {size} bytes", "confidence": 0.9}],
-        "resultEndOffset": "1s", "languageCode": "en-us" if language == "auto" else language.lower(),
-    }  # fmt: skip
+        "resultEndOffset": "1s",
+        "languageCode": "en-us" if language == "auto" else language.lower(),
+    }
     return JSONResponse({"results": [result], "metadata": {"totalBilledDuration": "1s"}})
 
 
@@ -492,9 +537,12 @@ class FakeVertexAI:
         body = recorded.json if isinstance(recorded.json, dict) else {}
         model = params.get("model") or body.get("model") or (body.get("config") or {}).get("model") or ""
         recorded.extra.update(
-            model=model, method=method, project=params.get("project"),
-            location=params.get("location"), publisher=params.get("publisher"),
-        )  # fmt: skip
+            model=model,
+            method=method,
+            project=params.get("project"),
+            location=params.get("location"),
+            publisher=params.get("publisher"),
+        )
         scheme, _, token = recorded.headers.get("authorization", "").partition(" ")
         account = self.oauth.token_owner(token) if scheme == "Bearer" else None
         recorded.extra["account"] = account
@@ -502,9 +550,10 @@ class FakeVertexAI:
             self.requests.append(recorded)
         if account is None:
             return recorded, google_error(
-                401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, "
                 "login cookie or other valid authentication credential.",
-            )  # fmt: skip
+            )
         if not isinstance(recorded.json, dict):
             return recorded, google_error(400, "Invalid JSON payload received.")
         return recorded, fault_for(model, params.get("project", ""), params.get("location", ""))
