@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,9 +13,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import wave
 from pathlib import Path
 from typing import Any
 
+from shared.projects import hash_key, key_document_id
 from tests.fakes.server import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -221,3 +224,40 @@ def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
 def write_catalog(path: Path, documents: list[dict[str, Any]]) -> Path:
     path.write_text(json.dumps(documents, indent=2), encoding="utf-8")
     return path
+
+
+def wav_bytes(seconds: float = 0.2) -> bytes:
+    """A short mono 8 kHz WAV file, for transcription uploads."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(b"\x01\x00" * int(8000 * seconds))
+    return buffer.getvalue()
+
+
+def key_document(key: str, project: str, **extra: Any) -> dict[str, Any]:
+    """A project key's document as the projects store keeps it (only the key's hash)."""
+    return {
+        "id": key_document_id(hash_key(key)),
+        "type": "key",
+        "project": project,
+        "name": "test",
+        "created": "2026-01-01T00:00:00Z",
+        "expires": None,
+        "disabled": False,
+    } | extra
+
+
+#: A function tool, for tool-calling requests.
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]

@@ -10,27 +10,15 @@ import httpx
 import openai
 import pytest
 
-from shared.projects import hash_key, key_document_id
+from shared.projects import hash_key
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
-from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, key_document, write_catalog
 
 KEY_A = "sk-gw-team-a-key-0001"
 KEY_B = "sk-gw-team-b-key-0002"
 DISABLED_KEY = "sk-gw-disabled-0003"
 EXPIRED_KEY = "sk-gw-expired-0004"
 USER = [{"role": "user", "content": "who am i"}]
-
-
-def key_document(key, project, **extra):
-    return {
-        "id": key_document_id(hash_key(key)),
-        "type": "key",
-        "project": project,
-        "name": "test",
-        "created": "2026-01-01T00:00:00Z",
-        "expires": None,
-        "disabled": False,
-    } | extra
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,16 @@ served unchanged, with the same project rules; and the catalog's api-version ups
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 
 import httpx
 import openai
 import pytest
 
-from shared.projects import hash_key, key_document_id
 from tests.conftest import API_VERSION, azure_entry, gateway_env
 from tests.fakes.azure_openai import speech_bytes
 from tests.openapi import assert_conforms
-from tests.support import GatewayProcess, write_catalog
+from tests.support import GatewayProcess, key_document, wav_bytes, write_catalog
 
 KEY_A = "sk-gw-azure-team-a-0001"
 KEY_B = "sk-gw-azure-team-b-0002"
@@ -23,16 +20,6 @@ CLIENT_API_VERSION = "2024-10-21"
 RESPONSES_API_VERSION = "2025-04-01-preview"
 USER = [{"role": "user", "content": "hello azure clients"}]
 EVERY_OPERATION = ["ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt"]
-
-
-def wav_bytes() -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(b"\x01\x00" * 800)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +32,8 @@ def azure_gateway(fake_azure, tmp_path_factory):
             [
                 {"id": "team-a", "type": "project", "name": "Team A"},
                 {"id": "team-b", "type": "project", "name": "Team B"},
-                *(
-                    {
-                        "id": key_document_id(hash_key(key)),
-                        "type": "key",
-                        "project": project,
-                        "name": "test",
-                        "created": "2026-01-01T00:00:00Z",
-                        "expires": None,
-                        "disabled": False,
-                    }
-                    for key, project in ((KEY_A, "team-a"), (KEY_B, "team-b"))
-                ),
+                key_document(KEY_A, "team-a"),
+                key_document(KEY_B, "team-b"),
             ]
         )
     )

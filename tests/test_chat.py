@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from tests.conftest import API_VERSION, UPSTREAM_KEYS
+from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello there gateway"}]
 
@@ -66,16 +67,7 @@ def test_the_raw_stream_is_server_sent_events_ending_with_done(gateway):
     assert lines[-1] == "data: [DONE]"
 
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
+TOOLS = WEATHER_TOOLS
 
 
 def test_tool_calls_come_back_plain_and_streaming(client, fake_azure):

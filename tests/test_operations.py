@@ -1,9 +1,7 @@
 """Embeddings, images, speech, transcription and the Responses API, end to end."""
 
 import base64
-import io
 import struct
-import wave
 
 import httpx
 import openai
@@ -14,17 +12,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import UPSTREAM_KEYS
 from tests.fakes.azure_openai import SPEECH_TYPES, speech_bytes
-
-
-def wav_bytes(seconds: float = 0.2) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(b"\x01\x00" * int(8000 * seconds))
-    return buffer.getvalue()
-
+from tests.support import wav_bytes
 
 # Embeddings
 

@@ -14,18 +14,10 @@ import openai
 import pytest
 
 from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
+from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello there"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
+TOOLS = WEATHER_TOOLS
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ reads), for every operation and every provider family the gateway serves.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import struct
-import wave
 from typing import Any
 
 import httpx
@@ -18,18 +16,10 @@ import pytest
 
 from tests.conftest import FAMILIES
 from tests.openapi import assert_conforms
+from tests.support import WEATHER_TOOLS, wav_bytes
 
 USER = [{"role": "user", "content": "hello there gateway"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "lookup_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
+TOOLS = WEATHER_TOOLS
 CHAT_FAMILIES = ["azure", *FAMILIES]
 
 
@@ -177,16 +167,6 @@ def test_imagen_images(vertex_gateway):
 
 
 # Transcriptions
-
-
-def wav_bytes() -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as audio:
-        audio.setnchannels(1)
-        audio.setsampwidth(2)
-        audio.setframerate(8000)
-        audio.writeframes(b"\x01\x00" * 1600)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
