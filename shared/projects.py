@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from .cosmos import CosmosDatabase
 from .domain import Caller
 from .errors import AuthenticationFailed, KeyStoreUnavailable
+from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class Authenticator:
         self._clock = clock
         #: key hash -> (fresh until, caller or None for an unknown key)
         self._cache: dict[str, tuple[float, Caller | None]] = {}
-        self._refreshing: dict[str, asyncio.Task[Caller | None]] = {}
+        self._lookups = SingleFlight(self._read)
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:
         key = presented_key(headers)
@@ -214,18 +215,9 @@ class Authenticator:
         if cached is not None and now < cached[0]:
             return cached[1]
         if cached is not None and cached[1] is not None and now < cached[0] + self.stale_seconds:
-            self._refresh(key_hash).add_done_callback(_quiet)
+            self._lookups.start(key_hash).add_done_callback(_quiet)
             return cached[1]
-        return await asyncio.shield(self._refresh(key_hash))
-
-    def _refresh(self, key_hash: str) -> asyncio.Task[Caller | None]:
-        """The look-up of `key_hash` under way, or a new one (one per key at a time)."""
-        task = self._refreshing.get(key_hash)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._read(key_hash))
-            self._refreshing[key_hash] = task
-            task.add_done_callback(lambda _: self._refreshing.pop(key_hash, None))
-        return task
+        return await self._lookups.get(key_hash)
 
     async def _read(self, key_hash: str) -> Caller | None:
         try:

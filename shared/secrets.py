@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import ConfigurationError, SecretStoreUnavailable
+from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class SecretResolver:
         self.stale_seconds = stale_seconds
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._pending: dict[str, asyncio.Task[str | None]] = {}
+        self._lookups = SingleFlight(self._read)
 
     async def resolve(self, name: str, *, model_id: str) -> str:
         cached = self._cache.get(name)
@@ -85,7 +86,7 @@ class SecretResolver:
         if cached is not None and now < cached.fresh_until:
             return cached.value
         try:
-            value = await asyncio.shield(self._start(name))
+            value = await self._lookups.get(name)
         except Exception:
             if cached is None or now >= cached.fetched_at + self.ttl_seconds + self.stale_seconds:
                 raise
@@ -109,15 +110,6 @@ class SecretResolver:
             if name is not None:
                 resolved[key] = await self.resolve(name, model_id=model_id)
         return resolved
-
-    def _start(self, name: str) -> asyncio.Task[str | None]:
-        """The look-up of `name` under way, or a new one."""
-        task = self._pending.get(name)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._read(name))
-            self._pending[name] = task
-            task.add_done_callback(lambda _: self._pending.pop(name, None))
-        return task
 
     async def _read(self, name: str) -> str | None:
         value = await self.source.get(name)
