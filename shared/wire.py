@@ -134,6 +134,11 @@ def response(result: Any, model_id: str) -> dict[str, Any]:
 def _response(payload: dict[str, Any], model_id: str) -> dict[str, Any]:
     shaped = _RESPONSE_DEFAULTS | _shaped(payload)
     shaped["model"] = model_id
+    for item in shaped.get("output", []):
+        for part in item.get("content", []) if item.get("type") == "message" else ():
+            if part.get("type") == "output_text":
+                part.setdefault("annotations", [])
+                part.setdefault("logprobs", [])
     usage = shaped.get("usage")
     if isinstance(usage, dict):
         usage.pop("cost", None)

@@ -6,6 +6,7 @@ import base64
 import json
 import struct
 
+import httpx
 import openai
 import pytest
 from openai.types import CreateEmbeddingResponse
@@ -14,8 +15,10 @@ from openai.types.responses import Response as ResponsesResponse
 
 from shared.projects import hash_key, key_document_id
 from tests.conftest import gateway_env
+from tests.openapi import assert_conforms
 from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
 from tests.test_usage import wait_for_record
+from tests.test_wire_format import chat_chunks
 
 TEAM_KEY = "sk-gw-mock-team-0001"
 OTHER_KEY = "sk-gw-mock-other-0002"
@@ -164,3 +167,25 @@ def test_a_mock_model_can_stand_for_a_throttled_provider(mocked):
 
     assert throttled.value.body["type"] == "rate_limit_error"
     assert wait_for_record(mocked, "mock-429")["status"] == 429
+
+
+def test_every_mock_answer_conforms_to_openais_schema(mocked):
+    """Raw bodies and chunks (an SDK would forgive what it parses) against OpenAI's OpenAPI schema."""
+    auth = {"Authorization": f"Bearer {TEAM_KEY}"}
+
+    def post(path, body):
+        response = httpx.post(f"{mocked.url}/v1/{path}", json=body, headers=auth, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    completion = post("chat/completions", {"model": "mock", "messages": USER})
+    assert_conforms("CreateChatCompletionResponse", completion, "mock completion")
+    for stream_options in ({}, {"stream_options": {"include_usage": True}}):
+        chunks = chat_chunks(mocked.url, {"model": "mock", "messages": USER} | stream_options, auth)
+        for position, chunk in enumerate(chunks):
+            assert_conforms("CreateChatCompletionStreamResponse", chunk, f"mock chunk {position}")
+        assert len({chunk["id"] for chunk in chunks}) == 1
+        assert bool(chunks[-1].get("usage")) == bool(stream_options)
+    embeddings = post("embeddings", {"model": "mock", "input": ["a", "b"], "encoding_format": "float"})
+    assert_conforms("CreateEmbeddingResponse", embeddings, "mock embeddings")
+    assert_conforms("Response", post("responses", {"model": "mock", "input": "Say hello"}), "mock response")
