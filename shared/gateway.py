@@ -204,7 +204,9 @@ class Gateway:
     async def _route(
         self, inbound: Inbound, caller: Caller, model_id: str, operation: Operation, *, stream: bool = False
     ) -> Routed:
-        """The caller's model for `operation` and its usable fallbacks, with a meter."""
+        """The caller's model for `operation` and its usable fallbacks, with a meter
+        and a deadline. The deadline starts once LiteLLM is loaded: its import (seconds,
+        once per process) is the gateway's cost, never the caller's time budget."""
         model = await self._model_for(caller, model_id, operation)
         candidates = [model]
         for fallback_id in model.fallbacks:
@@ -223,6 +225,7 @@ class Gateway:
             operation=operation.value,
             stream=stream,
         )
+        await litellm()
         return Routed(candidates, meter, asyncio.get_running_loop().time() + self.limits.request_seconds)
 
     def _litellm(self, function: str, arguments: dict[str, Any]) -> Attempt[Any]:
@@ -348,14 +351,14 @@ async def _relay(
     Once the stream has started, its usage is recorded when it ends, however
     it ends: a caller who leaves midway is recorded with what was counted.
     """
-    loop = asyncio.get_running_loop()
     items = aiter(stream)
     started = False
     status = CLIENT_CLOSED_STATUS
     try:
         while True:
             try:
-                item = await asyncio.wait_for(anext(items), routed.deadline - loop.time())
+                async with asyncio.timeout_at(routed.deadline):  # no task per item, unlike wait_for
+                    item = await anext(items)
             except StopAsyncIteration:
                 break
             except TimeoutError:

@@ -194,3 +194,17 @@ def test_a_client_that_hangs_up_cancels_the_upstream_call(resilient, fake_azure)
     while not fake_azure.abandoned and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake_azure.abandoned == 1
+
+
+def test_the_litellm_import_is_not_the_first_callers_time_budget(fake_azure, tmp_path):
+    """A fresh process answers /health long before LiteLLM (seconds to import) is
+    loaded; a call made then still gets its whole budget once LiteLLM is there."""
+    catalog = write_catalog(tmp_path / "models.json", [azure_entry("chat-a", "dep-a", fake_azure.url)])
+    env = gateway_env(MODELS_FILE=str(catalog), REQUEST_TIMEOUT_SECONDS="0.5")
+    process = GatewayProcess(env, tmp_path / "gateway.log").start()
+    try:
+        client = openai.OpenAI(base_url=f"{process.url}/v1", api_key="local", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(model="chat-a", messages=USER)
+        assert reply.choices[0].message.content
+    finally:
+        process.stop()
