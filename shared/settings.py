@@ -71,7 +71,7 @@ def _number(name: str, value: str) -> float:
 @dataclass(frozen=True)
 class Settings:
     cosmos_url: str | None = None
-    cosmos_key: str | None = None
+    cosmos_key: str | None = field(default=None, repr=False)
     cosmos_database_id: str = "llm-proxy"
     cosmos_container_id: str = "models"
     cosmos_projects_container_id: str = "projects"

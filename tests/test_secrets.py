@@ -6,6 +6,7 @@ import pytest
 
 from shared.errors import ConfigurationError
 from shared.secrets import EnvironmentSecretSource, SecretResolver
+from shared.settings import Settings
 
 
 class CountingSource:
@@ -95,3 +96,9 @@ def test_a_known_secret_is_served_through_a_vault_outage_for_the_stale_period():
             await resolver.resolve("API_KEY", model_id="m")
 
     asyncio.run(scenario())
+
+
+def test_no_credential_setting_appears_in_the_settings_repr():
+    settings = Settings.from_environment({"COSMOS_KEY": "cosmos-account-key-0123", "APIM_SHARED_SECRET": "apim-0123"})
+    assert settings.cosmos_key == "cosmos-account-key-0123"
+    assert "cosmos-account-key-0123" not in repr(settings) and "apim-0123" not in repr(settings)
