@@ -2,7 +2,8 @@
 
 Each one resolves the model the caller may use for the operation, builds the
 LiteLLM call from the catalog entry, calls it, and returns an OpenAI-shaped
-result.
+result. Azure OpenAI chat completions skip LiteLLM: the caller's body is
+relayed (`azure_openai.py`) and the provider's bytes come back (`wire.py`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import payloads, telemetry, wire
+from . import azure_openai, payloads, telemetry, wire
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
 from .errors import GatewayError, InvalidRequest, ModelNotFound, UnsupportedOperation, UpstreamTimeout
-from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Inbound, JSONResult
+from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Framed, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderCall
+from .providers import AzureChatEndpoint, ProviderCall, relays_chat
 from .routing import Router
 from .upstream import translate
 from .usage import Meter, UsageRecorder
@@ -41,6 +42,16 @@ class Limits:
 
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A relayed chat completion: the bytes the caller gets, and what the gateway reads of them."""
+
+    body: bytes
+    #: The provider's model (telemetry's `gen_ai.response.model`) and token counts (the meter's).
+    model: str | None
+    usage: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -80,12 +91,14 @@ class Gateway:
         self.imagen = imagen
         self.environment = environment
         self._closers = closers
+        self.azure_openai = azure_openai.AzureOpenAI()
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
         the clients the gateway opened (at shutdown)."""
         await self.recorder.close(grace_seconds)
         await self.imagen.close()
+        await self.azure_openai.close()
         for close in self._closers:
             await close()
 
@@ -105,20 +118,80 @@ class Gateway:
         caller = await self._caller(inbound)
         return JSONResult(_model_object(await self._visible_model(caller, inbound.path_param("model_id"))))
 
-    async def chat_completions(self, inbound: Inbound) -> JSONResult | EventStream:
+    async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.chat_completion)
         stream = bool(body.get("stream"))
-        routed = await self._route(inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream)
+        routed = await self._route(
+            inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream, relayed=relays_chat
+        )
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
-            model, response = await self._call(routed, self._litellm("acompletion", arguments))
+            through_litellm = self._litellm("acompletion", arguments)
+
+            async def whole(model: LLMModel, call: ProviderCall) -> Any:
+                if call.azure_chat is None:
+                    return await through_litellm(model, call)
+                return await self._relay_whole(call.azure_chat, body, model, call)
+
+            model, response = await self._call(routed, whole)
+            if isinstance(response, Relayed):
+                return Content(response.body, "application/json", headers=_answered_by(model))
             return _json(wire.chat_completion(response, model.id), model)
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        arguments["stream_options"] = (body.get("stream_options") or {}) | {"include_usage": True}
-        attempt = self._litellm_stream("acompletion", arguments, routed, _chat_chunks(caller_wants_usage))
-        model, events = await self._call(routed, attempt)
+        stream_options = (body.get("stream_options") or {}) | {"include_usage": True}
+        arguments["stream_options"] = stream_options
+        through_litellm_stream = self._litellm_stream(
+            "acompletion", arguments, routed, _chat_chunks(caller_wants_usage)
+        )
+        upstream_body = body | {"stream_options": stream_options}
+
+        async def streamed(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+            if call.azure_chat is None:
+                return await through_litellm_stream(model, call)
+            chunks = wire.RelayedChunks(model.id, caller_wants_usage)
+            return await self._relay_stream(call.azure_chat, upstream_body, model, call, routed, chunks)
+
+        model, events = await self._call(routed, streamed)
         return EventStream(events, headers=_answered_by(model))
+
+    async def _relay_whole(
+        self, endpoint: AzureChatEndpoint, body: dict[str, Any], model: LLMModel, call: ProviderCall
+    ) -> Relayed:
+        """A chat completion relayed to Azure OpenAI, answered whole."""
+        response = await self.azure_openai.send(endpoint, body, model.id, call.secrets)
+        raw, parsed = wire.relayed_completion(await azure_openai.read_whole(response, model.id), model.id)
+        usage = parsed.get("usage")
+        return Relayed(raw, parsed.get("model"), usage if isinstance(usage, dict) else None)
+
+    async def _relay_stream(
+        self,
+        endpoint: AzureChatEndpoint,
+        body: dict[str, Any],
+        model: LLMModel,
+        call: ProviderCall,
+        routed: Routed,
+        chunks: wire.RelayedChunks,
+    ) -> AsyncGenerator[Event, None]:
+        """A chat stream relayed to Azure OpenAI, once its first kept chunk arrived
+        (at most the first-byte budget), so a stream that fails to start can still
+        move on to another deployment."""
+        loop = asyncio.get_running_loop()
+        first_byte_by = min(routed.deadline, loop.time() + self.limits.first_byte_seconds)
+        try:
+            async with asyncio.timeout_at(first_byte_by):
+                response = await self.azure_openai.send(endpoint, body, model.id, call.secrets)
+                events = _relayed_stream(response, model, routed, chunks)
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    return events
+                except BaseException:
+                    await events.aclose()
+                    raise
+        except TimeoutError:
+            raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
+        return _chain(first, events)
 
     async def embeddings(self, inbound: Inbound) -> JSONResult:
         caller = await self._caller(inbound)
@@ -202,11 +275,19 @@ class Gateway:
         return EventStream(events, headers=_answered_by(model), done_marker=False)
 
     async def _route(
-        self, inbound: Inbound, caller: Caller, model_id: str, operation: Operation, *, stream: bool = False
+        self,
+        inbound: Inbound,
+        caller: Caller,
+        model_id: str,
+        operation: Operation,
+        *,
+        stream: bool = False,
+        relayed: Callable[[LLMModel], bool] = lambda model: False,
     ) -> Routed:
         """The caller's model for `operation` and its usable fallbacks, with a meter
-        and a deadline. The deadline starts once LiteLLM is loaded: its import (seconds,
-        once per process) is the gateway's cost, never the caller's time budget."""
+        and a deadline. The deadline starts once LiteLLM is loaded, if a candidate
+        the gateway does not relay needs it: its import (seconds, once per process)
+        is the gateway's cost, never the caller's time budget."""
         model = await self._model_for(caller, model_id, operation)
         candidates = [model]
         for fallback_id in model.fallbacks:
@@ -225,7 +306,8 @@ class Gateway:
             operation=operation.value,
             stream=stream,
         )
-        await litellm()
+        if not all(relayed(candidate) for candidate in candidates):
+            await litellm()
         return Routed(candidates, meter, asyncio.get_running_loop().time() + self.limits.request_seconds)
 
     def _litellm(self, function: str, arguments: dict[str, Any]) -> Attempt[Any]:
@@ -381,6 +463,47 @@ async def _relay(
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _relayed_stream(
+    response: Any, model: LLMModel, routed: Routed, chunks: wire.RelayedChunks
+) -> AsyncGenerator[Event, None]:
+    """A relayed stream's kept chunks, one frame per read from the provider, each
+    read within the request's budget; metered and the upstream response closed
+    however it ends (a caller who leaves midway is recorded with what was counted)."""
+    reads = azure_openai.sse_data(response, model.id)
+    started = False
+    status = CLIENT_CLOSED_STATUS
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(routed.deadline):
+                    events = await anext(reads)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not finish within the request's time budget.") from None
+            frame = chunks.frame(events)
+            if frame:
+                started = True
+                yield None, Framed(frame)
+        status = 200
+    except GatewayError as error:
+        status = error.status
+        raise
+    except Exception:
+        status = 500
+        raise
+    finally:
+        if chunks.usage:
+            routed.meter.count(chunks.usage)
+        if started:
+            routed.meter.finish(status)
+        await reads.aclose()
+        if status == 200:
+            response.release()
+        else:
+            response.close()
 
 
 def _chat_chunks(caller_wants_usage: bool) -> ToEvent:

@@ -32,12 +32,20 @@ CLIENT_CLOSED_STATUS = 499
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """An event payload that already is SSE bytes (one or more whole events), sent as it is."""
+
+    data: bytes
+
+
 @dataclass
 class EventStream:
     """A result sent as server-sent events: JSON events, then `data: [DONE]`.
 
-    `events` yields (event name or None, payload). Errors raised while it is
-    being sent end the stream with an `error` event.
+    `events` yields (event name or None, payload); a `Framed` payload is sent
+    as it is. Errors raised while it is being sent end the stream with an
+    `error` event.
     """
 
     events: AsyncGenerator[tuple[str | None, Any], None]
@@ -304,7 +312,7 @@ async def _server_sent_events(stream: EventStream, request_id: str) -> AsyncIter
     events = stream.events
     try:
         async for event, payload in events:
-            yield _sse(event, payload)
+            yield payload.data if isinstance(payload, Framed) else _sse(event, payload)
     except GatewayError as exc:
         logger.warning("stream %s ended by an error: %s", request_id, exc.message)
         yield _sse("error", exc.body())

@@ -1,4 +1,6 @@
-"""The one place that turns a catalog entry into LiteLLM call arguments.
+"""The one place that turns a catalog entry into a provider call: LiteLLM's
+arguments, and for Azure OpenAI chat completions the URL and headers the
+gateway's relay (`azure_openai.py`) sends them with.
 
 Every credential is passed explicitly on every call: LiteLLM falls back to its
 globals and to environment variables for any credential left out, and that
@@ -10,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from .domain import Deployment, LLMModel, ModelType, Provider
 from .errors import ConfigurationError
@@ -26,10 +30,61 @@ MOCK_DEFAULT_DIMENSIONS = 8
 PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 
 
+#: Azure OpenAI api-versions whose chat URL the relay builds: dated GA and preview versions.
+RELAYED_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+#: Deployment names the relay puts in a URL path as they are.
+RELAYED_DEPLOYMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
 class TokenSource(Protocol):
     """Bearer tokens for a scope (Entra ID through managed identity in Azure)."""
 
     async def token(self, scope: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class AzureChatEndpoint:
+    """Where an Azure OpenAI chat completion goes without LiteLLM, and how it is authorised."""
+
+    url: str
+    #: The body's `model`, as the openai SDK under LiteLLM sends it.
+    deployment: str
+    headers: dict[str, str] = field(repr=False)
+    timeout: float
+
+
+def relayable_azure_chat(endpoint: Any, api_version: Any, deployment_code: str) -> bool:
+    """Whether the relay builds the chat URL LiteLLM would for this catalog shape:
+    a dated api-version, a plain https/http endpoint (a path prefix is fine, a
+    query or a trailing `/openai` are not) and a deployment name safe in a path.
+    Other shapes (v1/latest/preview versions, say) go through LiteLLM."""
+    if not isinstance(endpoint, str) or not isinstance(api_version, str):
+        return False
+    parts = urlsplit(endpoint)
+    return (
+        parts.scheme in ("https", "http")
+        and bool(parts.netloc)
+        and not parts.query
+        and not parts.fragment
+        and not parts.path.rstrip("/").endswith("/openai")
+        and RELAYED_API_VERSION.match(api_version) is not None
+        and RELAYED_DEPLOYMENT.match(deployment_code) is not None
+    )
+
+
+def relays_chat(model: LLMModel) -> bool:
+    """Whether every deployment of `model` is relayed for chat completions
+    (judged from the catalog entry; a secret reference is not a URL, so it is not)."""
+    return (
+        model.provider is Provider.AZURE
+        and model.model_type is ModelType.AZURE_OPENAI
+        and all(
+            relayable_azure_chat(
+                d.parameters.get("api_base") or d.parameters.get("endpoint"), d.parameters.get("api_version"), d.code
+            )
+            for d in model.deployments
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -43,6 +98,8 @@ class ProviderCall:
     mock_embedding: list[float] | None = None
     #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
     raw_messages: bool = False
+    #: An Azure OpenAI chat completion's URL and headers, when the relay sends it (see `relayable_azure_chat`).
+    azure_chat: AzureChatEndpoint | None = None
 
     def keyword_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
         """LiteLLM's keyword arguments: the request's, then this deployment's.
@@ -93,10 +150,17 @@ class ProviderMapper:
         api_key = parameters.get("api_key")
         if api_key:
             arguments["api_key"] = api_key
-            return ProviderCall(deployment, arguments, (api_key,), raw_messages=raw_messages)
-        token = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
-        arguments["azure_ad_token"] = token
-        return ProviderCall(deployment, arguments, (token,), raw_messages=raw_messages)
+            auth = {"api-key": api_key}
+            secret = api_key
+        else:
+            secret = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
+            arguments["azure_ad_token"] = secret
+            auth = {"Authorization": f"Bearer {secret}"}
+        chat = None
+        if raw_messages and relayable_azure_chat(api_base, arguments["api_version"], deployment.code):
+            url = _azure_chat_url(api_base, deployment.code, arguments["api_version"])
+            chat = AzureChatEndpoint(url, deployment.code, auth, arguments["timeout"])
+        return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_chat=chat)
 
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`
@@ -153,6 +217,11 @@ class ProviderMapper:
             ) from None
         arguments["vertex_credentials"] = account
         return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
+
+
+def _azure_chat_url(endpoint: str, deployment_code: str, api_version: str) -> str:
+    """The URL the openai SDK under LiteLLM builds for an Azure deployment's chat completions."""
+    return f"{endpoint.rstrip('/')}/openai/deployments/{deployment_code}/chat/completions?api-version={api_version}"
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:

@@ -23,9 +23,13 @@ cost estimate to `usage`. The rules, the same for every operation:
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from typing import Any
+
+from .errors import UpstreamError
 
 _PROVIDER_FIELDS = "provider_specific_fields"
 #: Subtrees passed on untouched: already OpenAI's shape, where `null` is meaningful.
@@ -84,12 +88,7 @@ def chat_completion(result: Any, model_id: str) -> dict[str, Any]:
     completion = _shaped(_plain(result))
     completion["model"] = model_id
     _usage(completion)
-    for choice in completion.get("choices", []):
-        choice.setdefault("logprobs", None)
-        message = choice.setdefault("message", {"role": "assistant"})
-        message.setdefault("content", None)
-        message.setdefault("refusal", None)
-    return completion
+    return chat_completion_defaults(completion)
 
 
 class ChatStream:
@@ -124,6 +123,113 @@ class ChatStream:
             choice.setdefault("finish_reason", None)
             choice.setdefault("logprobs", None)
         return chunk
+
+
+# Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI), kept as they came.
+#
+# The provider's bytes already are OpenAI's wire format, so they are passed on
+# as they are, except for what the rules above change: `model` becomes the
+# catalog id (spliced into the bytes), a chunk with neither choices nor a usage
+# the caller asked for is not sent, and a caller who did not ask for usage
+# gets neither the usage chunk nor `"usage": null` (the gateway always asks,
+# to meter). A body that lacks a field OpenAI's schema requires is re-encoded
+# with it, as `chat_completion` and `ChatStream` would.
+
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null')
+
+
+def _encoded(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
+
+
+def _spliced(raw: bytes, parsed: dict[str, Any], model_id: str) -> bytes:
+    """`raw` with its top-level `model` value replaced by `model_id`; re-encoded
+    if that value does not occur exactly once as a `"model":` member."""
+    upstream = parsed.get("model")
+    if upstream == model_id:
+        return raw
+    old = json.dumps(upstream).encode()
+    member = re.compile(rb'"model"\s*:\s*' + re.escape(old))
+    spliced, count = member.subn(lambda found: found.group(0)[: -len(old)] + json.dumps(model_id).encode(), raw, 2)
+    return spliced if count == 1 else _encoded(parsed | {"model": model_id})
+
+
+def relayed_completion(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]]:
+    """A relayed `CreateChatCompletionResponse`'s bytes for the caller, and the parsed body."""
+    parsed = _relayed_json(raw, model_id)
+    choices = parsed.get("choices") or []
+    complete = all(
+        "logprobs" in choice and {"content", "refusal"} <= set(choice.get("message") or ()) for choice in choices
+    )
+    if complete:
+        return _spliced(raw, parsed, model_id), parsed
+    return _encoded(chat_completion_defaults(parsed | {"model": model_id})), parsed
+
+
+def chat_completion_defaults(completion: dict[str, Any]) -> dict[str, Any]:
+    """`completion` with the fields OpenAI's schema requires and allows to be null."""
+    for choice in completion.get("choices", []):
+        choice.setdefault("logprobs", None)
+        message = choice.setdefault("message", {"role": "assistant"})
+        message.setdefault("content", None)
+        message.setdefault("refusal", None)
+    return completion
+
+
+def _relayed_json(raw: bytes, model_id: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UpstreamError(f"Model '{model_id}' answered with something other than a JSON object.")
+    if "error" in parsed and not parsed.get("choices"):
+        raise UpstreamError(f"Model '{model_id}' failed while answering.")
+    return parsed
+
+
+class RelayedChunks:
+    """A relayed chat stream's chunks as the caller gets them (see the rules above);
+    `usage` is the provider's count, whether or not the caller gets it."""
+
+    def __init__(self, model_id: str, caller_wants_usage: bool) -> None:
+        self.model_id = model_id
+        self.caller_wants_usage = caller_wants_usage
+        self.usage: dict[str, Any] | None = None
+        self.upstream_model: str | None = None
+
+    def frame(self, events: list[bytes]) -> bytes:
+        """The SSE frame for the `data:` payloads of some events (empty when none is kept)."""
+        kept = [chunk for chunk in map(self.chunk, events) if chunk is not None]
+        return b"".join(b"data: " + chunk + b"\n\n" for chunk in kept)
+
+    def chunk(self, data: bytes) -> bytes | None:
+        """One event's bytes for the caller, or None when it is not sent."""
+        if data == b"[DONE]":
+            return None  # the gateway's own marker ends the stream
+        chunk = _relayed_json(data, self.model_id)
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices and not (usage and self.caller_wants_usage):
+            return None
+        self.upstream_model = self.upstream_model or chunk.get("model") or None
+        if not all({"delta", "finish_reason", "logprobs"} <= set(choice) for choice in choices or ()):
+            return self._reencoded(chunk)
+        if not self.caller_wants_usage:
+            data = _USAGE_NULL.sub(b"", data, count=1)
+            chunk.pop("usage", None)
+        return _spliced(data, chunk, self.model_id)
+
+    def _reencoded(self, chunk: dict[str, Any]) -> bytes:
+        if not self.caller_wants_usage:
+            chunk.pop("usage", None)
+        for choice in chunk.setdefault("choices", []):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+            choice.setdefault("logprobs", None)
+        return _encoded(chunk | {"model": self.model_id})
 
 
 def response(result: Any, model_id: str) -> dict[str, Any]:

@@ -1,0 +1,133 @@
+"""Azure OpenAI chat completions sent without LiteLLM: the transport.
+
+Azure OpenAI already speaks OpenAI's wire format, so the gateway sends the
+caller's (validated) body with the deployment as `model`, to the URL and with
+the headers `providers.py` built, and relays the provider's bytes. This
+module only moves bytes and turns failures into gateway errors; what callers
+get of those bytes is `wire.py`'s business. It never imports LiteLLM, so an
+Azure-only worker starts without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+
+from .errors import GatewayError, UpstreamError, UpstreamTimeout
+from .providers import AzureChatEndpoint
+from .upstream import from_status, scrub
+
+#: Azure's error bodies are small; only this much of one is read.
+MAX_ERROR_BYTES = 64 * 1024
+
+
+class AzureOpenAI:
+    """One connection pool for every Azure deployment of the process, opened on first use."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, endpoint: AzureChatEndpoint, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
+    ) -> aiohttp.ClientResponse:
+        """POST `body` to the deployment; the response once its status is below 400, else the gateway error for it.
+
+        The catalog's `timeout` bounds each wait for bytes from the provider
+        (as LiteLLM's does for its reads); the caller's budget is the gateway's.
+        """
+        payload = json.dumps(body | {"model": endpoint.deployment}, separators=(",", ":"), ensure_ascii=False).encode(
+            errors="backslashreplace"
+        )
+        headers = endpoint.headers | {"Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout)
+        try:
+            response = await self._pool().post(endpoint.url, data=payload, headers=headers, timeout=timeout)
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        if response.status < 400:
+            return response
+        try:
+            raw = await response.content.read(MAX_ERROR_BYTES)
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        finally:
+            response.release()
+        raise _status_error(response.status, raw, response.headers, model_id, secrets)
+
+
+async def read_whole(response: aiohttp.ClientResponse, model_id: str) -> bytes:
+    """A whole (non-streamed) answer's bytes; the connection goes back to the pool."""
+    try:
+        return await response.read()
+    except Exception as exc:
+        raise failure(exc, model_id) from None
+    finally:
+        response.release()
+
+
+async def sse_data(response: aiohttp.ClientResponse, model_id: str) -> AsyncGenerator[list[bytes], None]:
+    """Per read from the provider, the `data:` payloads of the SSE events it completed
+    (possibly none): nothing that has arrived is held back, nothing is split."""
+    buffer = b""
+    pieces = response.content.iter_any()
+    while True:
+        try:
+            piece = await anext(pieces)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        buffer += piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
+        data = []
+        while (end := buffer.find(b"\n\n")) >= 0:
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+        yield data
+
+
+def failure(exc: BaseException, model_id: str) -> BaseException:
+    """The gateway error for an aiohttp failure; anything else as it is.
+
+    Timeouts are checked first: aiohttp's `ServerTimeoutError` is also a
+    `ClientConnectionError`. Messages never carry the provider's text (it
+    can hold the URL and so the deployment's address)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"Model '{model_id}' did not answer in time.")
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return UpstreamError(f"Model '{model_id}' could not be reached or broke off its answer.")
+    return exc
+
+
+def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets: tuple[str, ...]) -> GatewayError:
+    """Azure's `{"error": {"code", "message"}}` as the gateway's error (see `upstream.from_status`)."""
+    message, code = f"The provider answered with status {status}.", None
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        code = error["code"] if isinstance(error.get("code"), str) else None
+    lowered = {str(key).lower(): str(value) for key, value in headers.items()}
+    return from_status(status, scrub(message, secrets), lowered, model_id, code=code)

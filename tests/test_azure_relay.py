@@ -1,0 +1,260 @@
+"""Azure OpenAI chat completions relayed without LiteLLM.
+
+The relay must send what LiteLLM sends (same path, query, auth header, body),
+for every catalog shape it takes; the others stay with LiteLLM. What callers
+get is the provider's bytes, changed only as `shared/wire.py` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from shared import azure_openai, payloads
+from shared.domain import LLMModel
+from shared.errors import GatewayError
+from shared.llm import litellm
+from shared.providers import ProviderCall, ProviderMapper, relayable_azure_chat
+from tests.conftest import UPSTREAM_KEYS
+from tests.fakes.azure_openai import FakeAzureOpenAI
+
+MESSAGES = [{"role": "user", "content": 'say "model": "gpt-4o-2024-08-06" — é ü \\u00e9'}]
+TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+}
+
+
+class _Literal:
+    """Parameters as the catalog holds them (no secret references)."""
+
+    async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]:
+        return dict(parameters)
+
+
+class _Token:
+    async def token(self, scope: str) -> str:
+        return "entra-token-for-relay-test"
+
+
+def _model(parameters: dict[str, Any], code: str = "dep-a") -> LLMModel:
+    return LLMModel.from_document(
+        {
+            "id": "chat-relay",
+            "name": "Chat relay",
+            "provider": "Azure",
+            "model_type": "AzureOpenAI",
+            "code": code,
+            "parameters": parameters,
+            "operations": ["ChatCompletion"],
+        }
+    )
+
+
+async def _call_for(parameters: dict[str, Any]) -> ProviderCall:
+    model = _model(parameters)
+    return await ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("credential", ["api-key", "entra-id"])
+@pytest.mark.parametrize(
+    ("endpoint_suffix", "api_version"),
+    [
+        ("", "2024-10-21"),
+        ("/", "2024-10-21"),
+        ("", "2025-04-01-preview"),
+        ("/", "2024-02-15-preview"),
+        ("/apim/aoai", "2024-10-21"),  # a gateway in front: the fake answers 404, the paths still compare
+    ],
+)
+def test_the_relay_sends_what_litellm_sends(
+    fake_azure: FakeAzureOpenAI, endpoint_suffix: str, api_version: str, credential: str, stream: bool
+) -> None:
+    parameters = {"endpoint": fake_azure.url + endpoint_suffix, "api_version": api_version}
+    refused = credential == "entra-id" or endpoint_suffix.startswith("/apim")
+    if credential == "api-key":
+        parameters["api_key"] = UPSTREAM_KEYS["dep-a"]
+    body: dict[str, Any] = {"model": "chat-relay", "messages": MESSAGES, "temperature": 0.2, "tools": [TOOL]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+
+    async def both() -> None:
+        call = await _call_for(parameters)
+        assert call.azure_chat is not None
+        llm = await litellm()
+        arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
+        try:
+            answer = await llm.acompletion(**call.keyword_arguments(arguments))
+            if stream:
+                async for _ in answer:
+                    pass
+        except Exception:
+            assert refused  # the fake knows no token (401) and no /apim path (404): both sides are refused
+        transport = azure_openai.AzureOpenAI()
+        try:
+            response = await transport.send(call.azure_chat, body, "chat-relay", call.secrets)
+            await azure_openai.read_whole(response, "chat-relay")
+        except GatewayError:
+            assert refused
+        finally:
+            await transport.close()
+
+    asyncio.run(both())
+    through_litellm, relayed = fake_azure.requests
+    prefix = endpoint_suffix.rstrip("/")
+    assert relayed.path == through_litellm.path == f"{prefix}/openai/deployments/dep-a/chat/completions"
+    assert relayed.query == through_litellm.query == {"api-version": api_version}
+    for header in ("api-key", "authorization"):
+        assert relayed.headers.get(header) == through_litellm.headers.get(header)
+    assert relayed.headers.get("api-key" if credential == "api-key" else "authorization")
+    assert relayed.json == through_litellm.json
+    assert relayed.json["model"] == "dep-a"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "api_version", "code"),
+    [
+        ("https://r.openai.azure.com", "v1", "dep-a"),
+        ("https://r.openai.azure.com", "preview", "dep-a"),
+        ("https://r.openai.azure.com", "latest", "dep-a"),
+        ("https://r.openai.azure.com", None, "dep-a"),
+        ("https://r.openai.azure.com/openai", "2024-10-21", "dep-a"),
+        ("https://r.openai.azure.com/openai/", "2024-10-21", "dep-a"),
+        ("https://apim.example.net/aoai?subscription=x", "2024-10-21", "dep-a"),
+        ("$ENDPOINT_SECRET", "2024-10-21", "dep-a"),
+        ("https://r.openai.azure.com", "2024-10-21", "dep a/../x"),
+    ],
+)
+def test_shapes_the_relay_does_not_build_stay_with_litellm(endpoint: str, api_version: str | None, code: str) -> None:
+    assert not relayable_azure_chat(endpoint, api_version, code)
+    parameters = {"endpoint": endpoint, "api_version": api_version, "api_key": "k"}
+    model = _model(parameters, code)
+    call = asyncio.run(ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0]))  # type: ignore[arg-type]
+    assert call.azure_chat is None
+
+
+# Byte-faithful: what the gateway relays is what the provider sent, less the wire rules.
+
+_ID = re.compile(rb'"id"\s*:\s*"chatcmpl-[^"]*"')
+_CREATED = re.compile(rb'"created"\s*:\s*\d+')
+
+
+_UPSTREAM_MODEL = re.compile(rb'("model"\s*:\s*)"gpt-4o-2024-08-06"')
+
+
+def _spliced(raw: bytes) -> bytes:
+    return _UPSTREAM_MODEL.sub(rb'\1"chat-a"', raw)
+
+
+def _normalised(raw: bytes) -> bytes:
+    return _CREATED.sub(b'"created":0', _ID.sub(b'"id":"chatcmpl-x"', raw))
+
+
+def _direct(fake_azure: FakeAzureOpenAI, body: dict[str, Any]) -> bytes:
+    url = f"{fake_azure.url}/openai/deployments/dep-a/chat/completions"
+    upstream = body | {"model": "dep-a"}
+    if body.get("stream"):
+        upstream["stream_options"] = (body.get("stream_options") or {}) | {"include_usage": True}
+    response = httpx.post(
+        url, params={"api-version": "2024-10-21"}, json=upstream, headers={"api-key": "key-a-7f3a9c1e5b2d4f60"}
+    )
+    response.raise_for_status()
+    return response.content
+
+
+def _expected_stream(raw: bytes, caller_wants_usage: bool) -> bytes:
+    """The provider's events less the prompt-filter chunk (and the usage chunk and
+    `usage: null` unless asked), `model` spliced, then the gateway's [DONE]."""
+    kept = []
+    for event in raw.split(b"\n\n"):
+        if not event.startswith(b"data: ") or event == b"data: [DONE]":
+            continue
+        chunk = json.loads(event[6:])
+        if not chunk["choices"] and not (caller_wants_usage and chunk.get("usage")):
+            continue
+        if not caller_wants_usage:
+            event = event.replace(b', "usage": null', b"")
+        kept.append(_spliced(event))
+    return b"".join(event + b"\n\n" for event in kept) + b"data: [DONE]\n\n"
+
+
+BYTE_CASES = {
+    "plain": {"messages": MESSAGES},
+    "n2-logprobs": {"messages": MESSAGES, "n": 2, "logprobs": True, "top_logprobs": 2},
+    "tools": {"messages": MESSAGES, "tools": [TOOL]},
+    "stream-usage-asked": {"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
+    "stream-usage-not-asked": {"messages": MESSAGES, "stream": True, "logprobs": True},
+    "stream-tools-n2": {"messages": MESSAGES, "stream": True, "n": 2, "tools": [TOOL]},
+}
+
+
+@pytest.mark.parametrize("case", BYTE_CASES)
+def test_relayed_bytes_are_the_providers(gateway: Any, fake_azure: FakeAzureOpenAI, case: str) -> None:
+    body = {"model": "chat-a"} | BYTE_CASES[case]
+    direct = _direct(fake_azure, body)
+    relayed = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert relayed.status_code == 200, relayed.text
+    if not body.get("stream"):
+        assert _normalised(relayed.content) == _normalised(_spliced(direct))
+        return
+    caller_wants_usage = bool(body.get("stream_options"))
+    assert _normalised(relayed.content) == _normalised(_expected_stream(direct, caller_wants_usage))
+
+
+_RELAY_ONLY = """
+import asyncio, json, sys
+from shared import azure_openai, wire
+from shared.domain import LLMModel
+from shared.providers import ProviderMapper
+
+
+class Literal:
+    async def resolve_parameters(self, parameters, *, model_id):
+        return dict(parameters)
+
+
+async def main():
+    model = LLMModel.from_document(json.loads(sys.argv[1]))
+    call = await ProviderMapper(Literal(), None).call_for(model, model.deployments[0])
+    transport = azure_openai.AzureOpenAI()
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    whole = await transport.send(call.azure_chat, body, "m", call.secrets)
+    raw, parsed = wire.relayed_completion(await azure_openai.read_whole(whole, "m"), "m")
+    chunks = wire.RelayedChunks("m", False)
+    streamed = await transport.send(call.azure_chat, body | {"stream": True}, "m", call.secrets)
+    frames = [chunks.frame(events) async for events in azure_openai.sse_data(streamed, "m")]
+    streamed.release()
+    await transport.close()
+    loaded = [name for name in ("litellm", "openai") if name in sys.modules]
+    print(json.dumps([parsed["model"], b"".join(frames).count(b"data: "), loaded]))
+
+
+asyncio.run(main())
+"""
+
+
+def test_azure_chat_calls_never_import_litellm(fake_azure: FakeAzureOpenAI) -> None:
+    """The relay's whole call path (catalog entry, transport, wire rules) loads neither LiteLLM nor openai."""
+    document = {
+        "id": "m",
+        "name": "M",
+        "provider": "Azure",
+        "model_type": "AzureOpenAI",
+        "code": "dep-a",
+        "operations": ["ChatCompletion"],
+        "parameters": {"endpoint": fake_azure.url, "api_version": "2024-10-21", "api_key": UPSTREAM_KEYS["dep-a"]},
+    }
+    command = [sys.executable, "-c", _RELAY_ONLY, json.dumps(document)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    upstream_model, chunks, loaded = json.loads(result.stdout)
+    assert upstream_model == "gpt-4o-2024-08-06"
+    assert chunks > 2
+    assert loaded == []
