@@ -9,11 +9,9 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared import azure
 from shared.lifecycle import close_on_termination
-from shared.llm import preload_in_background
 from shared.service import gateway, handle, not_routed
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-preload_in_background()
 close_on_termination(gateway.close, grace_seconds=10.0)
 
 

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,8 +23,9 @@ from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.llm import litellm
 from shared.providers import ProviderCall, ProviderMapper, relayable_azure_chat
-from tests.conftest import UPSTREAM_KEYS
+from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import FakeAzureOpenAI
+from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
 
 MESSAGES = [{"role": "user", "content": 'say "model": "gpt-4o-2024-08-06" — é ü \\u00e9'}]
 TOOL = {
@@ -209,52 +211,39 @@ def test_relayed_bytes_are_the_providers(gateway: Any, fake_azure: FakeAzureOpen
     assert _normalised(relayed.content) == _normalised(_expected_stream(direct, caller_wants_usage))
 
 
-_RELAY_ONLY = """
+_GATEWAY_CALLS = """
 import asyncio, json, sys
-from shared import azure_openai, wire
-from shared.domain import LLMModel
-from shared.providers import ProviderMapper
+from pathlib import Path
 
+import httpx
 
-class Literal:
-    async def resolve_parameters(self, parameters, *, model_id):
-        return dict(parameters)
+from shared.localhost import create_app
 
 
 async def main():
-    model = LLMModel.from_document(json.loads(sys.argv[1]))
-    call = await ProviderMapper(Literal(), None).call_for(model, model.deployments[0])
-    transport = azure_openai.AzureOpenAI()
-    body = {"messages": [{"role": "user", "content": "hi"}]}
-    whole = await transport.send(call.azure_chat, body, "m", call.secrets)
-    raw, parsed = wire.relayed_completion(await azure_openai.read_whole(whole, "m"), "m")
-    chunks = wire.RelayedChunks("m", False)
-    streamed = await transport.send(call.azure_chat, body | {"stream": True}, "m", call.secrets)
-    frames = [chunks.frame(events) async for events in azure_openai.sse_data(streamed, "m")]
-    streamed.release()
-    await transport.close()
-    loaded = [name for name in ("litellm", "openai") if name in sys.modules]
-    print(json.dumps([parsed["model"], b"".join(frames).count(b"data: "), loaded]))
+    app = create_app(Path.cwd())
+    body = {"model": "chat-a", "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        plain = await client.post("/v1/chat/completions", json=body)
+        streamed = await client.post("/v1/chat/completions", json=body | {"stream": True})
+    await asyncio.sleep(0.5)  # a preload thread, had one started, would be importing by now
+    print(json.dumps([plain.status_code, streamed.status_code, streamed.text.count("data: "),
+                      [name for name in ("litellm", "openai") if name in sys.modules]]))
 
 
 asyncio.run(main())
 """
 
 
-def test_azure_chat_calls_never_import_litellm(fake_azure: FakeAzureOpenAI) -> None:
-    """The relay's whole call path (catalog entry, transport, wire rules) loads neither LiteLLM nor openai."""
-    document = {
-        "id": "m",
-        "name": "M",
-        "provider": "Azure",
-        "model_type": "AzureOpenAI",
-        "code": "dep-a",
-        "operations": ["ChatCompletion"],
-        "parameters": {"endpoint": fake_azure.url, "api_version": "2024-10-21", "api_key": UPSTREAM_KEYS["dep-a"]},
-    }
-    command = [sys.executable, "-c", _RELAY_ONLY, json.dumps(document)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    upstream_model, chunks, loaded = json.loads(result.stdout)
-    assert upstream_model == "gpt-4o-2024-08-06"
+def test_a_gateway_whose_catalog_is_azure_chat_only_never_imports_litellm(
+    fake_azure: FakeAzureOpenAI, tmp_path: Path
+) -> None:
+    catalog = write_catalog(tmp_path / "models.json", [azure_entry("chat-a", "dep-a", fake_azure.url)])
+    env = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), tmp_path / "gateway.log").env
+    command = [sys.executable, "-c", _GATEWAY_CALLS]
+    result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain, streamed, chunks, loaded = json.loads(result.stdout.splitlines()[-1])
+    assert (plain, streamed) == (200, 200)
     assert chunks > 2
     assert loaded == []
