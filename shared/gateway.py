@@ -20,7 +20,7 @@ from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
 from .errors import GatewayError, InvalidRequest, ModelNotFound, UnsupportedOperation, UpstreamTimeout
 from .http import CLIENT_CLOSED_STATUS, Content, EventStream, Framed, Inbound, JSONResult
-from .llm import litellm, preload_in_background
+from .llm import litellm
 from .management import Management
 from .projects import Authenticator
 from .providers import AzureChatEndpoint, ProviderCall, relays_chat
@@ -92,7 +92,6 @@ class Gateway:
         self.environment = environment
         self._closers = closers
         self.azure_openai = azure_openai.AzureOpenAI()
-        self._preload_decided = False
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
@@ -289,7 +288,6 @@ class Gateway:
         and a deadline. The deadline starts once LiteLLM is loaded, if a candidate
         the gateway does not relay needs it: its import (seconds, once per process)
         is the gateway's cost, never the caller's time budget."""
-        await self._preload_litellm_if_needed()
         model = await self._model_for(caller, model_id, operation)
         candidates = [model]
         for fallback_id in model.fallbacks:
@@ -311,17 +309,6 @@ class Gateway:
         if not all(relayed(candidate) for candidate in candidates):
             await litellm()
         return Routed(candidates, meter, asyncio.get_running_loop().time() + self.limits.request_seconds)
-
-    async def _preload_litellm_if_needed(self) -> None:
-        """Once per process, at the first call: start importing LiteLLM in the
-        background if the catalog holds a model that is not only relayed (an
-        Azure-only chat catalog never loads it)."""
-        if self._preload_decided:
-            return
-        needed = any(_needs_litellm(model) for model in await self.catalog.entries())
-        if not self._preload_decided and needed:
-            preload_in_background()
-        self._preload_decided = True
 
     def _litellm(self, function: str, arguments: dict[str, Any]) -> Attempt[Any]:
         """An attempt that calls LiteLLM's `function` with one deployment's credentials."""
@@ -408,11 +395,6 @@ class Gateway:
                 param="model",
             )
         return model
-
-
-def _needs_litellm(model: LLMModel) -> bool:
-    """Whether some call to `model` goes through LiteLLM (all but relayed chat completions)."""
-    return not (relays_chat(model) and set(model.operations) <= {Operation.CHAT_COMPLETION})
 
 
 def _model_object(model: LLMModel) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """LiteLLM, imported on first need and configured for a server.
 
 Importing LiteLLM costs seconds and hundreds of MB, so it happens in a worker
-thread the first time a request needs it (health checks and model listings
-never pay for it), with the flags that keep it off the internet set first.
+thread the first time a request needs it (health checks, model listings and
+relayed Azure OpenAI chat completions never do), with the flags that keep it
+off the internet set first. It is not preloaded: a worker that only relays
+never pays for it, and an import in the background would hold the GIL
+against the calls being served meanwhile.
 """
 
 from __future__ import annotations
@@ -51,8 +54,3 @@ async def litellm() -> ModuleType:
     if _module is not None:
         return _module
     return await asyncio.to_thread(_import_litellm)
-
-
-def preload_in_background() -> None:
-    """Start importing LiteLLM now, so the first LLM request does not wait for it all."""
-    threading.Thread(target=_import_litellm, name="litellm-import", daemon=True).start()

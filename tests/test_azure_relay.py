@@ -226,7 +226,7 @@ async def main():
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         plain = await client.post("/v1/chat/completions", json=body)
         streamed = await client.post("/v1/chat/completions", json=body | {"stream": True})
-    await asyncio.sleep(0.5)  # a preload thread, had one started, would be importing by now
+    await asyncio.sleep(0.5)  # an import started in the background would show by now
     print(json.dumps([plain.status_code, streamed.status_code, streamed.text.count("data: "),
                       [name for name in ("litellm", "openai") if name in sys.modules]]))
 
