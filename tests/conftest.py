@@ -202,7 +202,9 @@ def google() -> Iterator[tuple[FakeGoogleOAuth, FakeVertexAI]]:
 
 
 @pytest.fixture(scope="session")
-def vertex_gateway(google, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def vertex_gateway(
+    google, fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
     oauth, vertex = google
     accounts = {
         name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
@@ -227,6 +229,8 @@ def vertex_gateway(google, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
         for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked")
     ]
+    # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
+    entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))
     directory = tmp_path_factory.mktemp("vertex")
     catalog = write_catalog(directory / "models.json", entries)
     env = gateway_env(

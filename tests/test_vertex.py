@@ -36,6 +36,22 @@ def test_chat_plain_for_every_family(client, google, family):
     assert upstream.extra["account"] == ACCOUNT_ONE
 
 
+def test_a_relayed_azure_model_falls_back_to_a_vertex_model(client, google, fake_azure):
+    completion = client.chat.completions.create(model="azure-to-gemini", messages=USER)
+    assert completion.model == "gemini"
+    assert completion.choices[0].message.content == "echo: hello there"
+    chunks = list(
+        client.chat.completions.create(
+            model="azure-to-gemini", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert {chunk.model for chunk in chunks} == {"gemini"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello there"
+    assert chunks[-1].usage.completion_tokens == 3
+    assert [request.extra["deployment"] for request in fake_azure.requests] == ["broken", "broken"]
+    assert len(google[1].requests) == 2
+
+
 @pytest.mark.parametrize("family", ["gemini", "claude", "llama", "mistral", "qwen"])
 def test_chat_streaming_with_usage_for_families(client, family):
     chunks = list(
