@@ -173,25 +173,13 @@ class Gateway:
         routed: Routed,
         chunks: wire.RelayedChunks,
     ) -> AsyncGenerator[Event, None]:
-        """A chat stream relayed to Azure OpenAI, once its first kept chunk arrived
-        (at most the first-byte budget), so a stream that fails to start can still
-        move on to another deployment."""
-        loop = asyncio.get_running_loop()
-        first_byte_by = min(routed.deadline, loop.time() + self.limits.first_byte_seconds)
-        try:
-            async with asyncio.timeout_at(first_byte_by):
-                response = await self.azure_openai.send(endpoint, body, model.id, call.secrets)
-                events = _relayed_stream(response, model, routed, chunks)
-                try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    return events
-                except BaseException:
-                    await events.aclose()
-                    raise
-        except TimeoutError:
-            raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
-        return _chain(first, events)
+        """A chat stream relayed to Azure OpenAI, once it has started (see `_started`)."""
+
+        async def open_events() -> AsyncGenerator[Event, None]:
+            response = await self.azure_openai.send(endpoint, body, model.id, call.secrets)
+            return _relayed_stream(response, model, routed, chunks)
+
+        return await self._started(model, routed, open_events)
 
     async def embeddings(self, inbound: Inbound) -> JSONResult:
         caller = await self._caller(inbound)
@@ -322,29 +310,39 @@ class Gateway:
     def _litellm_stream(
         self, function: str, arguments: dict[str, Any], routed: Routed, to_event: ToEvent
     ) -> Attempt[AsyncGenerator[Event, None]]:
-        """An attempt that opens a LiteLLM stream and waits for its first event
-        (at most the first-byte budget), so a stream that fails to start can
-        still move on to another deployment."""
+        """An attempt that opens a LiteLLM stream, once it has started (see `_started`)."""
 
         async def attempt(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
             llm = await litellm()
-            first_byte_by = min(routed.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
-            try:
-                async with asyncio.timeout_at(first_byte_by):
-                    stream = await _translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
-                    events = _relay(stream, model, call, to_event, routed)
-                    try:
-                        first = await anext(events)
-                    except StopAsyncIteration:
-                        return events
-                    except BaseException:
-                        await events.aclose()
-                        raise
-            except TimeoutError:
-                raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
-            return _chain(first, events)
+
+            async def open_events() -> AsyncGenerator[Event, None]:
+                stream = await _translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
+                return _relay(stream, model, call, to_event, routed)
+
+            return await self._started(model, routed, open_events)
 
         return attempt
+
+    async def _started(
+        self, model: LLMModel, routed: Routed, open_events: Callable[[], Awaitable[AsyncGenerator[Event, None]]]
+    ) -> AsyncGenerator[Event, None]:
+        """The events `open_events` opens, once the first has arrived (within the
+        first-byte budget), so a stream that fails to start can still move on to
+        another deployment."""
+        first_byte_by = min(routed.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
+        try:
+            async with asyncio.timeout_at(first_byte_by):
+                events = await open_events()
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    return events
+                except BaseException:
+                    await events.aclose()
+                    raise
+        except TimeoutError:
+            raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
+        return _chain(first, events)
 
     async def _call(self, routed: Routed, attempt: Attempt[T]) -> tuple[LLMModel, T]:
         """Run `attempt` on the deployments and fallbacks within the request's
