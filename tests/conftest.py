@@ -21,6 +21,8 @@ UPSTREAM_KEYS = {
     "dep-b": "key-b-0c8e6a4f2d1b9e37",
 }
 API_VERSION = "2024-10-21"
+#: Every operation the gateway offers, as the catalog names them.
+EVERY_OPERATION = ["ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt"]
 
 
 def azure_entry(model_id: str, deployment: str, fake_url: str, **overrides: Any) -> dict[str, Any]:
@@ -84,14 +86,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
             "every-operation",
             "dep-a",
             fake_url,
-            operations=[
-                "ChatCompletion",
-                "Responses",
-                "embeddings",
-                "images",
-                "audio_tts",
-                "audio_stt",
-            ],
+            operations=EVERY_OPERATION,
         ),
         entry(
             "misconfigured",

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import API_VERSION, azure_entry, gateway_env
+from tests.conftest import API_VERSION, EVERY_OPERATION, azure_entry, gateway_env
 from tests.fakes.azure_openai import speech_bytes
 from tests.openapi import assert_conforms
 from tests.support import GatewayProcess, key_document, wav_bytes, write_catalog
@@ -19,7 +19,6 @@ KEY_B = "sk-gw-azure-team-b-0002"
 CLIENT_API_VERSION = "2024-10-21"
 RESPONSES_API_VERSION = "2025-04-01-preview"
 USER = [{"role": "user", "content": "hello azure clients"}]
-EVERY_OPERATION = ["ChatCompletion", "Responses", "embeddings", "images", "audio_tts", "audio_stt"]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import pytest
 from shared import gate as gate_module
 from shared.errors import ApiManagementRequired, ConfigurationError
 from shared.gate import HEADER, Gate
-from shared.projects import hash_key, key_document_id
 from shared.settings import Settings
 from tests.conftest import azure_entry, gateway_env
-from tests.support import GatewayProcess, write_catalog
+from tests.support import GatewayProcess, key_document, write_catalog
 
 SECRET = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seQ"
 PROJECT_KEY = "sk-gw-gated-project-0001"
@@ -105,15 +104,7 @@ def gated(fake_azure, tmp_path_factory):
         json.dumps(
             [
                 {"id": "team-g", "type": "project", "name": "Team G"},
-                {
-                    "id": key_document_id(hash_key(PROJECT_KEY)),
-                    "type": "key",
-                    "project": "team-g",
-                    "name": "t",
-                    "created": "2026-01-01T00:00:00Z",
-                    "expires": None,
-                    "disabled": False,
-                },
+                key_document(PROJECT_KEY, "team-g"),
             ]
         )
     )

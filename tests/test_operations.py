@@ -10,7 +10,7 @@ from openai.types import CreateEmbeddingResponse, ImagesResponse
 from openai.types.audio import Transcription
 from openai.types.responses import Response as ResponsesResponse
 
-from tests.conftest import UPSTREAM_KEYS
+from tests.conftest import EVERY_OPERATION, UPSTREAM_KEYS
 from tests.fakes.azure_openai import SPEECH_TYPES, speech_bytes
 from tests.support import wav_bytes
 
@@ -210,14 +210,7 @@ def test_transcription_enforces_the_catalog_operations(gateway):
 
 def test_models_show_what_each_model_supports(client):
     models = {model.id: model.model_extra["operations"] for model in client.models.list()}
-    assert models["every-operation"] == [
-        "ChatCompletion",
-        "Responses",
-        "embeddings",
-        "images",
-        "audio_tts",
-        "audio_stt",
-    ]
+    assert models["every-operation"] == EVERY_OPERATION
     assert models["tts-model"] == ["audio_tts"]
 
 
