@@ -3,8 +3,8 @@
 Azure OpenAI already speaks OpenAI's wire format, so the gateway sends the
 caller's (validated) body with the deployment as `model`, to the URL and with
 the headers `providers.py` built, and relays the provider's bytes. This
-module only moves bytes and turns failures into gateway errors; what callers
-get of those bytes is `wire.py`'s business. It never imports LiteLLM, so an
+module moves bytes and turns failures into gateway errors; what callers get
+of those bytes is `wire.py`'s business. It never imports LiteLLM, so an
 Azure-only worker starts without it.
 """
 
@@ -17,7 +17,10 @@ from typing import Any
 
 import aiohttp
 
+from . import wire
+from .calls import Answer, Event
 from .errors import GatewayError, UpstreamError, UpstreamTimeout
+from .http import Framed
 from .providers import AzureChatEndpoint
 from .upstream import from_status, scrub
 
@@ -71,15 +74,62 @@ class AzureOpenAI:
             response.release()
         raise _status_error(response.status, raw, response.headers, model_id, secrets)
 
+    async def completion(
+        self, endpoint: AzureChatEndpoint, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
+    ) -> Answer[bytes]:
+        """A chat completion answered whole: the bytes the caller gets (see `wire.relayed_completion`)."""
+        response = await self.send(endpoint, body, model_id, secrets)
+        try:
+            raw = await response.read()
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        finally:
+            response.release()
+        body_for_caller, parsed = wire.relayed_completion(raw, model_id)
+        usage, model = parsed.get("usage"), parsed.get("model")
+        return Answer(
+            body_for_caller, usage if isinstance(usage, dict) else None, model if isinstance(model, str) else None
+        )
 
-async def read_whole(response: aiohttp.ClientResponse, model_id: str) -> bytes:
-    """A whole (non-streamed) answer's bytes; the connection goes back to the pool."""
-    try:
-        return await response.read()
-    except Exception as exc:
-        raise failure(exc, model_id) from None
-    finally:
-        response.release()
+    async def stream(
+        self,
+        endpoint: AzureChatEndpoint,
+        body: dict[str, Any],
+        model_id: str,
+        secrets: tuple[str, ...],
+        caller_wants_usage: bool,
+    ) -> RelayedStream:
+        """A chat stream, opened (see `wire.RelayedChunks` for what the caller gets of it)."""
+        response = await self.send(endpoint, body, model_id, secrets)
+        return RelayedStream(response, wire.RelayedChunks(model_id, caller_wants_usage))
+
+
+class RelayedStream:
+    """A relayed chat stream (a `calls.Upstream`): one frame of kept chunks per read from the provider."""
+
+    def __init__(self, response: aiohttp.ClientResponse, chunks: wire.RelayedChunks) -> None:
+        self.response = response
+        self.chunks = chunks
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self.chunks.usage
+
+    @property
+    def model(self) -> str | None:
+        return self.chunks.model
+
+    async def events(self) -> AsyncGenerator[Event | None, None]:
+        async for data in sse_data(self.response, self.chunks.model_id):
+            frame = self.chunks.frame(data)
+            yield (None, Framed(frame)) if frame else None
+
+    async def close(self, completed: bool) -> None:
+        """The connection goes back to the pool when the stream was read to its end, else it is dropped."""
+        if completed:
+            self.response.release()
+        else:
+            self.response.close()
 
 
 async def sse_data(response: aiohttp.ClientResponse, model_id: str) -> AsyncGenerator[list[bytes], None]:

@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import telemetry
+from .calls import Limits
 from .catalog import Catalog
 from .gate import Gate
-from .gateway import Gateway, Limits
+from .gateway import Gateway
 from .http import Operation, Route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management

@@ -179,9 +179,6 @@ class Telemetry:
                 first_chunk = time.monotonic() - started
                 span.set_attribute("gen_ai.response.time_to_first_chunk", first_chunk)
                 self.time_to_first_chunk.record(first_chunk, _metric_attributes(attributes))
-            response_model = getattr(result, "model", None)
-            if isinstance(response_model, str) and response_model:
-                span.set_attribute("gen_ai.response.model", response_model)
             meter.observers.append(lambda finished, status: self._finish(span, started, attributes, finished, status))
             return result
 
@@ -203,6 +200,8 @@ class Telemetry:
     def _finish(self, span: Span, started: float, attributes: dict[str, Any], meter: Meter, status: int) -> None:
         from opentelemetry.trace import StatusCode
 
+        if meter.response_model:
+            span.set_attribute("gen_ai.response.model", meter.response_model)
         span.set_attribute("gen_ai.usage.input_tokens", meter.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", meter.completion_tokens)
         span.set_attribute("http.response.status_code", status)

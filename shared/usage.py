@@ -288,6 +288,8 @@ class Meter:
         self.stream = stream
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: The provider's own name for the model that answered, when it gave one.
+        self.response_model: str | None = None
         #: Called with the meter and the status when the call ends (telemetry's spans).
         self.observers: list[Callable[[Meter, int], None]] = []
         self._started_at = datetime.now(UTC)

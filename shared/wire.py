@@ -31,6 +31,9 @@ from typing import Any
 
 from .errors import UpstreamError
 
+#: One server-sent event: its name (or None) and its payload.
+Event = tuple[str | None, Any]
+
 _PROVIDER_FIELDS = "provider_specific_fields"
 #: Subtrees passed on untouched: already OpenAI's shape, where `null` is meaningful.
 _VERBATIM = frozenset({"logprobs"})
@@ -98,22 +101,30 @@ class ChatStream:
     provider gave). The usage chunk reaches only a caller who asked for it;
     the others then carry `usage: null`, as OpenAI's do. A chunk with neither
     choices nor usage (Azure's prompt-filter chunk, whose content LiteLLM
-    does not keep) is not sent.
+    does not keep) is not sent. `usage` is the provider's count, whether or
+    not the caller gets it, and `model` the provider's name for its model.
     """
 
-    def __init__(self, caller_wants_usage: bool) -> None:
+    def __init__(self, model_id: str, caller_wants_usage: bool) -> None:
+        self.model_id = model_id
         self.caller_wants_usage = caller_wants_usage
         self.id = ""
         self.created = 0
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
 
-    def chunk(self, result: Any, model_id: str) -> dict[str, Any] | None:
+    def event(self, result: Any) -> Event | None:
+        """The SSE event for one of LiteLLM's chunks, or None when it is not sent."""
         chunk = _shaped(_plain(result))
         usage = chunk.pop("usage", None)
+        if usage:
+            self.usage = usage
         if not chunk.get("choices") and not (usage and self.caller_wants_usage):
             return None
         self.id = self.id or chunk.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
         self.created = self.created or chunk.get("created") or int(time.time())
-        chunk |= {"id": self.id, "created": self.created, "model": model_id}
+        self.model = self.model or chunk.get("model") or None
+        chunk |= {"id": self.id, "created": self.created, "model": self.model_id}
         chunk.setdefault("choices", [])
         if self.caller_wants_usage:
             chunk["usage"] = usage
@@ -122,7 +133,7 @@ class ChatStream:
             choice.setdefault("delta", {})
             choice.setdefault("finish_reason", None)
             choice.setdefault("logprobs", None)
-        return chunk
+        return None, chunk
 
 
 # Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI), kept as they came.
@@ -190,13 +201,14 @@ def _relayed_json(raw: bytes, model_id: str) -> dict[str, Any]:
 
 class RelayedChunks:
     """A relayed chat stream's chunks as the caller gets them (see the rules above);
-    `usage` is the provider's count, whether or not the caller gets it."""
+    `usage` is the provider's count, whether or not the caller gets it, and
+    `model` the provider's name for its model."""
 
     def __init__(self, model_id: str, caller_wants_usage: bool) -> None:
         self.model_id = model_id
         self.caller_wants_usage = caller_wants_usage
         self.usage: dict[str, Any] | None = None
-        self.upstream_model: str | None = None
+        self.model: str | None = None
 
     def frame(self, events: list[bytes]) -> bytes:
         """The SSE frame for the `data:` payloads of some events (empty when none is kept)."""
@@ -214,7 +226,7 @@ class RelayedChunks:
         choices = chunk.get("choices")
         if not choices and not (usage and self.caller_wants_usage):
             return None
-        self.upstream_model = self.upstream_model or chunk.get("model") or None
+        self.model = self.model or chunk.get("model") or None
         if not all({"delta", "finish_reason", "logprobs"} <= set(choice) for choice in choices or ()):
             return self._reencoded(chunk)
         if not self.caller_wants_usage:
@@ -255,13 +267,24 @@ def _response(payload: dict[str, Any], model_id: str) -> dict[str, Any]:
     return shaped
 
 
-def response_event(result: Any, model_id: str) -> dict[str, Any]:
-    """A `ResponseStreamEvent`; the response some events carry is shaped as `response` does."""
-    shaped = _shaped(_plain(result))
-    event = _EVENT_DEFAULTS.get(shaped.get("type"), {}) | shaped
-    if isinstance(event.get("response"), dict):
-        event["response"] = _response(event["response"], model_id)
-    return event
+class ResponseEvents:
+    """A Responses API stream's events (`ResponseStreamEvent`); the response some
+    events carry is shaped as `response` does, and its `usage` kept."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+
+    def event(self, result: Any) -> Event:
+        shaped = _shaped(_plain(result))
+        event = _EVENT_DEFAULTS.get(shaped.get("type"), {}) | shaped
+        response = event.get("response")
+        if isinstance(response, dict):
+            self.model = response.get("model") or self.model
+            event["response"] = _response(response, self.model_id)
+            self.usage = event["response"].get("usage") or self.usage
+        return event.get("type"), event
 
 
 def embeddings(result: Any, model_id: str) -> dict[str, Any]:

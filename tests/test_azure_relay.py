@@ -103,7 +103,7 @@ def test_the_relay_sends_what_litellm_sends(
         transport = azure_openai.AzureOpenAI()
         try:
             response = await transport.send(call.azure_chat, body, "chat-relay", call.secrets)
-            await azure_openai.read_whole(response, "chat-relay")
+            await response.read()
         except GatewayError:
             assert refused
         finally:

@@ -5,8 +5,10 @@ prompt, a completion or a secret."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -27,6 +29,7 @@ from shared.projects import hash_key, key_document_id
 from shared.service import build_gateway
 from shared.settings import Settings
 from tests.conftest import UPSTREAM_KEYS, azure_entry
+from tests.fakes.azure_openai import UPSTREAM_MODEL
 from tests.fakes.server import ServerThread
 from tests.test_resilience import deployment
 
@@ -106,9 +109,14 @@ def traced(fake_azure, tmp_path_factory):
         async def chat(request):
             return await respond(request, gateway.chat_completions, settings.max_request_bytes, Gate(None))
 
-        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            yield
+            await gateway.close()
+
+        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
         try:
-            with ServerThread(app) as server:
+            with ServerThread(app, lifespan="on") as server:
                 yield server, recorded
         finally:
             telemetry.disable()
@@ -148,7 +156,7 @@ def test_a_chat_is_one_request_span_over_one_genai_client_span(traced):
     assert attempt.attributes["gen_ai.operation.name"] == "chat"
     assert attempt.attributes["gen_ai.provider.name"] == "azure.ai.openai"
     assert attempt.attributes["gen_ai.request.model"] == "dep-a"
-    assert attempt.attributes["gen_ai.response.model"]
+    assert attempt.attributes["gen_ai.response.model"] == UPSTREAM_MODEL
     assert attempt.attributes["gateway.model"] == "chat-a"
     assert attempt.attributes["gateway.deployment"] == "default"
     assert attempt.attributes["gateway.project"] == "team-a"
@@ -172,6 +180,7 @@ def test_a_stream_records_its_time_to_first_chunk_and_tokens_when_it_ends(traced
 
     root, [attempt] = recorded.trace("t-stream")
     assert attempt.attributes["gateway.stream"] is True
+    assert attempt.attributes["gen_ai.response.model"] == UPSTREAM_MODEL
     first_chunk = attempt.attributes["gen_ai.response.time_to_first_chunk"]
     assert 0 < first_chunk <= (attempt.end_time - attempt.start_time) / 1e9
     assert attempt.attributes["gen_ai.usage.output_tokens"] == chunks[-1].usage.completion_tokens > 0

@@ -50,7 +50,7 @@ USAGE = {
 
 
 def stream(caller_wants_usage: bool) -> list[dict[str, Any]]:
-    shaper = wire.ChatStream(caller_wants_usage)
+    shaper = wire.ChatStream("catalog-id", caller_wants_usage)
     results = [
         chunk("", []),  # Azure's prompt-filter chunk, as LiteLLM hands it on
         chunk("chatcmpl-1", [delta("Hel")]),
@@ -58,7 +58,8 @@ def stream(caller_wants_usage: bool) -> list[dict[str, Any]]:
         chunk("chatcmpl-1", [delta(None, "stop")]),
         chunk("chatcmpl-1", [], usage=USAGE),
     ]
-    return [shaped for shaped in (shaper.chunk(result, "catalog-id") for result in results) if shaped is not None]
+    events = [shaper.event(result) for result in results]
+    return [event[1] for event in events if event is not None]
 
 
 def test_a_stream_has_one_id_one_created_and_no_empty_chunk():

@@ -53,8 +53,7 @@ class ServerThread:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
-            **({"timeout_keep_alive": KEEP_ALIVE_SECONDS} | uvicorn_options),
+            **({"timeout_keep_alive": KEEP_ALIVE_SECONDS, "lifespan": "off"} | uvicorn_options),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

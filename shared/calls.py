@@ -1,0 +1,192 @@
+"""One call to the providers, from the first attempt to the usage record.
+
+The gateway makes a `Call` per request once it knows the caller's model: the
+candidates (that model, then its usable fallbacks), the meter that writes the
+request's usage record, and the deadline. A call runs an *attempt* (one try
+on one deployment) on each candidate deployment in the router's order until
+one succeeds, all within the deadline. There are two kinds:
+
+- `Call.whole(attempt)`: the attempt returns an `Answer`, the whole result
+  and its token counts.
+- `Call.stream(attempt)`: the attempt opens an `Upstream`, a provider stream.
+  The call waits for its first event within the first-byte budget, so a
+  stream that fails to start can still move on to another deployment. Then
+  it passes on the events, each one within the deadline.
+
+Only this module touches the meter. A whole answer is metered when it
+returns. A stream is metered when it ends, however it ends: a caller who
+hangs up midway is recorded with what was counted so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from . import telemetry
+from .domain import LLMModel
+from .errors import GatewayError, UpstreamTimeout
+from .http import CLIENT_CLOSED_STATUS
+from .providers import ProviderCall
+from .routing import Router
+from .usage import Meter
+
+T = TypeVar("T")
+#: One server-sent event for the caller: its name (or None) and its payload.
+Event = tuple[str | None, Any]
+#: One try on one deployment of one model; raises a gateway error when it fails.
+Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time budgets: the whole request, and a stream's first event."""
+
+    request_seconds: float = 230.0
+    first_byte_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """A whole result for the caller, and what the meter reads of it."""
+
+    body: T
+    #: The provider's token counts (OpenAI's `usage` shape), if it gave them.
+    usage: Any = None
+    #: The provider's own name for the model that answered (telemetry's `gen_ai.response.model`).
+    model: str | None = None
+
+
+class Upstream(Protocol):
+    """A provider stream once opened, as the caller's events."""
+
+    @property
+    def usage(self) -> Any:
+        """The provider's latest token counts, once seen."""
+        ...
+
+    @property
+    def model(self) -> str | None:
+        """The provider's own name for the model that answers, once seen."""
+        ...
+
+    def events(self) -> AsyncIterator[Event | None]:
+        """Per item read from the provider, the caller's event for it (None when nothing is sent)."""
+        ...
+
+    async def close(self, completed: bool) -> None:
+        """Release the provider's response; `completed` when it was read to its end."""
+        ...
+
+
+class Call:
+    """The requested model then its fallbacks, the meter and the deadline of one request."""
+
+    def __init__(self, router: Router, candidates: list[LLMModel], meter: Meter, deadline: float, limits: Limits):
+        self.router = router
+        self.candidates = candidates
+        self.meter = meter
+        self.deadline = deadline
+        self.limits = limits
+
+    async def whole(self, attempt: Attempt[Answer[T]]) -> tuple[LLMModel, T]:
+        """The model that answered and its answer's body; metered."""
+        model, answer = await self._run(attempt)
+        self.meter.response_model = answer.model
+        if answer.usage is not None:
+            self.meter.count(answer.usage)
+        self.meter.finish(200)
+        return model, answer.body
+
+    async def stream(self, attempt: Attempt[Upstream]) -> tuple[LLMModel, AsyncGenerator[Event, None]]:
+        """The model whose stream started and its events; metered when the stream ends."""
+
+        async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+            first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
+            try:
+                async with asyncio.timeout_at(first_byte_by):
+                    events = self._events(model, await attempt(model, call))
+                    try:
+                        first = await anext(events)
+                    except StopAsyncIteration:
+                        return events
+                    except BaseException:
+                        await events.aclose()
+                        raise
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
+            return _chain(first, events)
+
+        return await self._run(started)
+
+    async def _run(self, attempt: Attempt[T]) -> tuple[LLMModel, T]:
+        """Run `attempt` on the deployments and fallbacks within the deadline;
+        a failure is metered here, a success by the caller of `_run`."""
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(remaining):
+                model, result = await self.router.run(self.candidates, telemetry.traced_attempts(attempt, self.meter))
+        except TimeoutError:
+            self.meter.finish(UpstreamTimeout.status)
+            model_id = self.candidates[0].id
+            raise UpstreamTimeout(f"Model '{model_id}' did not answer within the request's time budget.") from None
+        except GatewayError as error:
+            self.meter.finish(error.status)
+            raise
+        except asyncio.CancelledError:
+            self.meter.finish(CLIENT_CLOSED_STATUS)
+            raise
+        except Exception:
+            self.meter.finish(500)
+            raise
+        self.meter.model = model
+        return model, result
+
+    async def _events(self, model: LLMModel, upstream: Upstream) -> AsyncGenerator[Event, None]:
+        """`upstream`'s events, each read within the deadline. Once one has been
+        sent, the stream is metered when it ends, with the status the caller saw."""
+        reads = aiter(upstream.events())
+        sent = False
+        status = CLIENT_CLOSED_STATUS
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self.deadline):  # no task per read, unlike wait_for
+                        event = await anext(reads)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        f"Model '{model.id}' did not finish within the request's time budget."
+                    ) from None
+                if event is not None:
+                    sent = True
+                    yield event
+            status = 200
+        except GatewayError as error:
+            status = error.status
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            aclose = getattr(reads, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await upstream.close(status == 200)
+            if sent:
+                if upstream.usage:
+                    self.meter.count(upstream.usage)
+                self.meter.response_model = upstream.model
+                self.meter.finish(status)
+
+
+async def _chain(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
