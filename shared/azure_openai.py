@@ -1,4 +1,5 @@
-"""Azure OpenAI chat completions sent without LiteLLM: the transport.
+"""Azure OpenAI calls sent without LiteLLM: chat completions (whole and
+streamed) and embeddings.
 
 Azure OpenAI already speaks OpenAI's wire format, so the gateway sends the
 caller's (validated) body with the deployment as `model`, to the URL and with
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -21,9 +22,11 @@ from . import wire
 from .calls import Answer, Event
 from .errors import GatewayError, UpstreamError, UpstreamTimeout
 from .http import Framed
-from .providers import AzureChatEndpoint
+from .providers import AzureDeployment
 from .upstream import from_status, scrub
 
+CHAT_COMPLETIONS = "chat/completions"
+EMBEDDINGS = "embeddings"
 #: Azure's error bodies are small; only this much of one is read.
 MAX_ERROR_BYTES = 64 * 1024
 
@@ -48,20 +51,28 @@ class AzureOpenAI:
             self._session = None
 
     async def send(
-        self, endpoint: AzureChatEndpoint, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
+        self,
+        deployment: AzureDeployment,
+        operation: str,
+        body: dict[str, Any],
+        model_id: str,
+        secrets: tuple[str, ...],
     ) -> aiohttp.ClientResponse:
-        """POST `body` to the deployment; the response once its status is below 400, else the gateway error for it.
+        """POST `body` to the deployment's `operation`; the response once its status
+        is below 400, else the gateway error for it.
 
         The catalog's `timeout` bounds each wait for bytes from the provider
         (as LiteLLM's does for its reads); the caller's budget is the gateway's.
         """
-        payload = json.dumps(body | {"model": endpoint.deployment}, separators=(",", ":"), ensure_ascii=False).encode(
+        payload = json.dumps(body | {"model": deployment.deployment}, separators=(",", ":"), ensure_ascii=False).encode(
             errors="backslashreplace"
         )
-        headers = endpoint.headers | {"Content-Type": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout)
+        headers = deployment.headers | {"Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=deployment.timeout)
         try:
-            response = await self._pool().post(endpoint.url, data=payload, headers=headers, timeout=timeout)
+            response = await self._pool().post(
+                deployment.url(operation), data=payload, headers=headers, timeout=timeout
+            )
         except Exception as exc:
             raise failure(exc, model_id) from None
         if response.status < 400:
@@ -75,33 +86,51 @@ class AzureOpenAI:
         raise _status_error(response.status, raw, response.headers, model_id, secrets)
 
     async def completion(
-        self, endpoint: AzureChatEndpoint, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
+        self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
     ) -> Answer[bytes]:
-        """A chat completion answered whole: the bytes the caller gets (see `wire.relayed_completion`)."""
-        response = await self.send(endpoint, body, model_id, secrets)
-        try:
-            raw = await response.read()
-        except Exception as exc:
-            raise failure(exc, model_id) from None
-        finally:
-            response.release()
-        body_for_caller, parsed = wire.relayed_completion(raw, model_id)
-        usage, model = parsed.get("usage"), parsed.get("model")
-        return Answer(
-            body_for_caller, usage if isinstance(usage, dict) else None, model if isinstance(model, str) else None
-        )
+        """A chat completion answered whole (see `wire.relayed_completion`)."""
+        return await self._whole(deployment, CHAT_COMPLETIONS, body, model_id, secrets, wire.relayed_completion)
+
+    async def embeddings(
+        self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
+    ) -> Answer[bytes]:
+        """Embeddings, in the encoding the caller asked for (see `wire.relayed_embeddings`)."""
+        return await self._whole(deployment, EMBEDDINGS, body, model_id, secrets, wire.relayed_embeddings)
 
     async def stream(
         self,
-        endpoint: AzureChatEndpoint,
+        deployment: AzureDeployment,
         body: dict[str, Any],
         model_id: str,
         secrets: tuple[str, ...],
         caller_wants_usage: bool,
     ) -> RelayedStream:
         """A chat stream, opened (see `wire.RelayedChunks` for what the caller gets of it)."""
-        response = await self.send(endpoint, body, model_id, secrets)
+        response = await self.send(deployment, CHAT_COMPLETIONS, body, model_id, secrets)
         return RelayedStream(response, wire.RelayedChunks(model_id, caller_wants_usage))
+
+    async def _whole(
+        self,
+        deployment: AzureDeployment,
+        operation: str,
+        body: dict[str, Any],
+        model_id: str,
+        secrets: tuple[str, ...],
+        shape: Callable[[bytes, str], tuple[bytes, dict[str, Any]]],
+    ) -> Answer[bytes]:
+        """An answer read whole: `shape` gives the caller's bytes and the parsed body."""
+        response = await self.send(deployment, operation, body, model_id, secrets)
+        try:
+            raw = await response.read()
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        finally:
+            response.release()
+        body_for_caller, parsed = shape(raw, model_id)
+        usage, model = parsed.get("usage"), parsed.get("model")
+        return Answer(
+            body_for_caller, usage if isinstance(usage, dict) else None, model if isinstance(model, str) else None
+        )
 
 
 class RelayedStream:

@@ -3,7 +3,7 @@
 Each one reads the caller's request, routes it to the model the caller may
 use for the operation (a `calls.Call`), runs the call with the attempt that
 suits the provider, and shapes the result for the caller (`wire.py`).
-Azure OpenAI chat completions are relayed without LiteLLM
+Azure OpenAI chat completions and embeddings are relayed without LiteLLM
 (`azure_openai.py`); every other call goes through LiteLLM
 (`litellm_calls.py`).
 """
@@ -26,7 +26,7 @@ from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderCall, relays_chat
+from .providers import ProviderCall, relayed
 from .routing import Router
 from .usage import Meter, UsageRecorder
 from .vertex import VertexImagen
@@ -91,20 +91,20 @@ class Gateway:
         body = await inbound.json(payloads.chat_completion)
         stream = bool(body.get("stream"))
         call = await self._route(
-            inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream, relayed=relays_chat
+            inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream, relayed=relayed
         )
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
             through_litellm = litellm_calls.whole("acompletion", arguments)
 
             async def whole(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
-                if provider.azure_chat is None:
+                if provider.azure_relay is None:
                     return await through_litellm(model, provider)
-                return await self.azure_openai.completion(provider.azure_chat, body, model.id, provider.secrets)
+                return await self.azure_openai.completion(provider.azure_relay, body, model.id, provider.secrets)
 
             model, completion = await call.whole(whole)
             if isinstance(completion, bytes):
-                return Content(completion, "application/json", headers=_answered_by(model))
+                return _relayed(completion, model)
             return _json(wire.chat_completion(completion, model.id), model)
         # The gateway always asks for the usage chunk, to meter it; the caller gets it only if asked.
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -117,23 +117,25 @@ class Gateway:
         upstream_body = body | {"stream_options": stream_options}
 
         async def streamed(model: LLMModel, provider: ProviderCall) -> Upstream:
-            if provider.azure_chat is None:
+            if provider.azure_relay is None:
                 return await through_litellm_stream(model, provider)
             return await self.azure_openai.stream(
-                provider.azure_chat, upstream_body, model.id, provider.secrets, caller_wants_usage
+                provider.azure_relay, upstream_body, model.id, provider.secrets, caller_wants_usage
             )
 
         model, events = await call.stream(streamed)
         return EventStream(events, headers=_answered_by(model))
 
-    async def embeddings(self, inbound: Inbound) -> JSONResult:
+    async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.embedding)
-        call = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS)
+        call = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS, relayed=relayed)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
-        llm = await litellm()
 
-        async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[dict[str, Any]]:
+        async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
+            if provider.azure_relay is not None:
+                return await self.azure_openai.embeddings(provider.azure_relay, body, model.id, provider.secrets)
+            llm = await litellm()
             # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
             encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
             own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
@@ -141,8 +143,10 @@ class Gateway:
             payload = wire.embeddings(answer.body, model.id)
             return replace(answer, body=_as_base64(payload) if encode_here else payload)
 
-        model, payload = await call.whole(attempt)
-        return _json(payload, model)
+        model, embedded = await call.whole(attempt)
+        if isinstance(embedded, bytes):
+            return _relayed(embedded, model)
+        return _json(embedded, model)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult:
         caller = await self._caller(inbound)
@@ -296,3 +300,8 @@ def _answered_by(model: LLMModel) -> dict[str, str]:
 
 def _json(payload: dict[str, Any], model: LLMModel) -> JSONResult:
     return JSONResult(payload, headers=_answered_by(model))
+
+
+def _relayed(body: bytes, model: LLMModel) -> Content:
+    """A relayed JSON body, sent as the bytes `wire.py` kept of the provider's."""
+    return Content(body, "application/json", headers=_answered_by(model))

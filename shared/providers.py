@@ -1,6 +1,6 @@
 """The one place that turns a catalog entry into a provider call: LiteLLM's
-arguments, and for Azure OpenAI chat completions the URL and headers the
-gateway's relay (`azure_openai.py`) sends them with.
+arguments, and for Azure OpenAI deployments the URL and headers the
+gateway's relay (`azure_openai.py`) sends chat completions and embeddings with.
 
 Every credential is passed explicitly on every call: LiteLLM falls back to its
 globals and to environment variables for any credential left out, and that
@@ -30,7 +30,7 @@ MOCK_DEFAULT_DIMENSIONS = 8
 PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 
 
-#: Azure OpenAI api-versions whose chat URL the relay builds: dated GA and preview versions.
+#: Azure OpenAI api-versions whose URLs the relay builds: dated GA and preview versions.
 RELAYED_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 #: Deployment names the relay puts in a URL path as they are.
 RELAYED_DEPLOYMENT = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -42,19 +42,46 @@ class TokenSource(Protocol):
     async def token(self, scope: str) -> str: ...
 
 
-@dataclass(frozen=True)
-class AzureChatEndpoint:
-    """Where an Azure OpenAI chat completion goes without LiteLLM, and how it is authorised."""
+class EntraToken:
+    """An Entra ID token, passed to LiteLLM as `azure_ad_token_provider`.
 
-    url: str
-    #: The body's `model`, as the openai SDK under LiteLLM sends it.
+    LiteLLM 1.110 copies an `azure_ad_token` argument into the JSON body of
+    Azure embeddings and image requests, where the provider (and anything
+    that logs bodies) would read it; a token provider only ever reaches the
+    Authorization header. The repr, part of LiteLLM's client cache key, names
+    the token by a digest, never by its value.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+
+    def __call__(self) -> str:
+        return self._token
+
+    def __repr__(self) -> str:
+        return f"EntraToken(sha256:{self._digest})"
+
+
+@dataclass(frozen=True)
+class AzureDeployment:
+    """Where the relay sends an Azure OpenAI deployment's calls, and how they are authorised."""
+
+    #: The resource's endpoint, without a trailing slash.
+    endpoint: str
+    #: The path's deployment and the body's `model`, as the openai SDK under LiteLLM sends them.
     deployment: str
+    api_version: str
     headers: dict[str, str] = field(repr=False)
     timeout: float
 
+    def url(self, operation: str) -> str:
+        """The URL the openai SDK under LiteLLM builds for `operation` (`chat/completions`, `embeddings`)."""
+        return f"{self.endpoint}/openai/deployments/{self.deployment}/{operation}?api-version={self.api_version}"
 
-def relayable_azure_chat(endpoint: Any, api_version: Any, deployment_code: str) -> bool:
-    """Whether the relay builds the chat URL LiteLLM would for this catalog shape:
+
+def relayable_azure(endpoint: Any, api_version: Any, deployment_code: str) -> bool:
+    """Whether the relay builds the URLs LiteLLM would for this catalog shape:
     a dated api-version, a plain https/http endpoint (a path prefix is fine, a
     query or a trailing `/openai` are not) and a deployment name safe in a path.
     Other shapes (v1/latest/preview versions, say) go through LiteLLM."""
@@ -72,14 +99,15 @@ def relayable_azure_chat(endpoint: Any, api_version: Any, deployment_code: str) 
     )
 
 
-def relays_chat(model: LLMModel) -> bool:
-    """Whether every deployment of `model` is relayed for chat completions
-    (judged from the catalog entry; a secret reference is not a URL, so it is not)."""
+def relayed(model: LLMModel) -> bool:
+    """Whether every deployment of `model` is relayed for chat completions and
+    embeddings (judged from the catalog entry; a secret reference is not a URL,
+    so it is not)."""
     return (
         model.provider is Provider.AZURE
         and model.model_type is ModelType.AZURE_OPENAI
         and all(
-            relayable_azure_chat(
+            relayable_azure(
                 d.parameters.get("api_base") or d.parameters.get("endpoint"), d.parameters.get("api_version"), d.code
             )
             for d in model.deployments
@@ -98,8 +126,8 @@ class ProviderCall:
     mock_embedding: list[float] | None = None
     #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
     raw_messages: bool = False
-    #: An Azure OpenAI chat completion's URL and headers, when the relay sends it (see `relayable_azure_chat`).
-    azure_chat: AzureChatEndpoint | None = None
+    #: An Azure OpenAI deployment's address and headers, when the relay calls it (see `relayable_azure`).
+    azure_relay: AzureDeployment | None = None
 
     def keyword_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
         """LiteLLM's keyword arguments: the request's, then this deployment's.
@@ -154,13 +182,13 @@ class ProviderMapper:
             secret = api_key
         else:
             secret = await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
-            arguments["azure_ad_token"] = secret
+            arguments["azure_ad_token_provider"] = EntraToken(secret)
             auth = {"Authorization": f"Bearer {secret}"}
-        chat = None
-        if raw_messages and relayable_azure_chat(api_base, arguments["api_version"], deployment.code):
-            url = _azure_chat_url(api_base, deployment.code, arguments["api_version"])
-            chat = AzureChatEndpoint(url, deployment.code, auth, arguments["timeout"])
-        return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_chat=chat)
+        relay = None
+        if raw_messages and relayable_azure(api_base, arguments["api_version"], deployment.code):
+            endpoint = api_base.rstrip("/")
+            relay = AzureDeployment(endpoint, deployment.code, arguments["api_version"], auth, arguments["timeout"])
+        return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`
@@ -217,11 +245,6 @@ class ProviderMapper:
             ) from None
         arguments["vertex_credentials"] = account
         return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
-
-
-def _azure_chat_url(endpoint: str, deployment_code: str, api_version: str) -> str:
-    """The URL the openai SDK under LiteLLM builds for an Azure deployment's chat completions."""
-    return f"{endpoint.rstrip('/')}/openai/deployments/{deployment_code}/chat/completions?api-version={api_version}"
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:

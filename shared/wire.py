@@ -136,7 +136,8 @@ class ChatStream:
         return None, chunk
 
 
-# Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI), kept as they came.
+# Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI chat
+# completions and embeddings), kept as they came.
 #
 # The provider's bytes already are OpenAI's wire format, so they are passed on
 # as they are, except for what the rules above change: `model` becomes the
@@ -167,7 +168,7 @@ def _spliced(raw: bytes, parsed: dict[str, Any], model_id: str) -> bytes:
 
 def relayed_completion(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]]:
     """A relayed `CreateChatCompletionResponse`'s bytes for the caller, and the parsed body."""
-    parsed = _relayed_json(raw, model_id)
+    parsed = _relayed_json(raw, model_id, "choices")
     choices = parsed.get("choices") or []
     complete = all(
         "logprobs" in choice and {"content", "refusal"} <= set(choice.get("message") or ()) for choice in choices
@@ -187,14 +188,22 @@ def chat_completion_defaults(completion: dict[str, Any]) -> dict[str, Any]:
     return completion
 
 
-def _relayed_json(raw: bytes, model_id: str) -> dict[str, Any]:
+def relayed_embeddings(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]]:
+    """A relayed `CreateEmbeddingResponse`'s bytes for the caller (floats or
+    base64, as the caller asked the provider), and the parsed body."""
+    parsed = _relayed_json(raw, model_id, "data")
+    return _spliced(raw, parsed, model_id), parsed
+
+
+def _relayed_json(raw: bytes, model_id: str, answer: str) -> dict[str, Any]:
+    """A relayed JSON object; an error object in place of the `answer` field fails the call."""
     try:
         parsed = json.loads(raw)
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
         raise UpstreamError(f"Model '{model_id}' answered with something other than a JSON object.")
-    if "error" in parsed and not parsed.get("choices"):
+    if "error" in parsed and not parsed.get(answer):
         raise UpstreamError(f"Model '{model_id}' failed while answering.")
     return parsed
 
@@ -219,7 +228,7 @@ class RelayedChunks:
         """One event's bytes for the caller, or None when it is not sent."""
         if data == b"[DONE]":
             return None  # the gateway's own marker ends the stream
-        chunk = _relayed_json(data, self.model_id)
+        chunk = _relayed_json(data, self.model_id, "choices")
         usage = chunk.get("usage")
         if usage:
             self.usage = usage

@@ -1,4 +1,4 @@
-"""Azure OpenAI chat completions relayed without LiteLLM.
+"""Azure OpenAI chat completions and embeddings relayed without LiteLLM.
 
 The relay must send what LiteLLM sends (same path, query, auth header, body),
 for every catalog shape it takes; the others stay with LiteLLM. What callers
@@ -22,9 +22,9 @@ from shared import azure_openai, payloads
 from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.llm import litellm
-from shared.providers import ProviderCall, ProviderMapper, relayable_azure_chat
+from shared.providers import ProviderCall, ProviderMapper, relayable_azure
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
-from tests.fakes.azure_openai import FakeAzureOpenAI
+from tests.fakes.azure_openai import EMBEDDING_MODEL, FakeAzureOpenAI
 from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
 
 MESSAGES = [{"role": "user", "content": 'say "model": "gpt-4o-2024-08-06" — é ü \\u00e9'}]
@@ -90,7 +90,7 @@ def test_the_relay_sends_what_litellm_sends(
 
     async def both() -> None:
         call = await _call_for(parameters)
-        assert call.azure_chat is not None
+        assert call.azure_relay is not None
         llm = await litellm()
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         try:
@@ -102,7 +102,9 @@ def test_the_relay_sends_what_litellm_sends(
             assert refused  # the fake knows no token (401) and no /apim path (404): both sides are refused
         transport = azure_openai.AzureOpenAI()
         try:
-            response = await transport.send(call.azure_chat, body, "chat-relay", call.secrets)
+            response = await transport.send(
+                call.azure_relay, azure_openai.CHAT_COMPLETIONS, body, "chat-relay", call.secrets
+            )
             await response.read()
         except GatewayError:
             assert refused
@@ -121,6 +123,53 @@ def test_the_relay_sends_what_litellm_sends(
     assert relayed.json["model"] == "dep-a"
 
 
+EMBEDDING_BODIES = {
+    "text": {"input": "one two"},
+    "texts-dimensions-base64-user": {"input": ["a b", "c"], "dimensions": 4, "encoding_format": "base64", "user": "u"},
+    "tokens-float": {"input": [[1, 2, 3]], "encoding_format": "float"},
+}
+
+
+@pytest.mark.parametrize("credential", ["api-key", "entra-id"])
+@pytest.mark.parametrize("case", EMBEDDING_BODIES)
+def test_relayed_embeddings_go_where_litellm_sends_them(
+    fake_azure: FakeAzureOpenAI, credential: str, case: str
+) -> None:
+    parameters = {"endpoint": fake_azure.url + "/", "api_version": "2024-10-21"}
+    if credential == "api-key":
+        parameters["api_key"] = UPSTREAM_KEYS["dep-a"]
+    body: dict[str, Any] = {"model": "chat-relay"} | EMBEDDING_BODIES[case]
+
+    async def both() -> None:
+        call = await _call_for(parameters)
+        assert call.azure_relay is not None
+        llm = await litellm()
+        arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
+        try:
+            await llm.aembedding(**call.embedding_arguments(arguments))
+        except Exception:
+            assert credential == "entra-id"  # the fake knows no token: both sides are refused
+        transport = azure_openai.AzureOpenAI()
+        try:
+            await transport.embeddings(call.azure_relay, body, "chat-relay", call.secrets)
+        except GatewayError:
+            assert credential == "entra-id"
+        finally:
+            await transport.close()
+
+    asyncio.run(both())
+    through_litellm, relayed = fake_azure.requests
+    assert relayed.path == through_litellm.path == "/openai/deployments/dep-a/embeddings"
+    assert relayed.query == through_litellm.query == {"api-version": "2024-10-21"}
+    for header in ("api-key", "authorization"):
+        assert relayed.headers.get(header) == through_litellm.headers.get(header)
+    # Without an encoding_format the openai SDK under LiteLLM asks for base64 and decodes it
+    # for LiteLLM; the relay asks for what the caller asked for, and the caller's SDK decodes.
+    asked_by_litellm = through_litellm.json | ({} if "encoding_format" in body else {"encoding_format": None})
+    assert relayed.json == {key: value for key, value in asked_by_litellm.items() if value is not None}
+    assert relayed.json["model"] == "dep-a"
+
+
 @pytest.mark.parametrize(
     ("endpoint", "api_version", "code"),
     [
@@ -136,11 +185,11 @@ def test_the_relay_sends_what_litellm_sends(
     ],
 )
 def test_shapes_the_relay_does_not_build_stay_with_litellm(endpoint: str, api_version: str | None, code: str) -> None:
-    assert not relayable_azure_chat(endpoint, api_version, code)
+    assert not relayable_azure(endpoint, api_version, code)
     parameters = {"endpoint": endpoint, "api_version": api_version, "api_key": "k"}
     model = _model(parameters, code)
     call = asyncio.run(ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0]))  # type: ignore[arg-type]
-    assert call.azure_chat is None
+    assert call.azure_relay is None
 
 
 # Byte-faithful: what the gateway relays is what the provider sent, less the wire rules.
@@ -211,6 +260,31 @@ def test_relayed_bytes_are_the_providers(gateway: Any, fake_azure: FakeAzureOpen
     assert _normalised(relayed.content) == _normalised(_expected_stream(direct, caller_wants_usage))
 
 
+EMBEDDING_CASES = {
+    "floats": {"input": ["one two", "three"]},
+    "base64-dimensions": {"input": "x y", "encoding_format": "base64", "dimensions": 4},
+    "token-ids": {"input": [[5, 6, 7]], "encoding_format": "float"},
+}
+
+
+@pytest.mark.parametrize("case", EMBEDDING_CASES)
+def test_relayed_embeddings_are_the_providers_bytes(gateway: Any, fake_azure: FakeAzureOpenAI, case: str) -> None:
+    body = {"model": "embed-only"} | EMBEDDING_CASES[case]
+    direct = httpx.post(
+        f"{fake_azure.url}/openai/deployments/dep-a/embeddings",
+        params={"api-version": "2024-10-21"},
+        json=body | {"model": "dep-a"},
+        headers={"api-key": UPSTREAM_KEYS["dep-a"]},
+    )
+    direct.raise_for_status()
+    relayed = httpx.post(f"{gateway.url}/v1/embeddings", json=body, timeout=30)
+    assert relayed.status_code == 200, relayed.text
+    assert relayed.headers["content-type"] == "application/json"
+    upstream_model = json.dumps(EMBEDDING_MODEL).encode()
+    assert upstream_model in direct.content
+    assert relayed.content == direct.content.replace(upstream_model, b'"embed-only"')
+
+
 _GATEWAY_CALLS = """
 import asyncio, json, sys
 from pathlib import Path
@@ -226,8 +300,10 @@ async def main():
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         plain = await client.post("/v1/chat/completions", json=body)
         streamed = await client.post("/v1/chat/completions", json=body | {"stream": True})
+        embedded = await client.post("/v1/embeddings", json={"model": "chat-a", "input": ["a b", "c"]})
     await asyncio.sleep(0.5)  # an import started in the background would show by now
     print(json.dumps([plain.status_code, streamed.status_code, streamed.text.count("data: "),
+                      embedded.status_code, len(embedded.json()["data"]),
                       [name for name in ("litellm", "openai") if name in sys.modules]]))
 
 
@@ -235,15 +311,17 @@ asyncio.run(main())
 """
 
 
-def test_a_gateway_whose_catalog_is_azure_chat_only_never_imports_litellm(
+def test_a_gateway_whose_catalog_is_azure_chat_and_embeddings_never_imports_litellm(
     fake_azure: FakeAzureOpenAI, tmp_path: Path
 ) -> None:
-    catalog = write_catalog(tmp_path / "models.json", [azure_entry("chat-a", "dep-a", fake_azure.url)])
+    entry = azure_entry("chat-a", "dep-a", fake_azure.url, operations=["ChatCompletion", "embeddings"])
+    catalog = write_catalog(tmp_path / "models.json", [entry])
     env = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), tmp_path / "gateway.log").env
     command = [sys.executable, "-c", _GATEWAY_CALLS]
     result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    plain, streamed, chunks, loaded = json.loads(result.stdout.splitlines()[-1])
-    assert (plain, streamed) == (200, 200)
+    plain, streamed, chunks, embedded, vectors, loaded = json.loads(result.stdout.splitlines()[-1])
+    assert (plain, streamed, embedded) == (200, 200, 200)
     assert chunks > 2
+    assert vectors == 2
     assert loaded == []

@@ -69,6 +69,13 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
                 parameters={"endpoint": fake_azure.url, "api_version": API_VERSION},
             ),
             azure_entry(
+                "keyless-every",
+                "dep-keyless",
+                fake_azure.url,
+                operations=["ChatCompletion", "embeddings", "images", "audio_tts", "Responses"],
+                parameters={"endpoint": fake_azure.url, "api_version": "2025-04-01-preview"},
+            ),
+            azure_entry(
                 "vault-missing", "dep-vault", fake_azure.url, parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}
             ),
         ],
@@ -153,6 +160,30 @@ def test_a_keyless_transcription_uses_the_managed_identity_and_the_catalogs_api_
     ] * 2
     assert all(managed_identity_token(r.headers["authorization"].removeprefix("Bearer ")) for r in upstream)
     assert all("api-key" not in r.headers for r in upstream)
+
+
+def test_a_keyless_models_token_travels_in_the_authorization_header_only(vault_gateway, fake_azure):
+    # LiteLLM copies an `azure_ad_token` argument into the body of embeddings and image requests.
+    client = client_of(vault_gateway)
+    fake_azure.clear()
+    assert client.chat.completions.create(model="keyless-every", messages=USER).choices
+    assert client.embeddings.create(model="keyless-every", input="a b").data
+    assert client.images.generate(model="keyless-every", prompt="a cat").data
+    assert client.audio.speech.create(model="keyless-every", input="hi", voice="alloy").read()
+    assert client.responses.create(model="keyless-every", input="hi").output
+    upstream = fake_azure.requests_for("dep-keyless")
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in upstream) == [
+        "completions",
+        "embeddings",
+        "generations",
+        "responses",
+        "speech",
+    ]
+    for request in upstream:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        assert managed_identity_token(token)
+        assert token.encode() not in request.body, request.path
+        assert "azure_ad_token" not in (request.json or {}), request.path
 
 
 def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):
