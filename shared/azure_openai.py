@@ -150,8 +150,10 @@ class RelayedStream:
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         async for data in sse_data(self.response, self.chunks.model_id):
-            frame = self.chunks.frame(data)
+            frame, failure = self.chunks.frame(data)
             yield (None, Framed(frame)) if frame else None
+            if failure is not None:
+                raise failure
 
     async def close(self, completed: bool) -> None:
         """The connection goes back to the pool when the stream was read to its end, else it is dropped."""

@@ -219,10 +219,21 @@ class RelayedChunks:
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
 
-    def frame(self, events: list[bytes]) -> bytes:
-        """The SSE frame for the `data:` payloads of some events (empty when none is kept)."""
-        kept = [chunk for chunk in map(self.chunk, events) if chunk is not None]
-        return b"".join(b"data: " + chunk + b"\n\n" for chunk in kept)
+    def frame(self, events: list[bytes]) -> tuple[bytes, UpstreamError | None]:
+        """The SSE frame for the `data:` payloads of some events (empty when none is kept)
+        and, when one of them is an error, the failure: the chunks before it are kept,
+        however the provider's bytes were split into reads."""
+        kept: list[bytes] = []
+        failure = None
+        for data in events:
+            try:
+                chunk = self.chunk(data)
+            except UpstreamError as error:
+                failure = error
+                break
+            if chunk is not None:
+                kept += (b"data: ", chunk, b"\n\n")
+        return b"".join(kept), failure
 
     def chunk(self, data: bytes) -> bytes | None:
         """One event's bytes for the caller, or None when it is not sent."""

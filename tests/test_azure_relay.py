@@ -12,10 +12,12 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from shared import azure_openai, payloads
@@ -25,6 +27,7 @@ from shared.llm import litellm
 from shared.providers import ProviderCall, ProviderMapper, relayable_azure
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import EMBEDDING_MODEL, FakeAzureOpenAI
+from tests.openapi import assert_conforms
 from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
 
 MESSAGES = [{"role": "user", "content": 'say "model": "gpt-4o-2024-08-06" — é ü \\u00e9'}]
@@ -283,6 +286,120 @@ def test_relayed_embeddings_are_the_providers_bytes(gateway: Any, fake_azure: Fa
     upstream_model = json.dumps(EMBEDDING_MODEL).encode()
     assert upstream_model in direct.content
     assert relayed.content == direct.content.replace(upstream_model, b'"embed-only"')
+
+
+# A provider error event mid-stream: what a caller of the relay notices.
+
+
+class _Copied(httpx.SyncByteStream):
+    """A response body that appends each piece it yields to `copy`."""
+
+    def __init__(self, stream: httpx.SyncByteStream, copy: bytearray) -> None:
+        self.stream = stream
+        self.copy = copy
+
+    def __iter__(self) -> Any:
+        for chunk in self.stream:
+            self.copy += chunk
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class _Recording(httpx.HTTPTransport):
+    """An SDK client's transport, keeping a copy of every response byte the client read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = bytearray()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _Copied(response.stream, self.received)
+        return response
+
+
+def _events(raw: bytes) -> list[tuple[str | None, Any]]:
+    """The (event name, data) of each whole SSE event in `raw`."""
+    events = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        data = fields["data"]
+        events.append((fields.get("event"), data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def _failing_stream(
+    gateway: Any, fake_azure: FakeAzureOpenAI, request_id: str, held: bool = True
+) -> tuple[list[Any], openai.APIError, bytes]:
+    """A streamed chat with the official SDK to a deployment that sends two text chunks, then an error
+    event (`held`: released once the caller has the text; else in the same write as the text): the
+    chunks, the SDK's error, the bytes it read."""
+    release = fake_azure.hold_error_event() if held else threading.Event()
+    recording = _Recording()
+    chunks = []
+    with (
+        openai.OpenAI(
+            base_url=f"{gateway.url}/v1",
+            api_key="unused-locally",
+            max_retries=0,
+            timeout=30,
+            default_headers={"x-request-id": request_id},
+            http_client=httpx.Client(transport=recording),
+        ) as client,
+        pytest.raises(openai.APIError) as caught,
+    ):
+        stream = client.chat.completions.create(
+            model="midstream-error-event", messages=[{"role": "user", "content": "hello there gateway"}], stream=True
+        )
+        for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 3:  # the role chunk and both text chunks
+                release.set()
+    return chunks, caught.value, bytes(recording.received)
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["read-apart", "read-together"])
+def test_an_error_event_mid_stream_ends_the_callers_stream_with_an_openai_error(
+    gateway: Any, fake_azure: FakeAzureOpenAI, held: bool
+) -> None:
+    # Read together, the text chunks still reach the caller before the error: what a caller gets
+    # does not depend on how the provider's bytes were split into reads.
+    chunks, error, received = _failing_stream(gateway, fake_azure, f"relay-error-event-{held}", held)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "echo: hello "
+    assert type(error) is openai.APIError  # an error event, not a broken connection (a subclass)
+    assert (error.type, error.code) == ("api_error", "upstream_error")
+    assert "midstream-error-event" in error.message
+    for secret in (fake_azure.url, *UPSTREAM_KEYS.values()):
+        assert secret not in error.message
+        assert secret.encode() not in received
+    events = _events(received)
+    assert [name for name, _ in events[:4]] == [None, None, None, "error"]
+    for name, data in events[:4]:
+        if name == "error":
+            assert_conforms("ErrorResponse", data, "the error event")
+            assert data["error"] == error.body
+        else:
+            assert_conforms("CreateChatCompletionStreamResponse", data, "a chunk")
+            assert data["model"] == "midstream-error-event"
+
+
+def test_a_stream_ended_by_an_error_event_is_recorded_as_failed(gateway: Any, fake_azure: FakeAzureOpenAI) -> None:
+    _failing_stream(gateway, fake_azure, "relay-error-event-usage")
+    record = gateway.usage_record("relay-error-event-usage")
+    assert (record["model"], record["status"], record["stream"]) == ("midstream-error-event", 502, True)
+
+
+def test_a_stream_ended_by_an_error_event_is_not_answered_again_by_the_fallback(
+    gateway: Any, fake_azure: FakeAzureOpenAI
+) -> None:
+    chunks, _, received = _failing_stream(gateway, fake_azure, "relay-error-event-fallback")
+    assert len(fake_azure.requests_for("midstream-error-event")) == 1
+    assert fake_azure.requests_for("dep-b") == []  # the fallback (chat-b) was not asked
+    assert len(chunks) == 3
+    assert [name for name, _ in _events(received)].count("error") == 1
 
 
 _GATEWAY_CALLS = """

@@ -25,8 +25,12 @@ Deployments named after a fault produce it on every operation, whatever the key:
 5 s), `filtered` (400 content filter), `midstream-error` (an SSE stream whose
 connection is closed mid-body after two text chunks, so the client sees an
 incomplete chunked body and uvicorn logs "ASGI callable returned without
-completing response."; other requests answer normally) and `slow-stream` (a
-40-word reply, streamed 0.1 s per event).
+completing response."; other requests answer normally), `midstream-error-event`
+(a chat SSE stream that sends the prompt filter, role and two text chunks, then
+an `{"error": {...}}` event as OpenAI and Azure send when the model fails after
+the stream started, and ends the body normally; other requests answer normally;
+see `FakeAzureOpenAI.hold_error_event`) and `slow-stream` (a 40-word reply,
+streamed 0.1 s per event).
 """
 
 from __future__ import annotations
@@ -62,10 +66,14 @@ EMBEDDING_MODEL = "text-embedding-3-small"
 RETRY_AFTER_SECONDS = 7
 SLOW_SECONDS = 5
 SLOW_STREAM_PAUSE = 0.1
+#: How long a held `midstream-error-event` stream waits for its release at most.
+HELD_ERROR_SECONDS = 30
 #: api-versions the v1 paths accept, and the first that serves `/openai/responses`.
 V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
 RESPONSES_SINCE = "2025-03-01-preview"
-FAULTS = frozenset({"rate-limited", "broken", "slow", "filtered", "midstream-error", "slow-stream"})
+FAULTS = frozenset(
+    {"rate-limited", "broken", "slow", "filtered", "midstream-error", "midstream-error-event", "slow-stream"}
+)
 SPEECH_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg",
@@ -89,10 +97,12 @@ PROMPT_FILTER_RESULTS = [
 
 @dataclass
 class EventStream:
-    """A handler's SSE answer; on `midstream-error` only the first `kept_on_error` events are sent."""
+    """A handler's SSE answer; on `midstream-error` only the first `kept_on_error` events are sent, on
+    `midstream-error-event` they are followed by `error_event` (when the operation has one)."""
 
     events: list[bytes]
     kept_on_error: int
+    error_event: bytes | None = None
 
 
 Handler = Callable[[RecordedRequest], Response | EventStream]
@@ -237,6 +247,19 @@ def _tool_call(tool: dict[str, Any], user_text: str) -> dict[str, Any]:
     return {"id": "call_fake_1", "type": "function", "function": function}
 
 
+#: What OpenAI and Azure OpenAI send, as a stream's last event, when the model fails after the stream started.
+MIDSTREAM_ERROR = _sse(
+    {
+        "error": {
+            "code": "server_error",
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "param": None,
+            "type": "server_error",
+        }
+    }
+)
+
+
 def chat(recorded: RecordedRequest) -> Response | EventStream:
     body = recorded.json
     messages = body["messages"]
@@ -262,7 +285,8 @@ def chat(recorded: RecordedRequest) -> Response | EventStream:
     }
     reply = ChatReply(body, text, call, usage)
     if body.get("stream"):
-        return EventStream(reply.events(), kept_on_error=4)  # prompt filter, role, two text chunks
+        # On a fault: the prompt filter, the role and two text chunks.
+        return EventStream(reply.events(), kept_on_error=4, error_event=MIDSTREAM_ERROR)
     return JSONResponse(reply.completion())
 
 
@@ -592,6 +616,7 @@ class FakeAzureOpenAI:
 
     `script(deployment, statuses)` makes the next requests to a deployment fail with those statuses (429 or 500),
     in order; `fault_rates[deployment] = (p429, p500)` makes each request fail at random with those probabilities.
+    `hold_error_event()` makes the next `midstream-error-event` stream wait before its error event.
     """
 
     def __init__(self, keys: dict[str, str], tokens: set[str] | None = None) -> None:
@@ -604,6 +629,7 @@ class FakeAzureOpenAI:
         self.url = ""
         self.fault_rates: dict[str, tuple[float, float]] = {}
         self._scripts: dict[str, list[int]] = {}
+        self._error_event_release: threading.Event | None = None
         self._random = random.Random(12)
         self._lock = threading.Lock()
         routes = [
@@ -628,10 +654,20 @@ class FakeAzureOpenAI:
             self.abandoned = 0
             self._scripts.clear()
             self.fault_rates.clear()
+            self._error_event_release = None
 
     def script(self, deployment: str, statuses: list[int]) -> None:
         with self._lock:
             self._scripts[deployment] = list(statuses)
+
+    def hold_error_event(self) -> threading.Event:
+        """Make the next `midstream-error-event` stream send its error event only once the returned event
+        is set (within HELD_ERROR_SECONDS), so a client reads it apart from the text chunks. Unheld, the
+        chunks and the error event go out in one write, and a client most likely reads them at once."""
+        release = threading.Event()
+        with self._lock:
+            self._error_event_release = release
+        return release
 
     def _injected_fault(self, deployment: str) -> int | None:
         with self._lock:
@@ -730,8 +766,26 @@ class FakeAzureOpenAI:
     def _stream(self, answer: EventStream, deployment: str) -> StreamingResponse:
         if deployment == "midstream-error":
             return _DroppedStream(_iterate(answer.events[: answer.kept_on_error]), media_type="text/event-stream")
+        if deployment == "midstream-error-event" and answer.error_event is not None:
+            events = self._then_error(answer.events[: answer.kept_on_error], answer.error_event)
+            return StreamingResponse(events, media_type="text/event-stream")
         pause = SLOW_STREAM_PAUSE if deployment == "slow-stream" else 0
         return StreamingResponse(self._send(answer.events, pause), media_type="text/event-stream")
+
+    async def _then_error(self, events: list[bytes], error_event: bytes) -> AsyncIterator[bytes]:
+        """`events`, then `error_event` once released (see `hold_error_event`); the body then ends normally.
+        Unheld, the events and the error event go out in one write."""
+        with self._lock:
+            release, self._error_event_release = self._error_event_release, None
+        if release is None:
+            yield b"".join(events) + error_event
+            return
+        for event in events:
+            yield event
+        deadline = time.monotonic() + HELD_ERROR_SECONDS
+        while not release.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        yield error_event
 
     async def _send(self, events: list[bytes], pause: float) -> AsyncIterator[bytes]:
         outcome = "closed"
