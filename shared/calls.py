@@ -30,7 +30,7 @@ from .domain import LLMModel
 from .errors import GatewayError, UpstreamTimeout
 from .http import CLIENT_CLOSED_STATUS
 from .providers import ProviderCall
-from .routing import Router
+from .routing import RETRYABLE, Router
 from .usage import Meter
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ class Call:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    events = self._events(model, await attempt(model, call))
+                    events = self._events(model, call, await attempt(model, call))
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
@@ -119,15 +119,17 @@ class Call:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
 
-        return await self._run(started)
+        return await self._run(started, healthy_on_return=False)
 
-    async def _run(self, attempt: Attempt[T]) -> tuple[LLMModel, T]:
+    async def _run(self, attempt: Attempt[T], healthy_on_return: bool = True) -> tuple[LLMModel, T]:
         """Run `attempt` on the deployments and fallbacks within the deadline;
         a failure is metered here, a success by the caller of `_run`."""
         remaining = self.deadline - asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(remaining):
-                model, result = await self.router.run(self.candidates, telemetry.traced_attempts(attempt, self.meter))
+                model, result = await self.router.run(
+                    self.candidates, telemetry.traced_attempts(attempt, self.meter), healthy_on_return=healthy_on_return
+                )
         except TimeoutError:
             self.meter.finish(UpstreamTimeout.status)
             model_id = self.candidates[0].id
@@ -144,9 +146,12 @@ class Call:
         self.meter.model = model
         return model, result
 
-    async def _events(self, model: LLMModel, upstream: Upstream) -> AsyncGenerator[Event, None]:
+    async def _events(self, model: LLMModel, call: ProviderCall, upstream: Upstream) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
-        sent, the stream is metered when it ends, with the status the caller saw."""
+        sent, the stream is metered when it ends, with the status the caller saw.
+        The deployment's health is settled then too: healthy when the stream
+        was read to its end, one failure more when the provider broke it off."""
+        deployment = (model.id, call.deployment.name)
         reads = aiter(upstream.events())
         sent = False
         status = CLIENT_CLOSED_STATUS
@@ -157,14 +162,19 @@ class Call:
                         event = await anext(reads)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
+                except TimeoutError:  # the request's budget, not the deployment, ran out
                     raise UpstreamTimeout(
                         f"Model '{model.id}' did not finish within the request's time budget."
                     ) from None
+                except RETRYABLE as error:
+                    if sent:  # else the router counts it, and tries the next deployment
+                        self.router.health.failed(deployment, error)
+                    raise
                 if event is not None:
                     sent = True
                     yield event
             status = 200
+            self.router.health.succeeded(deployment)
         except GatewayError as error:
             status = error.status
             raise

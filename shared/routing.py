@@ -90,10 +90,18 @@ class Router:
                 yield chosen
 
     async def run(
-        self, models: list[LLMModel], attempt: Callable[[LLMModel, ProviderCall], Awaitable[T]]
+        self,
+        models: list[LLMModel],
+        attempt: Callable[[LLMModel, ProviderCall], Awaitable[T]],
+        *,
+        healthy_on_return: bool = True,
     ) -> tuple[LLMModel, T]:
         """The first model and result that `attempt` produces, trying each
-        candidate deployment in turn; raises the last provider-side error."""
+        candidate deployment in turn; raises the last provider-side error.
+
+        A deployment whose attempt returns counts as healthy, unless
+        `healthy_on_return` is False: a stream's outcome is known only when it
+        ends, and its caller reports it then (`health`)."""
         last_error: GatewayError | None = None
         for model, deployment in self.candidates(models):
             key = (model.id, deployment.name)
@@ -103,7 +111,8 @@ class Router:
                 self.health.failed(key, error)
                 last_error = error
                 continue
-            self.health.succeeded(key)
+            if healthy_on_return:
+                self.health.succeeded(key)
             return model, result
         assert last_error is not None
         raise last_error

