@@ -7,6 +7,8 @@ same fake deployment. For each target it measures, in one table:
 
 - `chat`: non-streaming chat completions at concurrency 1 and 32;
 - `sse`: 21-chunk streamed chat completions at concurrency 1 and 32;
+- `embed`: embeddings of one 17-word input, 1536 dimensions in base64 (what
+  the openai SDK asks for), at concurrency 1 and 32;
 
 with p50/p99 latency, requests per second, the target's CPU time per request
 and its RSS after the load. Then, for the gateway and the proxy, round two of
@@ -69,7 +71,8 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 @dataclass(frozen=True)
 class Target:
     name: str
-    url: str
+    #: The URL per operation: `chat` (chat completions) and `embeddings`.
+    urls: dict[str, str]
     headers: dict[str, str]
     model: str
     pid: int | None  # None: not measured (the fake upstream shares its process)
@@ -81,9 +84,23 @@ class Load:
     concurrency: int
     stream: bool
     prompt: str = SHORT_PROMPT
+    operation: str = "chat"
 
 
-LOADS = (Load("chat", 1, False), Load("chat", 32, False), Load("sse", 1, True), Load("sse", 32, True))
+LOADS = (
+    Load("chat", 1, False),
+    Load("chat", 32, False),
+    Load("sse", 1, True),
+    Load("sse", 32, True),
+    Load("embed", 1, False, operation="embeddings"),
+    Load("embed", 32, False, operation="embeddings"),
+)
+EMBEDDING_DIMENSIONS = 1536
+
+
+def openai_urls(base: str) -> dict[str, str]:
+    """The operations' URLs on an OpenAI-compatible server (the gateway, LiteLLM's proxy)."""
+    return {"chat": f"{base}/v1/chat/completions", "embeddings": f"{base}/v1/embeddings"}
 
 
 # Process figures from /proc: the whole tree, since a server may fork workers.
@@ -131,16 +148,20 @@ def rss_mb(pid: int) -> float:
 
 
 def _body(target: Target, load: Load) -> bytes:
-    body: dict[str, object] = {"model": target.model, "messages": [{"role": "user", "content": load.prompt}]}
+    body: dict[str, object] = {"model": target.model}
+    if load.operation == "embeddings":
+        body |= {"input": load.prompt, "dimensions": EMBEDDING_DIMENSIONS, "encoding_format": "base64"}
+    else:
+        body["messages"] = [{"role": "user", "content": load.prompt}]
     if load.stream:
         body["stream"] = True
     return json.dumps(body).encode()
 
 
-async def _one(session: aiohttp.ClientSession, target: Target, body: bytes, stream: bool) -> float:
+async def _one(session: aiohttp.ClientSession, target: Target, url: str, body: bytes, stream: bool) -> float:
     started = time.perf_counter()
     headers = {"content-type": "application/json"} | target.headers
-    async with session.post(target.url, data=body, headers=headers) as response:
+    async with session.post(url, data=body, headers=headers) as response:
         payload = await response.read()
         if response.status != 200:
             raise RuntimeError(f"{target.name} answered {response.status}: {payload[:300]!r}")
@@ -159,17 +180,17 @@ class Figures:
 
 
 async def _drive(target: Target, load: Load, total: int) -> Figures:
-    body = _body(target, load)
+    body, url = _body(target, load), target.urls[load.operation]
     connector = aiohttp.TCPConnector(limit=load.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(min(50, total)):
-            await _one(session, target, body, load.stream)
+            await _one(session, target, url, body, load.stream)
         latencies: list[float] = []
         remaining = iter(range(total))
 
         async def worker() -> None:
             for _ in remaining:
-                latencies.append(await _one(session, target, body, load.stream))
+                latencies.append(await _one(session, target, url, body, load.stream))
 
         cpu_before = cpu_seconds(target.pid) if target.pid else None
         started = time.perf_counter()
@@ -266,7 +287,7 @@ class Setup:
     def catalog(self) -> Path:
         return write_catalog(self.workdir / "models.json", [
             {"id": "bench", "name": "bench", "provider": "Azure", "model_type": "AzureOpenAI", "code": "bench",
-             "operations": ["ChatCompletion"],
+             "operations": ["ChatCompletion", "embeddings"],
              "parameters": {"endpoint": self.azure_url, "api_version": API_VERSION,
                             "api_key": "$BENCH_UPSTREAM_KEY"}},
             {"id": "bench-gemini", "name": "bench-gemini", "provider": "Google", "model_type": "GoogleVertex",
@@ -367,7 +388,7 @@ def server_rounds(target: Target, requests: int) -> tuple[dict[tuple[str, int], 
     first = run_loads(target, requests)
     rss_first = rss_mb(target.pid) if target.pid else 0.0
     per_chunk = chunk_cpu_ms(target, requests)
-    run_loads(Target(f"{target.name} #2", target.url, target.headers, target.model, target.pid), requests)
+    run_loads(Target(f"{target.name} #2", target.urls, target.headers, target.model, target.pid), requests)
     rss_second = rss_mb(target.pid) if target.pid else 0.0
     return first, {
         "RSS after round 1 / round 2": f"{rss_first:.0f} MB / {rss_second:.0f} MB",
@@ -376,9 +397,9 @@ def server_rounds(target: Target, requests: int) -> tuple[dict[tuple[str, int], 
 
 
 def overhead(server: dict[tuple[str, int], Figures], base: dict[tuple[str, int], Figures]) -> str:
-    """p50 latency added over `base` at concurrency 1, for chat and for 21-chunk streams."""
-    added = [server[(load, 1)].p50_ms - base[(load, 1)].p50_ms for load in ("chat", "sse")]
-    return f"chat {added[0]:+.2f} ms, sse {added[1]:+.2f} ms"
+    """p50 latency added over `base` at concurrency 1, for each kind of load."""
+    loads = dict.fromkeys(load.name for load in LOADS)
+    return ", ".join(f"{load} {server[(load, 1)].p50_ms - base[(load, 1)].p50_ms:+.2f} ms" for load in loads)
 
 
 def main() -> None:
@@ -408,12 +429,16 @@ def main() -> None:
     with running(upstream_command, dict(os.environ), setup.workdir / "upstream.log") as upstream:
         wait_for(_accepting(setup.upstream_port), "the fake upstream", upstream)
         wait_for(_accepting(setup.vertex_port), "the fake Vertex AI", upstream)
-        direct_url = f"{setup.azure_url}/openai/deployments/bench/chat/completions?api-version={API_VERSION}"
-        direct = run_loads(Target("direct", direct_url, {"api-key": BENCH_KEY}, "bench", None), options.requests)
+        deployment = f"{setup.azure_url}/openai/deployments/bench"
+        direct_urls = {
+            operation: f"{deployment}/{path}?api-version={API_VERSION}"
+            for operation, path in (("chat", "chat/completions"), ("embeddings", "embeddings"))
+        }
+        direct = run_loads(Target("direct", direct_urls, {"api-key": BENCH_KEY}, "bench", None), options.requests)
 
         gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
         try:
-            target = Target("gateway", f"{gateway.url}/v1/chat/completions", {}, "bench", gateway.pid)
+            target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
             figures, summary["gateway"] = server_rounds(target, options.requests)
             summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
         finally:
@@ -422,7 +447,7 @@ def main() -> None:
         with ServerThread(FakeIngestion().app) as ingestion:
             traced = GatewayProcess(gateway_env | telemetry_env(ingestion.url), setup.workdir / "otel.log").start()
             try:
-                target = Target("gateway+otel", f"{traced.url}/v1/chat/completions", {}, "bench", traced.pid)
+                target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
                 traced_figures = run_loads(target, options.requests)
                 summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
             finally:
@@ -433,8 +458,9 @@ def main() -> None:
             command = proxy_command(options.proxy, setup.proxy_config(), port)
             with running(command, _proxy_env(), setup.workdir / "proxy.log") as proxy:
                 wait_for(_accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
-                url = f"http://127.0.0.1:{port}/v1/chat/completions"
-                target = Target("litellm-proxy", url, PROXY_AUTH, "bench", proxy.pid)
+                target = Target(
+                    "litellm-proxy", openai_urls(f"http://127.0.0.1:{port}"), PROXY_AUTH, "bench", proxy.pid
+                )
                 figures, summary["litellm-proxy"] = server_rounds(target, options.requests)
                 summary["litellm-proxy"]["p50 added over direct, c=1"] = overhead(figures, direct)
 

@@ -56,7 +56,6 @@ class AzureOpenAI:
         operation: str,
         body: dict[str, Any],
         model_id: str,
-        secrets: tuple[str, ...],
     ) -> aiohttp.ClientResponse:
         """POST `body` to the deployment's `operation`; the response once its status
         is below 400, else the gateway error for it.
@@ -83,30 +82,21 @@ class AzureOpenAI:
             raise failure(exc, model_id) from None
         finally:
             response.release()
-        raise _status_error(response.status, raw, response.headers, model_id, secrets)
+        raise _status_error(response.status, raw, response.headers, model_id, deployment.secret)
 
-    async def completion(
-        self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
-    ) -> Answer[bytes]:
+    async def completion(self, deployment: AzureDeployment, body: dict[str, Any], model_id: str) -> Answer[bytes]:
         """A chat completion answered whole (see `wire.relayed_completion`)."""
-        return await self._whole(deployment, CHAT_COMPLETIONS, body, model_id, secrets, wire.relayed_completion)
+        return await self._whole(deployment, CHAT_COMPLETIONS, body, model_id, wire.relayed_completion)
 
-    async def embeddings(
-        self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, secrets: tuple[str, ...]
-    ) -> Answer[bytes]:
+    async def embeddings(self, deployment: AzureDeployment, body: dict[str, Any], model_id: str) -> Answer[bytes]:
         """Embeddings, in the encoding the caller asked for (see `wire.relayed_embeddings`)."""
-        return await self._whole(deployment, EMBEDDINGS, body, model_id, secrets, wire.relayed_embeddings)
+        return await self._whole(deployment, EMBEDDINGS, body, model_id, wire.relayed_embeddings)
 
     async def stream(
-        self,
-        deployment: AzureDeployment,
-        body: dict[str, Any],
-        model_id: str,
-        secrets: tuple[str, ...],
-        caller_wants_usage: bool,
+        self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, caller_wants_usage: bool
     ) -> RelayedStream:
         """A chat stream, opened (see `wire.RelayedChunks` for what the caller gets of it)."""
-        response = await self.send(deployment, CHAT_COMPLETIONS, body, model_id, secrets)
+        response = await self.send(deployment, CHAT_COMPLETIONS, body, model_id)
         return RelayedStream(response, wire.RelayedChunks(model_id, caller_wants_usage))
 
     async def _whole(
@@ -115,11 +105,10 @@ class AzureOpenAI:
         operation: str,
         body: dict[str, Any],
         model_id: str,
-        secrets: tuple[str, ...],
         shape: Callable[[bytes, str], tuple[bytes, dict[str, Any]]],
     ) -> Answer[bytes]:
         """An answer read whole: `shape` gives the caller's bytes and the parsed body."""
-        response = await self.send(deployment, operation, body, model_id, secrets)
+        response = await self.send(deployment, operation, body, model_id)
         try:
             raw = await response.read()
         except Exception as exc:
@@ -200,7 +189,7 @@ def failure(exc: BaseException, model_id: str) -> BaseException:
     return exc
 
 
-def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets: tuple[str, ...]) -> GatewayError:
+def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secret: str) -> GatewayError:
     """Azure's `{"error": {"code", "message"}}` as the gateway's error (see `upstream.from_status`)."""
     message, code = f"The provider answered with status {status}.", None
     try:
@@ -211,4 +200,4 @@ def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets:
         message = str(error.get("message") or message)
         code = error["code"] if isinstance(error.get("code"), str) else None
     lowered = {str(key).lower(): str(value) for key, value in headers.items()}
-    return from_status(status, scrub(message, secrets), lowered, model_id, code=code)
+    return from_status(status, scrub(message, (secret,)), lowered, model_id, code=code)

@@ -13,8 +13,8 @@ one succeeds, all within the deadline. There are two kinds:
   stream that fails to start can still move on to another deployment. Then
   it passes on the events, each one within the deadline.
 
-Only this module touches the meter. A whole answer is metered when it
-returns. A stream is metered when it ends, however it ends: a caller who
+Only this module counts and finishes the meter. A whole answer is metered
+when it returns. A stream is metered when it ends, however it ends: a caller who
 hangs up midway is recorded with what was counted so far.
 """
 
@@ -32,10 +32,9 @@ from .http import CLIENT_CLOSED_STATUS
 from .providers import ProviderCall
 from .routing import RETRYABLE, Router
 from .usage import Meter
+from .wire import Event
 
 T = TypeVar("T")
-#: One server-sent event for the caller: its name (or None) and its payload.
-Event = tuple[str | None, Any]
 #: One try on one deployment of one model; raises a gateway error when it fails.
 Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
 

@@ -100,7 +100,7 @@ class Gateway:
             async def whole(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
                 if provider.azure_relay is None:
                     return await through_litellm(model, provider)
-                return await self.azure_openai.completion(provider.azure_relay, body, model.id, provider.secrets)
+                return await self.azure_openai.completion(provider.azure_relay, body, model.id)
 
             model, completion = await call.whole(whole)
             if isinstance(completion, bytes):
@@ -119,9 +119,7 @@ class Gateway:
         async def streamed(model: LLMModel, provider: ProviderCall) -> Upstream:
             if provider.azure_relay is None:
                 return await through_litellm_stream(model, provider)
-            return await self.azure_openai.stream(
-                provider.azure_relay, upstream_body, model.id, provider.secrets, caller_wants_usage
-            )
+            return await self.azure_openai.stream(provider.azure_relay, upstream_body, model.id, caller_wants_usage)
 
         model, events = await call.stream(streamed)
         return EventStream(events, headers=_answered_by(model))
@@ -134,7 +132,7 @@ class Gateway:
 
         async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
             if provider.azure_relay is not None:
-                return await self.azure_openai.embeddings(provider.azure_relay, body, model.id, provider.secrets)
+                return await self.azure_openai.embeddings(provider.azure_relay, body, model.id)
             llm = await litellm()
             # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
             encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"

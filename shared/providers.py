@@ -74,6 +74,8 @@ class AzureDeployment:
     api_version: str
     headers: dict[str, str] = field(repr=False)
     timeout: float
+    #: The credential in `headers`, kept out of error messages.
+    secret: str = field(repr=False)
 
     def url(self, operation: str) -> str:
         """The URL the openai SDK under LiteLLM builds for `operation` (`chat/completions`, `embeddings`)."""
@@ -187,7 +189,9 @@ class ProviderMapper:
         relay = None
         if raw_messages and relayable_azure(api_base, arguments["api_version"], deployment.code):
             endpoint = api_base.rstrip("/")
-            relay = AzureDeployment(endpoint, deployment.code, arguments["api_version"], auth, arguments["timeout"])
+            relay = AzureDeployment(
+                endpoint, deployment.code, arguments["api_version"], auth, arguments["timeout"], secret
+            )
         return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
     def azure_client(self, call: ProviderCall) -> Any:

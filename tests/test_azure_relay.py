@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from shared import azure_openai, payloads
 from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.llm import litellm
-from shared.providers import ProviderCall, ProviderMapper, relayable_azure
+from shared.providers import AzureDeployment, ProviderCall, ProviderMapper, relayable_azure
 from shared.routing import BREAKER_THRESHOLD
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import EMBEDDING_MODEL, FakeAzureOpenAI
+from tests.fakes.server import RecordedRequest
 from tests.openapi import assert_conforms
 from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
 
@@ -69,6 +71,45 @@ async def _call_for(parameters: dict[str, Any]) -> ProviderCall:
     return await ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0])  # type: ignore[arg-type]
 
 
+LiteLLMSide = Callable[[Any, ProviderCall], Awaitable[Any]]
+RelaySide = Callable[[azure_openai.AzureOpenAI, AzureDeployment], Awaitable[Any]]
+
+
+def _sent_both_ways(
+    fake_azure: FakeAzureOpenAI,
+    parameters: dict[str, Any],
+    through_litellm: LiteLLMSide,
+    relayed: RelaySide,
+    refused: bool,
+) -> tuple[RecordedRequest, RecordedRequest]:
+    """One call made through LiteLLM, then through the relay: what the fake received of each,
+    whose query and credential headers must be the same."""
+
+    async def both() -> None:
+        call = await _call_for(parameters)
+        assert call.azure_relay is not None
+        try:
+            await through_litellm(await litellm(), call)
+        except Exception:
+            assert refused  # the fake knows no token (401) and no /apim path (404): both sides are refused
+        transport = azure_openai.AzureOpenAI()
+        try:
+            await relayed(transport, call.azure_relay)
+        except GatewayError:
+            assert refused
+        finally:
+            await transport.close()
+
+    asyncio.run(both())
+    by_litellm, by_relay = fake_azure.requests
+    assert by_relay.query == by_litellm.query == {"api-version": parameters["api_version"]}
+    for header in ("api-key", "authorization"):
+        assert by_relay.headers.get(header) == by_litellm.headers.get(header)
+    assert by_relay.headers.get("api-key" if parameters.get("api_key") else "authorization")
+    assert by_relay.json["model"] == "dep-a"
+    return by_litellm, by_relay
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("credential", ["api-key", "entra-id"])
 @pytest.mark.parametrize(
@@ -85,46 +126,28 @@ def test_the_relay_sends_what_litellm_sends(
     fake_azure: FakeAzureOpenAI, endpoint_suffix: str, api_version: str, credential: str, stream: bool
 ) -> None:
     parameters = {"endpoint": fake_azure.url + endpoint_suffix, "api_version": api_version}
-    refused = credential == "entra-id" or endpoint_suffix.startswith("/apim")
     if credential == "api-key":
         parameters["api_key"] = UPSTREAM_KEYS["dep-a"]
     body: dict[str, Any] = {"model": "chat-relay", "messages": MESSAGES, "temperature": 0.2, "tools": [TOOL]}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
+    arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
 
-    async def both() -> None:
-        call = await _call_for(parameters)
-        assert call.azure_relay is not None
-        llm = await litellm()
-        arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
-        try:
-            answer = await llm.acompletion(**call.keyword_arguments(arguments))
-            if stream:
-                async for _ in answer:
-                    pass
-        except Exception:
-            assert refused  # the fake knows no token (401) and no /apim path (404): both sides are refused
-        transport = azure_openai.AzureOpenAI()
-        try:
-            response = await transport.send(
-                call.azure_relay, azure_openai.CHAT_COMPLETIONS, body, "chat-relay", call.secrets
-            )
-            await response.read()
-        except GatewayError:
-            assert refused
-        finally:
-            await transport.close()
+    async def through_litellm(llm: Any, call: ProviderCall) -> None:
+        answer = await llm.acompletion(**call.keyword_arguments(arguments))
+        if stream:
+            async for _ in answer:
+                pass
 
-    asyncio.run(both())
-    through_litellm, relayed = fake_azure.requests
+    async def relayed(transport: azure_openai.AzureOpenAI, deployment: AzureDeployment) -> None:
+        response = await transport.send(deployment, azure_openai.CHAT_COMPLETIONS, body, "chat-relay")
+        await response.read()
+
+    refused = credential == "entra-id" or endpoint_suffix.startswith("/apim")
+    by_litellm, by_relay = _sent_both_ways(fake_azure, parameters, through_litellm, relayed, refused)
     prefix = endpoint_suffix.rstrip("/")
-    assert relayed.path == through_litellm.path == f"{prefix}/openai/deployments/dep-a/chat/completions"
-    assert relayed.query == through_litellm.query == {"api-version": api_version}
-    for header in ("api-key", "authorization"):
-        assert relayed.headers.get(header) == through_litellm.headers.get(header)
-    assert relayed.headers.get("api-key" if credential == "api-key" else "authorization")
-    assert relayed.json == through_litellm.json
-    assert relayed.json["model"] == "dep-a"
+    assert by_relay.path == by_litellm.path == f"{prefix}/openai/deployments/dep-a/chat/completions"
+    assert by_relay.json == by_litellm.json
 
 
 EMBEDDING_BODIES = {
@@ -143,35 +166,20 @@ def test_relayed_embeddings_go_where_litellm_sends_them(
     if credential == "api-key":
         parameters["api_key"] = UPSTREAM_KEYS["dep-a"]
     body: dict[str, Any] = {"model": "chat-relay"} | EMBEDDING_BODIES[case]
+    arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
 
-    async def both() -> None:
-        call = await _call_for(parameters)
-        assert call.azure_relay is not None
-        llm = await litellm()
-        arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
-        try:
-            await llm.aembedding(**call.embedding_arguments(arguments))
-        except Exception:
-            assert credential == "entra-id"  # the fake knows no token: both sides are refused
-        transport = azure_openai.AzureOpenAI()
-        try:
-            await transport.embeddings(call.azure_relay, body, "chat-relay", call.secrets)
-        except GatewayError:
-            assert credential == "entra-id"
-        finally:
-            await transport.close()
+    async def through_litellm(llm: Any, call: ProviderCall) -> None:
+        await llm.aembedding(**call.embedding_arguments(arguments))
 
-    asyncio.run(both())
-    through_litellm, relayed = fake_azure.requests
-    assert relayed.path == through_litellm.path == "/openai/deployments/dep-a/embeddings"
-    assert relayed.query == through_litellm.query == {"api-version": "2024-10-21"}
-    for header in ("api-key", "authorization"):
-        assert relayed.headers.get(header) == through_litellm.headers.get(header)
+    async def relayed(transport: azure_openai.AzureOpenAI, deployment: AzureDeployment) -> None:
+        await transport.embeddings(deployment, body, "chat-relay")
+
+    by_litellm, by_relay = _sent_both_ways(fake_azure, parameters, through_litellm, relayed, credential == "entra-id")
+    assert by_relay.path == by_litellm.path == "/openai/deployments/dep-a/embeddings"
     # Without an encoding_format the openai SDK under LiteLLM asks for base64 and decodes it
     # for LiteLLM; the relay asks for what the caller asked for, and the caller's SDK decodes.
-    asked_by_litellm = through_litellm.json | ({} if "encoding_format" in body else {"encoding_format": None})
-    assert relayed.json == {key: value for key, value in asked_by_litellm.items() if value is not None}
-    assert relayed.json["model"] == "dep-a"
+    asked_by_litellm = by_litellm.json | ({} if "encoding_format" in body else {"encoding_format": None})
+    assert by_relay.json == {key: value for key, value in asked_by_litellm.items() if value is not None}
 
 
 @pytest.mark.parametrize(
