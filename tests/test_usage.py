@@ -97,6 +97,19 @@ def test_every_operation_is_recorded(metered):
     team(metered, "u-tts").audio.speech.create(model="tts-model", voice="alloy", input="hi")
     assert wait_for_record(metered, "u-tts")["operation"] == "audio_tts"
 
+    # gpt-image models count tokens (DALL-E models do not): the record has them, and so does the caller.
+    image = team(metered, "u-img").images.generate(model="image-model", prompt="a red cat", quality="low")
+    record = wait_for_record(metered, "u-img")
+    assert record["operation"] == "images"
+    assert (
+        (record["prompt_tokens"], record["completion_tokens"])
+        == (3, 272)
+        == (
+            image.usage.input_tokens,
+            image.usage.output_tokens,
+        )
+    )
+
 
 def test_a_client_that_leaves_mid_stream_is_still_recorded(metered, fake_azure):
     with httpx.stream(

@@ -161,6 +161,13 @@ def test_azure_images(gateway, response_format):
     assert len(images["data"]) == 2 and response_format in images["data"][0]
 
 
+def test_azure_images_with_token_usage(gateway):
+    body = {"model": "image-model", "prompt": "a red fox", "quality": "low"}
+    images = post(f"{gateway.url}/v1/images/generations", body).json()
+    assert_conforms("ImagesResponse", images, "Azure gpt-image images")
+    assert images["usage"]["output_tokens"] > 0
+
+
 def test_imagen_images(vertex_gateway):
     images = post(f"{vertex_gateway.url}/v1/images/generations", {"model": "imagen", "prompt": "a fox"}).json()
     assert_conforms("ImagesResponse", images, "Imagen images")

@@ -413,6 +413,10 @@ def embeddings(recorded: RecordedRequest) -> Response:
     return JSONResponse({"object": "list", "data": data, "model": EMBEDDING_MODEL, "usage": usage})
 
 
+#: The `quality` values of gpt-image models (DALL-E 3 takes `standard` and `hd`).
+GPT_IMAGE_QUALITIES = frozenset({"low", "medium", "high", "auto"})
+
+
 def images(recorded: RecordedRequest) -> Response:
     body = recorded.json
     filters = {"content_filter_results": CONTENT_FILTER_RESULTS, "prompt_filter_results": CONTENT_FILTER_RESULTS}
@@ -423,7 +427,17 @@ def images(recorded: RecordedRequest) -> Response:
         else:
             image = {"url": f"https://fakeoai.blob.core.windows.net/private/images/{index}.png"}
         data.append(image | {"revised_prompt": body["prompt"]} | filters)
-    return JSONResponse({"created": int(time.time()), "data": data})
+    answer: dict[str, Any] = {"created": int(time.time()), "data": data}
+    if body.get("quality") in GPT_IMAGE_QUALITIES:  # gpt-image models count tokens; DALL-E models do not
+        prompt_tokens = words(body["prompt"])
+        image_tokens = 272 * len(data)
+        answer["usage"] = {
+            "input_tokens": prompt_tokens,
+            "output_tokens": image_tokens,
+            "total_tokens": prompt_tokens + image_tokens,
+            "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
+        }
+    return JSONResponse(answer)
 
 
 def speech(recorded: RecordedRequest) -> Response:
