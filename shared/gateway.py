@@ -26,7 +26,7 @@ from .http import Content, EventStream, Inbound, JSONResult
 from .llm import litellm
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderCall, relayed
+from .providers import ProviderCall, mock_embeddings, relayed
 from .routing import Router
 from .usage import Meter, UsageRecorder
 from .vertex import VertexImagen
@@ -133,13 +133,19 @@ class Gateway:
         async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
             if provider.azure_relay is not None:
                 return await self.azure_openai.embeddings(provider.azure_relay, body, model.id)
-            llm = await litellm()
-            # LiteLLM refuses encoding_format for Vertex, ignores it for mocks: ask for floats, encode them here.
+            # LiteLLM refuses encoding_format for Vertex, and a Mock answers floats: ask for floats, encode them here.
             encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
-            own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
-            answer = await litellm_calls.answered(model, provider, llm.aembedding(**provider.embedding_arguments(own)))
-            payload = wire.embeddings(answer.body, model.id)
-            return replace(answer, body=_as_base64(payload) if encode_here else payload)
+            if provider.mock_embedding is not None:
+                payload = mock_embeddings(provider.mock_embedding, body["input"], model.id)
+                answer: Answer[Any] = Answer(payload, payload["usage"])
+            else:
+                own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
+                llm = await litellm()
+                answer = await litellm_calls.answered(
+                    model, provider, llm.aembedding(**provider.keyword_arguments(own))
+                )
+                answer = replace(answer, body=wire.embeddings(answer.body, model.id))
+            return replace(answer, body=_as_base64(answer.body) if encode_here else answer.body)
 
         model, embedded = await call.whole(attempt)
         if isinstance(embedded, bytes):

@@ -124,7 +124,7 @@ class ProviderCall:
     deployment: Deployment
     arguments: dict[str, Any]
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    #: A Mock model's embedding: LiteLLM's `mock_response` is the vector for embeddings.
+    #: A Mock model's vector, the gateway's answer to embeddings (see `mock_embeddings`).
     mock_embedding: list[float] | None = None
     #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
     raw_messages: bool = False
@@ -144,13 +144,6 @@ class ProviderCall:
         if self.raw_messages and "messages" in request:
             merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
             merged["messages"] = [PLACEHOLDER_MESSAGE]
-        return merged
-
-    def embedding_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
-        """LiteLLM's keyword arguments for an embeddings call."""
-        merged = self.keyword_arguments(request)
-        if self.mock_embedding is not None:
-            merged["mock_response"] = self.mock_embedding
         return merged
 
 
@@ -261,6 +254,19 @@ def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -
     }
     # A unit vector, so cosine similarity works in callers' tests.
     return ProviderCall(deployment, arguments, mock_embedding=[1 / math.sqrt(dimensions)] * dimensions)
+
+
+def mock_embeddings(vector: list[float], given: Any, model_id: str) -> dict[str, Any]:
+    """A Mock model's `CreateEmbeddingResponse`: `vector` for each input (LiteLLM's
+    mock answers one vector whatever the input), a token per word or token id."""
+    inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
+    tokens = sum(len(item) if isinstance(item, list) else max(1, len(item.split())) for item in inputs)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": list(vector)} for index in range(len(inputs))],
+        "model": model_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def test_relayed_embeddings_go_where_litellm_sends_them(
     arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
 
     async def through_litellm(llm: Any, call: ProviderCall) -> None:
-        await llm.aembedding(**call.embedding_arguments(arguments))
+        await llm.aembedding(**call.keyword_arguments(arguments))
 
     async def relayed(transport: azure_openai.AzureOpenAI, deployment: AzureDeployment) -> None:
         await transport.embeddings(deployment, body, "chat-relay")

@@ -131,6 +131,20 @@ def test_the_mock_model_embeds_through_the_sdk_default(mocked):
     assert record["operation"] == "embeddings" and record["prompt_tokens"] == result.usage.prompt_tokens
 
 
+@pytest.mark.parametrize(
+    ("given", "count", "tokens"),
+    [(["one two", "three"], 2, 3), ([[1, 2, 3], [4]], 2, 4), ([7, 8], 1, 2), ("a b c", 1, 3)],
+)
+def test_the_mock_model_embeds_each_input(mocked, given, count, tokens):
+    request_id = f"mock-embed-{count}-{tokens}"
+    result = client(mocked, request_id=request_id).embeddings.create(model="mock", input=given)
+
+    assert [item.index for item in result.data] == list(range(count))
+    assert all(len(item.embedding) == 8 for item in result.data)
+    assert (result.usage.prompt_tokens, result.usage.total_tokens) == (tokens, tokens)
+    assert wait_for_record(mocked, request_id)["prompt_tokens"] == tokens
+
+
 def test_the_mock_model_answers_the_responses_api_whole(mocked):
     response = client(mocked, request_id="mock-responses").responses.create(model="mock", input="Say hello")
 
