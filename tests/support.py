@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import wave
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,24 @@ def wav_bytes(seconds: float = 0.2) -> bytes:
         audio.setframerate(8000)
         audio.writeframes(b"\x01\x00" * int(8000 * seconds))
     return buffer.getvalue()
+
+
+def project_documents(
+    keys: dict[str, str], *documents: dict[str, Any], admins: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """A projects store's documents: each project `keys` (key -> project id) names,
+    an admin one if in `admins`, each key's document, then `documents`."""
+    projects = [
+        {"id": project, "type": "project", "name": project} | ({"admin": True} if project in admins else {})
+        for project in dict.fromkeys(keys.values())
+    ]
+    return projects + [key_document(key, project) for key, project in keys.items()] + list(documents)
+
+
+def write_projects(path: Path, keys: dict[str, str], *documents: dict[str, Any], admins: Collection[str] = ()) -> Path:
+    """A projects file (see `project_documents`)."""
+    path.write_text(json.dumps(project_documents(keys, *documents, admins=admins)), encoding="utf-8")
+    return path
 
 
 def key_document(key: str, project: str, **extra: Any) -> dict[str, Any]:

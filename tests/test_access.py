@@ -12,7 +12,7 @@ import pytest
 
 from shared.projects import hash_key
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
-from tests.support import PROJECT_DIR, GatewayProcess, key_document, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, key_document, write_catalog, write_projects
 
 KEY_A = "sk-gw-team-a-key-0001"
 KEY_B = "sk-gw-team-b-key-0002"
@@ -25,18 +25,11 @@ USER = [{"role": "user", "content": "who am i"}]
 def secured(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("secured")
     yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    projects = directory / "projects.json"
-    projects.write_text(
-        json.dumps(
-            [
-                {"id": "team-a", "type": "project", "name": "Team A"},
-                {"id": "team-b", "type": "project", "name": "Team B"},
-                key_document(KEY_A, "team-a"),
-                key_document(KEY_B, "team-b"),
-                key_document(DISABLED_KEY, "team-a", disabled=True),
-                key_document(EXPIRED_KEY, "team-a", expires=yesterday),
-            ]
-        )
+    projects = write_projects(
+        directory / "projects.json",
+        {KEY_A: "team-a", KEY_B: "team-b"},
+        key_document(DISABLED_KEY, "team-a", disabled=True),
+        key_document(EXPIRED_KEY, "team-a", expires=yesterday),
     )
     catalog = write_catalog(
         directory / "models.json",

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import API_VERSION, EVERY_OPERATION, azure_entry, gateway_env
 from tests.fakes.azure_openai import speech_bytes
 from tests.openapi import assert_conforms
-from tests.support import GatewayProcess, key_document, wav_bytes, write_catalog
+from tests.support import GatewayProcess, wav_bytes, write_catalog, write_projects
 
 KEY_A = "sk-gw-azure-team-a-0001"
 KEY_B = "sk-gw-azure-team-b-0002"
@@ -25,17 +25,7 @@ USER = [{"role": "user", "content": "hello azure clients"}]
 def azure_gateway(fake_azure, tmp_path_factory):
     """A gateway with project keys: `team-a-only` is private to team-a."""
     directory = tmp_path_factory.mktemp("azure-routes")
-    projects = directory / "projects.json"
-    projects.write_text(
-        json.dumps(
-            [
-                {"id": "team-a", "type": "project", "name": "Team A"},
-                {"id": "team-b", "type": "project", "name": "Team B"},
-                key_document(KEY_A, "team-a"),
-                key_document(KEY_B, "team-b"),
-            ]
-        )
-    )
+    projects = write_projects(directory / "projects.json", {KEY_A: "team-a", KEY_B: "team-b"})
     preview = {"endpoint": fake_azure.url, "api_version": RESPONSES_API_VERSION, "api_key": "$KEY_B"}
     catalog = write_catalog(
         directory / "models.json",

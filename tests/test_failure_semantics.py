@@ -8,10 +8,16 @@ import httpx
 import pytest
 
 from bench.upstream import BENCH_KEY
-from shared.projects import hash_key, key_document_id
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.server import free_port
-from tests.support import CosmosServer, GatewayProcess, start_fake_upstream, write_catalog
+from tests.support import (
+    CosmosServer,
+    GatewayProcess,
+    project_documents,
+    start_fake_upstream,
+    write_catalog,
+    write_projects,
+)
 
 KEY_A = "sk-gw-semantics-team-a"
 KEY_B = "sk-gw-semantics-team-b"
@@ -22,17 +28,7 @@ USER = [{"role": "user", "content": "hello"}]
 def tenants(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("semantics")
     fake_azure.keys["solo"] = UPSTREAM_KEYS["dep-a"]
-    projects = directory / "projects.json"
-    projects.write_text(
-        json.dumps(
-            [
-                {"id": "team-a", "type": "project"},
-                {"id": "team-b", "type": "project"},
-                {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
-                {"id": key_document_id(hash_key(KEY_B)), "type": "key", "project": "team-b"},
-            ]
-        )
-    )
+    projects = write_projects(directory / "projects.json", {KEY_A: "team-a", KEY_B: "team-b"})
     url = fake_azure.url
     two = [
         {"name": "first", "code": "filtered", "priority": 0},
@@ -151,10 +147,7 @@ def test_through_a_cosmos_outage_known_keys_and_models_are_served_and_the_rest_i
         "outage",
         "projects",
         "/id",
-        [
-            {"id": "team-a", "type": "project"},
-            {"id": key_document_id(hash_key(KEY_A)), "type": "key", "project": "team-a"},
-        ],
+        project_documents({KEY_A: "team-a"}),
     )
     env = gateway_env(
         ALLOW_ANONYMOUS="false",

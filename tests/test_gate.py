@@ -12,7 +12,7 @@ from shared.errors import ApiManagementRequired, ConfigurationError
 from shared.gate import HEADER, Gate
 from shared.settings import Settings
 from tests.conftest import azure_entry, gateway_env
-from tests.support import GatewayProcess, key_document, write_catalog
+from tests.support import GatewayProcess, write_catalog, write_projects
 
 SECRET = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seQ"
 PROJECT_KEY = "sk-gw-gated-project-0001"
@@ -99,15 +99,7 @@ def test_an_unresolved_key_vault_reference_refuses_everything_but_liveness():
 def gated(fake_azure, tmp_path_factory):
     """A gateway that needs project keys and, in front of them, the APIM secret."""
     directory = tmp_path_factory.mktemp("gated")
-    projects = directory / "projects.json"
-    projects.write_text(
-        json.dumps(
-            [
-                {"id": "team-g", "type": "project", "name": "Team G"},
-                key_document(PROJECT_KEY, "team-g"),
-            ]
-        )
-    )
+    projects = write_projects(directory / "projects.json", {PROJECT_KEY: "team-g"})
     catalog = write_catalog(directory / "models.json", [azure_entry("gated-chat", "dep-a", fake_azure.url)])
     env = gateway_env(
         ALLOW_ANONYMOUS="false",

@@ -13,10 +13,9 @@ from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response as ResponsesResponse
 
-from shared.projects import hash_key, key_document_id
 from tests.conftest import gateway_env
 from tests.openapi import assert_conforms
-from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, write_catalog, write_projects
 from tests.test_usage import wait_for_record
 from tests.test_wire_format import chat_chunks
 
@@ -50,17 +49,8 @@ def mocked(tmp_path_factory):
         "operations": ["ChatCompletion"],
     }
     catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
-    (directory / "projects.json").write_text(
-        json.dumps(
-            [
-                {"id": "team-a", "type": "project", "name": "Team A"},
-                {"id": "team-b", "type": "project", "name": "Team B"},
-                {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "a"},
-                {"id": key_document_id(hash_key(OTHER_KEY)), "type": "key", "project": "team-b", "name": "b"},
-            ]
-        )
-    )
-    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(directory / "projects.json"))
+    projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a", OTHER_KEY: "team-b"})
+    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     process = GatewayProcess(env, directory / "gateway.log").start()
     yield process
     process.stop()

@@ -25,12 +25,12 @@ from starlette.routing import Route
 from shared import telemetry
 from shared.gate import Gate
 from shared.http import respond
-from shared.projects import hash_key, key_document_id
 from shared.service import build_gateway
 from shared.settings import Settings
 from tests.conftest import UPSTREAM_KEYS, azure_entry
 from tests.fakes.azure_openai import UPSTREAM_MODEL
 from tests.fakes.server import ServerThread
+from tests.support import write_projects
 from tests.test_resilience import deployment
 
 TEAM_KEY = "sk-gw-telemetry-team-0001"
@@ -86,17 +86,10 @@ def traced(fake_azure, tmp_path_factory):
         azure_entry("rate-limited", "rate-limited", url),
     ]
     (directory / "models.json").write_text(json.dumps(catalog))
-    (directory / "projects.json").write_text(
-        json.dumps(
-            [
-                {"id": "team-a", "type": "project", "name": "Team A"},
-                {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "t"},
-            ]
-        )
-    )
+    projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a"})
     settings = Settings(
         models_file=str(directory / "models.json"),
-        projects_file=str(directory / "projects.json"),
+        projects_file=str(projects),
         usage_file=str(directory / "usage.jsonl"),
     )
     recorded = Recorded()

@@ -1,15 +1,13 @@
 """Usage records for every call, the usage report, and the model management API."""
 
-import json
 import time
 
 import httpx
 import openai
 import pytest
 
-from shared.projects import hash_key, key_document_id
 from tests.conftest import catalog_documents, gateway_env
-from tests.support import CosmosServer, GatewayProcess, write_catalog
+from tests.support import CosmosServer, GatewayProcess, project_documents, write_catalog, write_projects
 
 TEAM_KEY = "sk-gw-usage-team-0001"
 ADMIN_KEY = "sk-gw-usage-admin-0002"
@@ -17,21 +15,15 @@ USER = [{"role": "user", "content": "hello there gateway"}]
 CHAT_COST = (3 * 0.0025 + 4 * 0.01) / 1000
 
 
-def project_documents():
-    return [
-        {"id": "team-a", "type": "project", "name": "Team A"},
-        {"id": "platform", "type": "project", "name": "Platform", "admin": True},
-        {"id": key_document_id(hash_key(TEAM_KEY)), "type": "key", "project": "team-a", "name": "t"},
-        {"id": key_document_id(hash_key(ADMIN_KEY)), "type": "key", "project": "platform", "name": "a"},
-    ]
+KEYS = {TEAM_KEY: "team-a", ADMIN_KEY: "platform"}
 
 
 @pytest.fixture(scope="module")
 def metered(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("usage")
-    (directory / "projects.json").write_text(json.dumps(project_documents()))
+    projects = write_projects(directory / "projects.json", KEYS, admins={"platform"})
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
-    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(directory / "projects.json"))
+    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     process = GatewayProcess(env, directory / "gateway.log").start()
     yield process
     process.stop()
@@ -241,7 +233,7 @@ def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
 
     def seed():
         server.seed("usage-test", "models", "/id", catalog_documents(fake_azure.url))
-        server.seed("usage-test", "projects", "/id", project_documents())
+        server.seed("usage-test", "projects", "/id", project_documents(KEYS, admins={"platform"}))
         server.seed("usage-test", "usage", containers["usage"], [])
 
     seed()
