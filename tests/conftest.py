@@ -146,7 +146,7 @@ def cosmos() -> Iterator[CosmosServer]:
 
 @pytest.fixture
 def client(gateway: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused-locally", max_retries=0)
+    return gateway.client("unused-locally")
 
 
 @pytest.fixture

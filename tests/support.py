@@ -18,6 +18,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from shared.projects import hash_key, key_document_id
 from tests.fakes.server import free_port
 
@@ -121,6 +123,11 @@ class GatewayProcess:
                 if error.code not in (429, 502, 504) or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+    def client(self, key: str = "local", request_id: str | None = None) -> openai.OpenAI:
+        """An `openai` client of this gateway, presenting `key` (and `request_id` as `x-request-id`)."""
+        headers = {"x-request-id": request_id} if request_id else None
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, default_headers=headers)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

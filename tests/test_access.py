@@ -45,14 +45,10 @@ def secured(fake_azure, tmp_path_factory):
     process.stop()
 
 
-def client_for(gateway, key):
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
-
-
 @pytest.mark.parametrize("key", ["sk-gw-unknown", DISABLED_KEY, EXPIRED_KEY])
 def test_bad_keys_are_refused_with_401(secured, key):
     with pytest.raises(openai.AuthenticationError) as caught:
-        client_for(secured, key).chat.completions.create(model="shared-chat", messages=USER)
+        secured.client(key).chat.completions.create(model="shared-chat", messages=USER)
     assert caught.value.code == "invalid_api_key"
     assert caught.value.body["type"] == "authentication_error"
 
@@ -71,7 +67,7 @@ def test_azure_style_api_key_header_is_accepted(secured):
 
 
 def test_a_private_model_exists_only_for_its_projects(secured):
-    team_a, team_b = client_for(secured, KEY_A), client_for(secured, KEY_B)
+    team_a, team_b = secured.client(KEY_A), secured.client(KEY_B)
 
     assert "team-a-chat" in {m.id for m in team_a.models.list()}
     assert team_a.models.retrieve("team-a-chat").id == "team-a-chat"
@@ -89,7 +85,7 @@ def test_a_private_model_exists_only_for_its_projects(secured):
 
 
 def test_the_callers_key_never_goes_upstream(secured, fake_azure):
-    client_for(secured, KEY_A).chat.completions.create(model="team-a-chat", messages=USER)
+    secured.client(KEY_A).chat.completions.create(model="team-a-chat", messages=USER)
     (upstream,) = fake_azure.requests
     assert KEY_A not in json.dumps(upstream.headers) + upstream.body.decode()
 
@@ -136,7 +132,7 @@ def test_cli_issued_keys_work_and_disabling_or_deleting_them_takes_effect(secure
     assert "laptop" in listing and "active" in listing and key not in listing
     key_id = hash_key(key)[:12]
 
-    assert client_for(secured, key).models.list().data
+    assert secured.client(key).models.list().data
     admin(secured.projects_file, "disable", key_id)
     assert "disabled" in admin(secured.projects_file, "list", "team-cli")
     admin(secured.projects_file, "delete", key_id)
@@ -156,9 +152,9 @@ def test_admin_cli_refuses_unknown_projects(secured):
 
 
 def test_no_key_appears_in_the_log(secured):
-    client_for(secured, KEY_A).chat.completions.create(model="team-a-chat", messages=USER)
+    secured.client(KEY_A).chat.completions.create(model="team-a-chat", messages=USER)
     with pytest.raises(openai.AuthenticationError):
-        client_for(secured, "sk-gw-wrong-secret").models.list()
+        secured.client("sk-gw-wrong-secret").models.list()
     log = secured.log()
     assert "ALLOW_ANONYMOUS" not in log
     for secret in (KEY_A, KEY_B, "sk-gw-wrong-secret", *UPSTREAM_KEYS.values()):

@@ -97,10 +97,6 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
     fake_azure.accepts_token = lambda token: False
 
 
-def client_of(gateway):
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="local", max_retries=0)
-
-
 def test_secret_references_resolve_from_the_vault_once_per_ttl(vault_gateway, vault, fake_azure):
     async def burst():
         client = openai.AsyncOpenAI(base_url=f"{vault_gateway.url}/v1", api_key="local", max_retries=0)
@@ -115,7 +111,7 @@ def test_secret_references_resolve_from_the_vault_once_per_ttl(vault_gateway, va
 
 
 def test_a_rotated_secret_is_used_after_the_ttl_without_a_restart(vault_gateway, vault, fake_azure):
-    client = client_of(vault_gateway)
+    client = vault_gateway.client()
     client.chat.completions.create(model="vault-chat", messages=USER)
     vault.set_secret("VAULT-KEY-A", ROTATED_KEY)
     fake_azure.keys["dep-vault"] = ROTATED_KEY
@@ -138,7 +134,7 @@ def test_a_secret_missing_from_the_vault_is_a_500_naming_the_reference(vault_gat
 
 
 def test_a_model_without_a_key_uses_the_managed_identity_token(vault_gateway, identity, fake_azure):
-    client = client_of(vault_gateway)
+    client = vault_gateway.client()
     for _ in range(5):
         assert client.chat.completions.create(model="keyless-chat", messages=USER).model == "keyless-chat"
     upstream = fake_azure.requests_for("dep-keyless")
@@ -151,7 +147,7 @@ def test_a_model_without_a_key_uses_the_managed_identity_token(vault_gateway, id
 
 def test_a_keyless_transcription_uses_the_managed_identity_and_the_catalogs_api_version(vault_gateway, fake_azure):
     # Transcriptions go through a client of the gateway's own (LiteLLM ignores their api_version).
-    client = client_of(vault_gateway)
+    client = vault_gateway.client()
     for _ in range(2):
         assert client.audio.transcriptions.create(model="keyless-stt", file=("a.wav", b"RIFF-not-really")).text
     upstream = fake_azure.requests_for("dep-keyless")
@@ -164,7 +160,7 @@ def test_a_keyless_transcription_uses_the_managed_identity_and_the_catalogs_api_
 
 def test_a_keyless_models_token_travels_in_the_authorization_header_only(vault_gateway, fake_azure):
     # LiteLLM copies an `azure_ad_token` argument into the body of embeddings and image requests.
-    client = client_of(vault_gateway)
+    client = vault_gateway.client()
     fake_azure.clear()
     assert client.chat.completions.create(model="keyless-every", messages=USER).choices
     assert client.embeddings.create(model="keyless-every", input="a b").data
@@ -187,7 +183,7 @@ def test_a_keyless_models_token_travels_in_the_authorization_header_only(vault_g
 
 
 def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):
-    client_of(vault_gateway).chat.completions.create(model="vault-chat", messages=USER)
+    vault_gateway.client().chat.completions.create(model="vault-chat", messages=USER)
     log = vault_gateway.log()
     for secret in (VAULT_KEY, ROTATED_KEY, *(token for _, token in identity.tokens_issued)):
         assert secret not in log

@@ -56,13 +56,8 @@ def mocked(tmp_path_factory):
     process.stop()
 
 
-def client(gateway, key=TEAM_KEY, request_id=None):
-    headers = {"x-request-id": request_id} if request_id else None
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers)
-
-
 def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked):
-    reply = client(mocked, request_id="mock-plain").chat.completions.create(model="mock", messages=USER)
+    reply = mocked.client(TEAM_KEY, request_id="mock-plain").chat.completions.create(model="mock", messages=USER)
 
     ChatCompletion.model_validate(reply.to_dict())
     assert reply.model == "mock"
@@ -78,7 +73,7 @@ def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked)
 
 def test_the_mock_model_streams_with_usage(mocked):
     chunks = list(
-        client(mocked, request_id="mock-stream").chat.completions.create(
+        mocked.client(TEAM_KEY, request_id="mock-stream").chat.completions.create(
             model="mock",
             messages=USER,
             stream=True,
@@ -114,7 +109,7 @@ def test_the_mock_model_embeds(mocked, encoding_format):
 
 
 def test_the_mock_model_embeds_through_the_sdk_default(mocked):
-    result = client(mocked, request_id="mock-embed").embeddings.create(model="mock", input="hello")
+    result = mocked.client(TEAM_KEY, request_id="mock-embed").embeddings.create(model="mock", input="hello")
 
     assert len(result.data[0].embedding) == 8
     record = wait_for_record(mocked, "mock-embed")
@@ -127,7 +122,7 @@ def test_the_mock_model_embeds_through_the_sdk_default(mocked):
 )
 def test_the_mock_model_embeds_each_input(mocked, given, count, tokens):
     request_id = f"mock-embed-{count}-{tokens}"
-    result = client(mocked, request_id=request_id).embeddings.create(model="mock", input=given)
+    result = mocked.client(TEAM_KEY, request_id=request_id).embeddings.create(model="mock", input=given)
 
     assert [item.index for item in result.data] == list(range(count))
     assert all(len(item.embedding) == 8 for item in result.data)
@@ -136,7 +131,7 @@ def test_the_mock_model_embeds_each_input(mocked, given, count, tokens):
 
 
 def test_the_mock_model_answers_the_responses_api_whole(mocked):
-    response = client(mocked, request_id="mock-responses").responses.create(model="mock", input="Say hello")
+    response = mocked.client(TEAM_KEY, request_id="mock-responses").responses.create(model="mock", input="Say hello")
 
     ResponsesResponse.model_validate(response.to_dict())
     assert response.model == "mock" and response.output_text == SHIPPED_ANSWER
@@ -144,21 +139,21 @@ def test_the_mock_model_answers_the_responses_api_whole(mocked):
     assert record["operation"] == "Responses" and record["completion_tokens"] == response.usage.output_tokens
 
     with pytest.raises(openai.BadRequestError) as refused:
-        client(mocked).responses.create(model="mock", input="Say hello", stream=True)
+        mocked.client(TEAM_KEY).responses.create(model="mock", input="Say hello", stream=True)
     assert refused.value.body["param"] == "stream"
 
 
 def test_mock_models_keep_keys_private_models_and_operations(mocked):
     with pytest.raises(openai.AuthenticationError):
-        client(mocked, key="sk-gw-not-a-key").chat.completions.create(model="mock", messages=USER)
+        mocked.client("sk-gw-not-a-key").chat.completions.create(model="mock", messages=USER)
     with pytest.raises(openai.NotFoundError):
-        client(mocked, key=OTHER_KEY).chat.completions.create(model="team-mock", messages=USER)
-    assert "team-mock" not in [m.id for m in client(mocked, key=OTHER_KEY).models.list()]
+        mocked.client(OTHER_KEY).chat.completions.create(model="team-mock", messages=USER)
+    assert "team-mock" not in [m.id for m in mocked.client(OTHER_KEY).models.list()]
     with pytest.raises(openai.BadRequestError) as unsupported:
-        client(mocked).images.generate(model="mock", prompt="a fox")
+        mocked.client(TEAM_KEY).images.generate(model="mock", prompt="a fox")
     assert unsupported.value.code == "unsupported_operation"
 
-    reply = client(mocked, request_id="mock-private").chat.completions.create(model="team-mock", messages=USER)
+    reply = mocked.client(TEAM_KEY, request_id="mock-private").chat.completions.create(model="team-mock", messages=USER)
     assert reply.choices[0].message.content == "Only for team A."
     record = wait_for_record(mocked, "mock-private")
     assert record["cost"] == pytest.approx((record["prompt_tokens"] * 0.5 + record["completion_tokens"] * 1.0) / 1000)
@@ -167,7 +162,7 @@ def test_mock_models_keep_keys_private_models_and_operations(mocked):
 
 def test_a_mock_model_can_stand_for_a_throttled_provider(mocked):
     with pytest.raises(openai.RateLimitError) as throttled:
-        client(mocked, request_id="mock-429").chat.completions.create(model="mock-throttled", messages=USER)
+        mocked.client(TEAM_KEY, request_id="mock-429").chat.completions.create(model="mock-throttled", messages=USER)
 
     assert throttled.value.body["type"] == "rate_limit_error"
     assert wait_for_record(mocked, "mock-429")["status"] == 429

@@ -71,12 +71,8 @@ def resilient(fake_azure, tmp_path_factory):
     process.stop()
 
 
-def client_for(gateway):
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="local", max_retries=0)
-
-
 def test_failing_deployments_are_absorbed_and_skipped_while_they_cool_down(resilient, fake_azure):
-    client = client_for(resilient)
+    client = resilient.client()
     for _ in range(5):
         assert client.chat.completions.create(model="regional", messages=USER).model == "regional"
 
@@ -117,7 +113,7 @@ def test_fallbacks_must_offer_the_operation(resilient, fake_azure):
 
 
 def test_when_every_deployment_is_cooling_down_the_provider_still_answers(resilient, fake_azure):
-    client = client_for(resilient)
+    client = resilient.client()
     with pytest.raises(openai.RateLimitError) as first:
         client.chat.completions.create(model="throttled", messages=USER)
     assert first.value.response.headers["retry-after"] == "7"

@@ -29,17 +29,12 @@ def metered(fake_azure, tmp_path_factory):
     process.stop()
 
 
-def team(gateway, request_id=None, key=TEAM_KEY):
-    headers = {"x-request-id": request_id} if request_id else None
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers)
-
-
 def wait_for_record(gateway, request_id, timeout=10.0):
     return gateway.usage_record(request_id, timeout)
 
 
 def test_a_plain_call_is_recorded_with_exact_tokens_and_cost(metered):
-    team(metered, "u-plain").chat.completions.create(model="chat-a", messages=USER)
+    metered.client(TEAM_KEY, "u-plain").chat.completions.create(model="chat-a", messages=USER)
     record = wait_for_record(metered, "u-plain")
     assert record["project"] == "team-a" and record["model"] == "chat-a"
     assert record["operation"] == "ChatCompletion" and record["status"] == 200
@@ -50,14 +45,16 @@ def test_a_plain_call_is_recorded_with_exact_tokens_and_cost(metered):
 
 
 def test_streams_are_recorded_even_when_the_caller_did_not_ask_for_usage(metered, fake_azure):
-    chunks = list(team(metered, "u-stream").chat.completions.create(model="chat-a", messages=USER, stream=True))
+    chunks = list(
+        metered.client(TEAM_KEY, "u-stream").chat.completions.create(model="chat-a", messages=USER, stream=True)
+    )
     assert all(chunk.usage is None for chunk in chunks)
     assert fake_azure.requests[0].json["stream_options"] == {"include_usage": True}
     record = wait_for_record(metered, "u-stream")
     assert (record["prompt_tokens"], record["completion_tokens"], record["stream"]) == (3, 4, True)
 
     asked = list(
-        team(metered, "u-stream-usage").chat.completions.create(
+        metered.client(TEAM_KEY, "u-stream-usage").chat.completions.create(
             model="chat-a", messages=USER, stream=True, stream_options={"include_usage": True}
         )
     )
@@ -67,30 +64,34 @@ def test_streams_are_recorded_even_when_the_caller_did_not_ask_for_usage(metered
 
 def test_a_call_that_fails_upstream_is_recorded_with_its_status(metered):
     with pytest.raises(openai.RateLimitError):
-        team(metered, "u-429").chat.completions.create(model="rate-limited", messages=USER)
+        metered.client(TEAM_KEY, "u-429").chat.completions.create(model="rate-limited", messages=USER)
     record = wait_for_record(metered, "u-429")
     assert (record["status"], record["total_tokens"], record["cost"]) == (429, 0, 0)
 
 
 def test_every_operation_is_recorded(metered):
-    client = team(metered, "u-emb")
+    client = metered.client(TEAM_KEY, "u-emb")
     client.embeddings.create(model="embed-only", input="three words here")
     assert wait_for_record(metered, "u-emb")["operation"] == "embeddings"
     assert wait_for_record(metered, "u-emb")["prompt_tokens"] == 3
 
-    team(metered, "u-resp").responses.create(model="responses-model", input="count me")
+    metered.client(TEAM_KEY, "u-resp").responses.create(model="responses-model", input="count me")
     record = wait_for_record(metered, "u-resp")
     assert (record["operation"], record["completion_tokens"]) == ("Responses", 3)
 
-    list(team(metered, "u-resp-stream").responses.create(model="responses-model", input="count me", stream=True))
+    list(
+        metered.client(TEAM_KEY, "u-resp-stream").responses.create(
+            model="responses-model", input="count me", stream=True
+        )
+    )
     record = wait_for_record(metered, "u-resp-stream")
     assert (record["stream"], record["completion_tokens"]) == (True, 3)
 
-    team(metered, "u-tts").audio.speech.create(model="tts-model", voice="alloy", input="hi")
+    metered.client(TEAM_KEY, "u-tts").audio.speech.create(model="tts-model", voice="alloy", input="hi")
     assert wait_for_record(metered, "u-tts")["operation"] == "audio_tts"
 
     # gpt-image models count tokens (DALL-E models do not): the record has them, and so does the caller.
-    image = team(metered, "u-img").images.generate(model="image-model", prompt="a red cat", quality="low")
+    image = metered.client(TEAM_KEY, "u-img").images.generate(model="image-model", prompt="a red cat", quality="low")
     record = wait_for_record(metered, "u-img")
     assert record["operation"] == "images"
     assert (
@@ -123,7 +124,7 @@ def test_a_client_that_leaves_mid_stream_is_still_recorded(metered, fake_azure):
 
 def test_the_usage_report_totals_match_the_records(metered):
     for index in range(3):
-        team(metered, f"u-report-{index}").chat.completions.create(model="chat-b", messages=USER)
+        metered.client(TEAM_KEY, f"u-report-{index}").chat.completions.create(model="chat-b", messages=USER)
     wait_for_record(metered, "u-report-2")
     records = [r for r in metered.usage_records() if r["project"] == "team-a"]
 
@@ -184,7 +185,9 @@ def test_admin_model_round_trip_is_visible_at_once(metered, fake_azure):
     url = f"{metered.url}/v1/admin/models/runtime-model"
     created = httpx.put(url, json=new_model(fake_azure.url), headers=admin)
     assert created.status_code == 201 and created.json()["id"] == "runtime-model"
-    assert team(metered).chat.completions.create(model="runtime-model", messages=USER).model == "runtime-model"
+    assert (
+        metered.client(TEAM_KEY).chat.completions.create(model="runtime-model", messages=USER).model == "runtime-model"
+    )
 
     assert httpx.get(url, headers=admin).json()["parameters"]["api_key"] == "$KEY_A"
     listed = httpx.get(f"{metered.url}/v1/admin/models", headers=admin).json()["data"]
@@ -193,11 +196,11 @@ def test_admin_model_round_trip_is_visible_at_once(metered, fake_azure):
     updated = httpx.put(url, json=new_model(fake_azure.url, operations=["embeddings"]), headers=admin)
     assert updated.status_code == 200
     with pytest.raises(openai.BadRequestError):
-        team(metered).chat.completions.create(model="runtime-model", messages=USER)
+        metered.client(TEAM_KEY).chat.completions.create(model="runtime-model", messages=USER)
 
     assert httpx.delete(url, headers=admin).json()["deleted"] is True
     with pytest.raises(openai.NotFoundError):
-        team(metered).chat.completions.create(model="runtime-model", messages=USER)
+        metered.client(TEAM_KEY).chat.completions.create(model="runtime-model", messages=USER)
     assert httpx.delete(url, headers=admin).status_code == 404
     assert httpx.get(url, headers=admin).status_code == 404
 
@@ -246,12 +249,12 @@ def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
     )
     gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
     try:
-        team(gateway, "c-before").chat.completions.create(model="chat-a", messages=USER)
+        gateway.client(TEAM_KEY, "c-before").chat.completions.create(model="chat-a", messages=USER)
         assert wait_for_cosmos(server, {"c-before"})
         server.stop()
         during = {f"c-during-{index}" for index in range(5)}
         for request_id in sorted(during):
-            team(gateway, request_id).chat.completions.create(model="chat-a", messages=USER)
+            gateway.client(TEAM_KEY, request_id).chat.completions.create(model="chat-a", messages=USER)
         time.sleep(1)
         server = CosmosServer(port=server.port).start()  # an empty server: the data was in memory
         seed()
