@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ from bench.upstream import BENCH_KEY
 from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.google_oauth import make_service_account
 from tests.fakes.server import ServerThread, free_port
-from tests.support import PROJECT_DIR, GatewayProcess, wait_for, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, accepting, wait_for, write_catalog
 
 API_VERSION = "2024-10-21"
 #: The proxy refuses to start without a master key; callers present it as their key.
@@ -213,17 +212,6 @@ def measure(target: Target, load: Load, total: int) -> Figures:
 
 
 # Processes under test.
-
-
-def _accepting(port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    return check
 
 
 def _answers(url: str, headers: dict[str, str], body: bytes) -> Callable[[], bool]:
@@ -427,8 +415,8 @@ def main() -> None:
     print(ROW.format("target", "load", "conc", "p50 ms", "p99 ms", "req/s", "CPU ms/req", "RSS MB"))
 
     with running(upstream_command, dict(os.environ), setup.workdir / "upstream.log") as upstream:
-        wait_for(_accepting(setup.upstream_port), "the fake upstream", upstream)
-        wait_for(_accepting(setup.vertex_port), "the fake Vertex AI", upstream)
+        wait_for(accepting(setup.upstream_port), "the fake upstream", upstream)
+        wait_for(accepting(setup.vertex_port), "the fake Vertex AI", upstream)
         deployment = f"{setup.azure_url}/openai/deployments/bench"
         direct_urls = {
             operation: f"{deployment}/{path}?api-version={API_VERSION}"
@@ -457,7 +445,7 @@ def main() -> None:
             port = free_port()
             command = proxy_command(options.proxy, setup.proxy_config(), port)
             with running(command, _proxy_env(), setup.workdir / "proxy.log") as proxy:
-                wait_for(_accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
+                wait_for(accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
                 target = Target(
                     "litellm-proxy", openai_urls(f"http://127.0.0.1:{port}"), PROXY_AUTH, "bench", proxy.pid
                 )

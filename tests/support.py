@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,19 @@ def wait_for(check: Any, what: str, process: subprocess.Popen[bytes], timeout: f
             return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start within {timeout} s")
+
+
+def accepting(port: int) -> Callable[[], bool]:
+    """A check for `wait_for`: whether something accepts TCP connections on 127.0.0.1:`port`."""
+
+    def check() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    return check
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -188,6 +201,15 @@ class CosmosServer:
         except OSError:
             return False
 
+    def settings(self, database: str) -> dict[str, str]:
+        """The gateway's settings for a `database` on this server (its self-signed TLS not verified)."""
+        return {
+            "COSMOS_URL": self.url,
+            "COSMOS_KEY": self.KEY,
+            "COSMOS_VERIFY_TLS": "false",
+            "COSMOS_DATABASE_ID": database,
+        }
+
     def stop(self) -> None:
         if self._process is not None:
             _stop(self._process)
@@ -217,15 +239,7 @@ def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.upstream", "--azure-port", str(port), *options], cwd=PROJECT_DIR
     )
-
-    def accepting() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(accepting, "the fake upstream", process)
+    wait_for(accepting(port), "the fake upstream", process)
     return process
 
 

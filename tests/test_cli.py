@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import catalog_documents
-from tests.support import PROJECT_DIR, CosmosServer
+from tests.support import PROJECT_DIR
 
 
 def cli(env, *arguments, check=True):
@@ -32,12 +32,7 @@ def store_env(request, tmp_path):
     database = f"cli-{tmp_path.name}"[:60]
     cosmos.seed(database, "models", "/id", [])
     cosmos.seed(database, "projects", "/id", [])
-    return {
-        "COSMOS_URL": cosmos.url,
-        "COSMOS_KEY": CosmosServer.KEY,
-        "COSMOS_VERIFY_TLS": "false",
-        "COSMOS_DATABASE_ID": database,
-    }
+    return cosmos.settings(database)
 
 
 def test_catalog_import_reports_created_updated_unchanged_and_export_round_trips(store_env, tmp_path):

@@ -13,13 +13,7 @@ USER = [{"role": "user", "content": "from cosmos"}]
 
 
 def cosmos_env(server: CosmosServer, database: str) -> dict[str, str]:
-    return gateway_env(
-        COSMOS_URL=server.url,
-        COSMOS_KEY=CosmosServer.KEY,
-        COSMOS_VERIFY_TLS="false",
-        COSMOS_DATABASE_ID=database,
-        MODELS_FILE="/nonexistent/models.json",
-    )
+    return gateway_env(**server.settings(database), MODELS_FILE="/nonexistent/models.json")
 
 
 @pytest.fixture(scope="module")

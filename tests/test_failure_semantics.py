@@ -149,14 +149,7 @@ def test_through_a_cosmos_outage_known_keys_and_models_are_served_and_the_rest_i
         "/id",
         project_documents({KEY_A: "team-a"}),
     )
-    env = gateway_env(
-        ALLOW_ANONYMOUS="false",
-        COSMOS_URL=server.url,
-        COSMOS_KEY=CosmosServer.KEY,
-        COSMOS_VERIFY_TLS="false",
-        COSMOS_DATABASE_ID="outage",
-        STORE_TIMEOUT_SECONDS="1",
-    )
+    env = gateway_env(ALLOW_ANONYMOUS="false", STORE_TIMEOUT_SECONDS="1", **server.settings("outage"))
     gateway = GatewayProcess(env, tmp_path / "gateway.log")
     try:
         gateway.start()

@@ -240,13 +240,7 @@ def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
         server.seed("usage-test", "usage", containers["usage"], [])
 
     seed()
-    env = gateway_env(
-        ALLOW_ANONYMOUS="false",
-        COSMOS_URL=server.url,
-        COSMOS_KEY=CosmosServer.KEY,
-        COSMOS_VERIFY_TLS="false",
-        COSMOS_DATABASE_ID="usage-test",
-    )
+    env = gateway_env(ALLOW_ANONYMOUS="false", **server.settings("usage-test"))
     gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
     try:
         gateway.client(TEAM_KEY, "c-before").chat.completions.create(model="chat-a", messages=USER)
