@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from .cosmos import CosmosDatabase
 from .domain import InvalidCatalogEntry, LLMModel
 from .errors import CatalogUnavailable
+from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Catalog:
         self._by_id: dict[str, LLMModel] | None = None
         self._by_code: dict[str, LLMModel] = {}
         self._loaded_at = 0.0
-        self._refreshing: asyncio.Task[None] | None = None
+        self._loads: SingleFlight[None, None] = SingleFlight(lambda _: self._load())
 
     async def find(self, model_id: str) -> LLMModel | None:
         """The entry whose `id`, or else whose `code`, is `model_id`."""
@@ -152,38 +153,24 @@ class Catalog:
     async def _ensure_loaded(self) -> None:
         if self._by_id is None or self._clock() - self._loaded_at >= self.ttl_seconds + self.stale_seconds:
             await self._refresh()
-        elif self._clock() - self._loaded_at >= self.ttl_seconds and not self._refresh_running:
-            self._start_refresh().add_done_callback(self._log_background_failure)
-
-    @property
-    def _refresh_running(self) -> bool:
-        return self._refreshing is not None and not self._refreshing.done()
-
-    def _start_refresh(self) -> asyncio.Task[None]:
-        if not self._refresh_running:
-            self._refreshing = asyncio.get_running_loop().create_task(self._load())
-        assert self._refreshing is not None
-        return self._refreshing
+        elif self._clock() - self._loaded_at >= self.ttl_seconds:
+            self._loads.refresh(None)
 
     async def _refresh(self) -> None:
         """Wait for a refresh (joining one that runs); raise if the store fails."""
         try:
-            await asyncio.shield(self._start_refresh())
+            await self._loads.get(None)
         except Exception as exc:
             raise CatalogUnavailable(
                 f"The model catalog is unavailable ({self.source.description}). Try again later."
             ) from exc
 
-    def _log_background_failure(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning(
-                "catalog refresh from %s failed; serving the cached catalog",
-                self.source.description,
-                exc_info=task.exception(),
-            )
-
     async def _load(self) -> None:
-        documents = await self.source.load()
+        try:
+            documents = await self.source.load()
+        except Exception:
+            logger.warning("catalog load from %s failed", self.source.description, exc_info=True)
+            raise
         by_id: dict[str, LLMModel] = {}
         for document in documents:
             try:

@@ -215,7 +215,7 @@ class Authenticator:
         if cached is not None and now < cached[0]:
             return cached[1]
         if cached is not None and cached[1] is not None and now < cached[0] + self.stale_seconds:
-            self._lookups.start(key_hash).add_done_callback(_quiet)
+            self._lookups.refresh(key_hash)
             return cached[1]
         return await self._lookups.get(key_hash)
 
@@ -242,9 +242,3 @@ class Authenticator:
             lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
             self._cache[key_hash] = (now + lifetime, caller)
         return caller
-
-
-def _quiet(task: asyncio.Task[Any]) -> None:
-    """Retrieve a background look-up's failure (already logged) so asyncio does not report it."""
-    if not task.cancelled():
-        task.exception()
