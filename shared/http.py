@@ -268,7 +268,16 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
 
 
+#: A function's route template (`v1/models/{model_id}`) and HTTP methods.
 Route = tuple[str, frozenset[str]]
+
+
+def http_route(function: Any) -> Route | None:
+    """A Functions function's route and methods (GET when it names none), or None when it is not HTTP-triggered."""
+    trigger = function.get_trigger()
+    if getattr(trigger, "route", None) is None:
+        return None
+    return trigger.route, frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
 
 
 def unrouted(routes: list[Route]) -> Operation:

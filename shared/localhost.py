@@ -24,6 +24,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from .http import http_route
+
 logger = logging.getLogger("shared.localhost")
 
 DEFAULT_PORT = 7071
@@ -57,12 +59,10 @@ def routes_of(function_app: Any, prefix: str) -> list[Route]:
     """
     routes = []
     for function in function_app.get_functions():
-        trigger = function.get_trigger()
-        if getattr(trigger, "route", None) is None:
+        if (route := http_route(function)) is None:
             continue
-        route = _CATCH_ALL.sub(r"{\1:path}", trigger.route.strip("/"))
-        path = "/" + "/".join(part for part in (prefix, route) if part)
-        methods = [str(getattr(method, "value", method)) for method in trigger.methods or ["GET"]]
+        template, methods = route
+        path = "/" + "/".join(part for part in (prefix, _CATCH_ALL.sub(r"{\1:path}", template.strip("/"))) if part)
         routes.append(Route(path, function.get_user_function(), methods=methods, name=function.get_function_name()))
     return sorted(routes, key=lambda route: ":path}" in route.path)
 

@@ -17,7 +17,7 @@ from .calls import Limits
 from .catalog import Catalog
 from .gate import Gate
 from .gateway import Gateway
-from .http import Operation, Route, respond, unrouted
+from .http import Operation, Route, http_route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
@@ -98,10 +98,4 @@ def http_routes(function_app: Any) -> list[Route]:
     once only (a second call refuses every name as a duplicate), and the
     worker or the local host has called it already.
     """
-    routes = []
-    for builder in function_app._function_builders:
-        trigger = builder._function.get_trigger()
-        if getattr(trigger, "route", None) is not None:
-            methods = frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
-            routes.append((trigger.route, methods))
-    return routes
+    return [route for builder in function_app._function_builders if (route := http_route(builder._function))]
