@@ -162,12 +162,6 @@ def require_model(body: dict[str, Any]) -> str:
     return model
 
 
-def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], described: str) -> None:
-    value = body.get(name)
-    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
-        raise InvalidRequest(f"'{name}' must be {described}.", param=name)
-
-
 def _required_text(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():
@@ -261,7 +255,7 @@ def responses(body: dict[str, Any]) -> dict[str, Any]:
         for index, item in enumerate(value):
             if not isinstance(item, dict):
                 raise InvalidRequest(f"'input[{index}]' must be an input item (an object).", param=f"input[{index}]")
-    _optional(body, "stream", bool, "a boolean")
+    validation.kind(body, "stream", bool, "a boolean")
     validation.integer(body, "max_output_tokens", 1)
     validation.integer(body, "max_tool_calls", 1)
     validation.integer(body, "top_logprobs", 0, 20)
@@ -276,9 +270,9 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     otherwise fail inside LiteLLM or upstream."""
     require_model(body)
     validation.messages(body.get("messages"))
-    _optional(body, "stream", bool, "a boolean")
-    _optional(body, "stream_options", dict, "an object")
-    _optional(body, "tools", list, "an array")
+    validation.kind(body, "stream", bool, "a boolean")
+    validation.kind(body, "stream_options", dict, "an object")
+    validation.kind(body, "tools", list, "an array")
     validation.integer(body, "n", 1, MAX_CHOICES)
     validation.integer(body, "max_tokens", 1)
     validation.integer(body, "max_completion_tokens", 1)
@@ -288,8 +282,8 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     validation.number(body, "top_p", 0, 1)
     validation.number(body, "presence_penalty", -2, 2)
     validation.number(body, "frequency_penalty", -2, 2)
-    _optional(body, "logprobs", bool, "a boolean")
-    _optional(body, "logit_bias", dict, "an object")
+    validation.kind(body, "logprobs", bool, "a boolean")
+    validation.kind(body, "logit_bias", dict, "an object")
     validation.response_format(body)
     stop = body.get("stop")
     if (
