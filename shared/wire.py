@@ -125,15 +125,10 @@ class ChatStream:
         self.created = self.created or chunk.get("created") or int(time.time())
         self.model = self.model or chunk.get("model") or None
         chunk |= {"id": self.id, "created": self.created, "model": self.model_id}
-        chunk.setdefault("choices", [])
         if self.caller_wants_usage:
             chunk["usage"] = usage
             _usage(chunk)
-        for choice in chunk["choices"]:
-            choice.setdefault("delta", {})
-            choice.setdefault("finish_reason", None)
-            choice.setdefault("logprobs", None)
-        return None, chunk
+        return None, chunk_defaults(chunk)
 
 
 # Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI chat
@@ -186,6 +181,15 @@ def chat_completion_defaults(completion: dict[str, Any]) -> dict[str, Any]:
         message.setdefault("content", None)
         message.setdefault("refusal", None)
     return completion
+
+
+def chunk_defaults(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A stream `chunk` with the fields OpenAI's schema requires of it and allows to be null."""
+    for choice in chunk.setdefault("choices", []):
+        choice.setdefault("delta", {})
+        choice.setdefault("finish_reason", None)
+        choice.setdefault("logprobs", None)
+    return chunk
 
 
 def relayed_embeddings(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]]:
@@ -257,11 +261,7 @@ class RelayedChunks:
     def _reencoded(self, chunk: dict[str, Any]) -> bytes:
         if not self.caller_wants_usage:
             chunk.pop("usage", None)
-        for choice in chunk.setdefault("choices", []):
-            choice.setdefault("delta", {})
-            choice.setdefault("finish_reason", None)
-            choice.setdefault("logprobs", None)
-        return _encoded(chunk | {"model": self.model_id})
+        return _encoded(chunk_defaults(chunk) | {"model": self.model_id})
 
 
 def response(result: Any, model_id: str) -> dict[str, Any]:
@@ -277,9 +277,9 @@ def _response(payload: dict[str, Any], model_id: str) -> dict[str, Any]:
             if part.get("type") == "output_text":
                 part.setdefault("annotations", [])
                 part.setdefault("logprobs", [])
+    _usage(shaped)
     usage = shaped.get("usage")
     if isinstance(usage, dict):
-        usage.pop("cost", None)
         usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0} | usage.get(
             "input_tokens_details", {}
         )
