@@ -30,7 +30,7 @@ from .domain import LLMModel
 from .errors import GatewayError, UpstreamTimeout
 from .http import CLIENT_CLOSED_STATUS
 from .providers import ProviderCall
-from .routing import RETRYABLE, Router
+from .routing import RETRYABLE, Router, health_key
 from .usage import Meter
 from .wire import Event
 
@@ -150,7 +150,7 @@ class Call:
         sent, the stream is metered when it ends, with the status the caller saw.
         The deployment's health is settled then too: healthy when the stream
         was read to its end, one failure more when the provider broke it off."""
-        deployment = (model.id, call.deployment.name)
+        deployment = health_key(model, call.deployment)
         reads = aiter(upstream.events())
         sent = False
         status = CLIENT_CLOSED_STATUS

@@ -37,6 +37,11 @@ BREAKER_COOLDOWN_SECONDS = 30.0
 RETRYABLE = (RateLimited, UpstreamTimeout, UpstreamError)
 
 
+def health_key(model: LLMModel, deployment: Deployment) -> tuple[str, str]:
+    """What `DeploymentHealth` keeps its state by: a model's deployment."""
+    return model.id, deployment.name
+
+
 class DeploymentHealth:
     """Cool-downs and consecutive failures per (model, deployment)."""
 
@@ -104,7 +109,7 @@ class Router:
         ends, and its caller reports it then (`health`)."""
         last_error: GatewayError | None = None
         for model, deployment in self.candidates(models):
-            key = (model.id, deployment.name)
+            key = health_key(model, deployment)
             try:
                 result = await attempt(model, await self.providers.call_for(model, deployment))
             except RETRYABLE as error:
@@ -121,7 +126,7 @@ class Router:
         """Every deployment of every model, in order, less those cooling down;
         when all are cooling down, the one that recovers first."""
         ordered = [(model, deployment) for model in models for deployment in self.order(model)]
-        ready = [pair for pair in ordered if self.health.remaining((pair[0].id, pair[1].name)) == 0]
+        ready = [pair for pair in ordered if self.health.remaining(health_key(*pair)) == 0]
         if ready:
             return ready
-        return [min(ordered, key=lambda pair: self.health.remaining((pair[0].id, pair[1].name)))]
+        return [min(ordered, key=lambda pair: self.health.remaining(health_key(*pair)))]
