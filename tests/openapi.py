@@ -1,7 +1,8 @@
 """OpenAI's OpenAPI document as JSON Schema validators, for the conformance tests.
 
-The document lives in `shared/spec/` beside the repository (CI lays `shared/`
-next to the clone). It is OpenAPI 3.1, whose schemas are JSON Schema 2020-12,
+The document is the project's own copy, `tests/spec/openai-openapi.json`,
+with OpenAI's licence and the upstream commit it was taken from beside it.
+It is OpenAPI 3.1, whose schemas are JSON Schema 2020-12,
 except that about a hundred of them still say `nullable: true` (OpenAPI 3.0's
 spelling) where OpenAI sends `null`, such as a stream chunk's
 `finish_reason`: those are read as "or null". The document is loaded and its
@@ -20,7 +21,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "openai-openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "spec" / "openai-openapi.json"
 SPEC_URI = "urn:openai:openapi"
 
 
