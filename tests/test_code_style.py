@@ -33,7 +33,8 @@ def test_the_tests_and_the_build_read_nothing_outside_the_repository() -> None:
     offenders = [
         f"{name}: {needle}"
         for name in tracked.stdout.splitlines()
-        if name.endswith((".py", ".ini", ".toml", ".json", ".sh", "Makefile", "run")) and "spec/" not in name
+        if name.endswith((".py", ".ini", ".toml", ".json", ".sh", "Makefile", "run"))
+        and "spec/" not in name
         and PROJECT_DIR / name != Path(__file__)
         for needle in climbing
         if needle in (PROJECT_DIR / name).read_text(encoding="utf-8", errors="replace")
