@@ -35,7 +35,7 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 
 INSTALL_HINT = (
     "python3 -m venv .venv/checkov && "
-    ".venv/checkov/bin/pip install -r infra/requirements-checkov.txt "
+    ".venv/checkov/bin/pip install --require-hashes -r infra/requirements-checkov.txt "
     "(or set CHECKOV=/path/to/checkov)"
 )
 
