@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -20,6 +21,13 @@ logger = logging.getLogger(__name__)
 #: Fields Cosmos adds to every document; not part of the catalog contract.
 COSMOS_SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments"})
 
+#: How long a name the store does not hold is answered "not found" without asking the store again.
+MISS_SECONDS = 5.0
+
+#: A model by id (within its own partition), then by `code`: how the seed finds a model.
+_BY_ID = "SELECT * FROM c WHERE c.id = @name"
+_BY_CODE = "SELECT TOP 1 * FROM c WHERE c.code = @name"
+
 
 class CatalogSource(Protocol):
     """Where catalog documents live. Every method raises when the store fails."""
@@ -27,6 +35,10 @@ class CatalogSource(Protocol):
     description: str
 
     async def load(self) -> list[dict[str, Any]]: ...
+
+    async def lookup(self, name: str) -> dict[str, Any] | None:
+        """The document whose `id`, or else whose `code`, is `name`; None when there is none."""
+        ...
 
     async def save(self, document: dict[str, Any]) -> None: ...
 
@@ -47,6 +59,12 @@ class FileCatalogSource:
         if not isinstance(documents, list):
             raise ValueError(f"{self.path} must hold a JSON list of model documents")
         return documents
+
+    async def lookup(self, name: str) -> dict[str, Any] | None:
+        documents = await self.load()
+        by_id = (d for d in documents if d.get("id") == name)
+        by_code = (d for d in documents if d.get("code") == name)
+        return next(by_id, None) or next(by_code, None)
 
     def _write(self, documents: list[dict[str, Any]]) -> None:
         self.path.write_text(json.dumps(documents, indent=2) + "\n", encoding="utf-8")
@@ -76,10 +94,21 @@ class CosmosCatalogSource:
     async def load(self) -> list[dict[str, Any]]:
         async with self.database.timeout():
             container = await self.database.container(self.container_id)
-            return [
-                {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
-                async for item in container.query_items("SELECT * FROM c")
-            ]
+            return [_catalog_fields(item) async for item in container.query_items("SELECT * FROM c")]
+
+    async def lookup(self, name: str) -> dict[str, Any] | None:
+        """A query by id within the partition `name` would be (the partition key
+        is the id), then one by `code` across partitions. The first is not a
+        point read because the test Cosmos server answers the point read of a
+        missing item with 500, where Cosmos answers 404."""
+        parameters: list[dict[str, object]] = [{"name": "@name", "value": name}]
+        async with self.database.timeout():
+            container = await self.database.container(self.container_id)
+            async for item in container.query_items(_BY_ID, parameters=parameters, partition_key=name):
+                return _catalog_fields(item)
+            async for item in container.query_items(_BY_CODE, parameters=parameters):
+                return _catalog_fields(item)
+            return None
 
     async def save(self, document: dict[str, Any]) -> None:
         async with self.database.timeout():
@@ -98,15 +127,21 @@ class CosmosCatalogSource:
             return True
 
 
+def _catalog_fields(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
+
+
 class Catalog:
     """Catalog entries cached in memory.
 
     The first use waits for a load; after that a stale cache is served while one
     background refresh runs, for up to `stale_seconds` past the TTL while the
-    store fails; then callers wait for a load again. A miss triggers at most one
-    early refresh (and not more than once per `miss_refresh_interval`), so a
-    model added to the store is found before the TTL runs out. A store that
-    fails is an error, never an empty catalog.
+    store fails; then callers wait for a load again. A name the cache does not
+    hold is looked up in the store directly (`CatalogSource.lookup`, one look-up
+    per name at a time), so a model added to the store, through any instance,
+    is found on the next call; a name the store does not hold either is answered
+    "not found" for `miss_seconds` without asking again. A store that fails is
+    an error, never an empty catalog or a missing model.
     """
 
     def __init__(
@@ -114,28 +149,46 @@ class Catalog:
         source: CatalogSource,
         ttl_seconds: float = 60.0,
         *,
-        miss_refresh_interval: float = 1.0,
+        miss_seconds: float = MISS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         stale_seconds: float = 900.0,
     ) -> None:
         self.source = source
         self.ttl_seconds = ttl_seconds
         self.stale_seconds = stale_seconds
-        self.miss_refresh_interval = miss_refresh_interval
+        self.miss_seconds = miss_seconds
         self._clock = clock
         self._by_id: dict[str, LLMModel] | None = None
         self._by_code: dict[str, LLMModel] = {}
         self._loaded_at = 0.0
         self._loads: SingleFlight[None, None] = SingleFlight(lambda _: self._load())
+        self._lookups: SingleFlight[str, LLMModel | None] = SingleFlight(self._look_up)
+        #: Names the store did not hold, with when that answer expires, oldest first.
+        self._misses: dict[str, float] = {}
 
     async def find(self, model_id: str) -> LLMModel | None:
         """The entry whose `id`, or else whose `code`, is `model_id`."""
         await self._ensure_loaded()
         model = self._lookup(model_id)
-        if model is None and self._clock() - self._loaded_at >= self.miss_refresh_interval:
-            await self._refresh()
-            model = self._lookup(model_id)
-        return model
+        if model is not None or self._missed(model_id):
+            return model
+        try:
+            return await self._lookups.get(model_id)
+        except Exception as exc:
+            raise self._unavailable() from exc
+
+    def fallbacks(self, model: LLMModel) -> list[LLMModel]:
+        """The entries `model.fallbacks` names that the cache holds, in order. A
+        name it does not hold is skipped, never waited for: it is looked up in
+        the background, and a warning names it if the store does not hold it
+        either, so a broken fallback costs the call neither time nor an outage."""
+        found = []
+        for name in model.fallbacks:
+            if (fallback := self._lookup(name)) is not None:
+                found.append(fallback)
+            elif not self._missed(name) and not self._lookups.running(name):
+                self._lookups.start(name).add_done_callback(functools.partial(_warn_if_missing, model.id, name))
+        return found
 
     async def reload(self) -> None:
         """Refresh now (after a change made through this instance)."""
@@ -150,6 +203,16 @@ class Catalog:
         assert self._by_id is not None
         return self._by_id.get(model_id) or self._by_code.get(model_id)
 
+    def _missed(self, name: str) -> bool:
+        """Whether the store was asked for `name` within `miss_seconds` and did not hold it."""
+        now = self._clock()
+        while self._misses:
+            oldest, until = next(iter(self._misses.items()))
+            if until > now:
+                break
+            del self._misses[oldest]
+        return name in self._misses
+
     async def _ensure_loaded(self) -> None:
         if self._by_id is None or self._clock() - self._loaded_at >= self.ttl_seconds + self.stale_seconds:
             await self._refresh()
@@ -161,9 +224,28 @@ class Catalog:
         try:
             await self._loads.get(None)
         except Exception as exc:
-            raise CatalogUnavailable(
-                f"The model catalog is unavailable ({self.source.description}). Try again later."
-            ) from exc
+            raise self._unavailable() from exc
+
+    def _unavailable(self) -> CatalogUnavailable:
+        return CatalogUnavailable(f"The model catalog is unavailable ({self.source.description}). Try again later.")
+
+    async def _look_up(self, name: str) -> LLMModel | None:
+        """Ask the store for `name`; cache what it holds, or that it holds nothing."""
+        try:
+            document = await self.source.lookup(name)
+        except Exception:
+            logger.warning("catalog look-up of %r in %s failed", name, self.source.description, exc_info=True)
+            raise
+        model = None if document is None else _valid(document)
+        if model is None:
+            self._misses.pop(name, None)  # kept oldest first: every answer lasts as long
+            self._misses[name] = self._clock() + self.miss_seconds
+            return None
+        assert self._by_id is not None
+        self._by_id[model.id] = model
+        self._by_code.setdefault(model.code, model)
+        logger.info("found model %r in %s (not in the cached catalog)", model.id, self.source.description)
+        return model
 
     async def _load(self) -> None:
         try:
@@ -173,15 +255,26 @@ class Catalog:
             raise
         by_id: dict[str, LLMModel] = {}
         for document in documents:
-            try:
-                model = LLMModel.from_document(document)
-            except InvalidCatalogEntry as exc:
-                logger.error("skipping invalid %s", exc)
-                continue
-            by_id[model.id] = model
+            if (model := _valid(document)) is not None:
+                by_id[model.id] = model
         self._by_id = by_id
         self._by_code = {}
         for model in by_id.values():
             self._by_code.setdefault(model.code, model)
         self._loaded_at = self._clock()
         logger.info("loaded %d models from %s", len(by_id), self.source.description)
+
+
+def _valid(document: dict[str, Any]) -> LLMModel | None:
+    """The entry of `document`, or None (and an error logged) when it is invalid."""
+    try:
+        return LLMModel.from_document(document)
+    except InvalidCatalogEntry as exc:
+        logger.error("skipping invalid %s", exc)
+        return None
+
+
+def _warn_if_missing(model_id: str, fallback: str, task: asyncio.Task[LLMModel | None]) -> None:
+    """Report a fallback the store does not hold (a failed look-up is `_look_up`'s to report)."""
+    if not task.cancelled() and task.exception() is None and task.result() is None:
+        logger.warning("model %r names the fallback %r, which is not in the catalog: it is skipped", model_id, fallback)

@@ -234,15 +234,11 @@ class Gateway:
         (seconds, once per process) is the gateway's cost, never the caller's
         time budget."""
         model = await self._model_for(caller, model_id, operation)
-        candidates = [model]
-        for fallback_id in model.fallbacks:
-            fallback = await self.catalog.find(fallback_id)
-            if (
-                fallback is not None
-                and fallback.is_available_for_project(caller.project)
-                and (fallback.supports_operation(operation))
-            ):
-                candidates.append(fallback)
+        candidates = [model] + [
+            fallback
+            for fallback in self.catalog.fallbacks(model)
+            if fallback.is_available_for_project(caller.project) and fallback.supports_operation(operation)
+        ]
         meter = Meter(
             self.recorder,
             request_id=inbound.request_id,

@@ -28,6 +28,10 @@ class SingleFlight(Generic[K, V]):
             task.add_done_callback(lambda _: self._running.pop(key, None))
         return task
 
+    def running(self, key: K) -> bool:
+        """Whether a look-up of `key` is under way."""
+        return key in self._running
+
     async def get(self, key: K) -> V:
         """The result of the look-up of `key`, shared with other callers."""
         return await asyncio.shield(self.start(key))
@@ -36,7 +40,7 @@ class SingleFlight(Generic[K, V]):
         """Start a look-up of `key` in the background, unless one is under way.
         Its failure is `read`'s to report: here it is only retrieved, so that
         asyncio does not report it again."""
-        if key not in self._running:
+        if not self.running(key):
             self.start(key).add_done_callback(_retrieved)
 
 

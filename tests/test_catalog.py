@@ -1,6 +1,7 @@
-"""The catalog cache: TTL, background refresh, early refresh on a miss, outages."""
+"""The catalog cache: TTL, background refresh, direct look-up on a miss, fallbacks, outages."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -33,15 +34,25 @@ class FakeSource:
     def __init__(self, documents):
         self.documents = documents
         self.loads = 0
+        self.lookups = 0
         self.failing = False
         self.delay = 0.0
 
-    async def load(self):
-        self.loads += 1
+    async def _read(self):
         await asyncio.sleep(self.delay)
         if self.failing:
             raise ConnectionError("store unreachable")
         return list(self.documents)
+
+    async def load(self):
+        self.loads += 1
+        return await self._read()
+
+    async def lookup(self, name):
+        self.lookups += 1
+        documents = await self._read()
+        by_id = [d for d in documents if d["id"] == name]
+        return (by_id or [d for d in documents if d["code"] == name] or [None])[0]
 
 
 def run(coroutine):
@@ -92,23 +103,100 @@ def test_stale_cache_is_served_while_one_background_refresh_runs():
     assert source.loads == 2
 
 
-def test_a_miss_triggers_one_early_refresh_at_most_once_per_interval():
+def test_a_miss_looks_the_name_up_in_the_store_by_id_then_by_code_without_a_full_load():
     source = FakeSource([entry("a")])
-    clock = Clock()
 
     async def scenario():
-        catalog = Catalog(source, 60, miss_refresh_interval=1.0, clock=clock)
+        catalog = Catalog(source, 60, clock=Clock())
         await catalog.find("a")
-        source.documents = [entry("a"), entry("new")]
-        clock.now += 2
-        found = await catalog.find("new")
-        missing = await asyncio.gather(*(catalog.find("ghost") for _ in range(5)))
-        return found, missing
+        source.documents = [entry("a"), entry("new"), entry("other", code="other-prod")]
+        found = await catalog.find("new"), await catalog.find("other-prod")
+        return found, await catalog.find("new"), {model.id for model in await catalog.entries()}
 
-    found, missing = run(scenario())
-    assert found is not None and found.id == "new"
-    assert missing == [None] * 5
-    assert source.loads == 2
+    (new, by_code), again, listed = run(scenario())
+    assert (new.id, by_code.id, again) == ("new", "other", new)
+    assert listed == {"a", "new", "other"}
+    assert (source.loads, source.lookups) == (1, 2)  # `again` came from the cache
+
+
+def test_a_name_the_store_does_not_hold_is_looked_up_once_per_miss_window():
+    source, clock = FakeSource([entry("a")]), Clock()
+    source.delay = 0.01
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=clock, miss_seconds=5)
+        await catalog.find("a")
+        missing = await asyncio.gather(*(catalog.find("ghost") for _ in range(5)))
+        clock.now += 4
+        missing.append(await catalog.find("ghost"))
+        lookups_within_window = source.lookups
+        source.documents = [entry("a"), entry("ghost")]
+        clock.now += 1
+        return missing, lookups_within_window, await catalog.find("ghost")
+
+    missing, lookups_within_window, found = run(scenario())
+    assert missing == [None] * 6
+    assert lookups_within_window == 1
+    assert found is not None and found.id == "ghost"
+    assert source.loads == 1
+
+
+def test_a_look_up_during_an_outage_is_an_outage_and_the_cache_is_still_served():
+    source = FakeSource([entry("a")])
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=Clock())
+        await catalog.find("a")
+        source.failing = True
+        with pytest.raises(CatalogUnavailable) as caught:
+            await catalog.find("ghost")
+        source.failing = False
+        return caught.value, await catalog.find("a"), await catalog.find("ghost")
+
+    outage, cached, missing = run(scenario())
+    assert outage.status == 503 and "fake source" in outage.message
+    assert cached is not None and missing is None  # an outage is not remembered as a missing model
+
+
+def test_fallbacks_the_catalog_does_not_hold_are_skipped_and_reported_once_per_miss_window(caplog):
+    source, clock = FakeSource([entry("primary") | {"fallbacks": ["ghost", "backup"]}, entry("backup")]), Clock()
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=clock, miss_seconds=5)
+        primary = await catalog.find("primary")
+        assert primary is not None
+        calls = [catalog.fallbacks(primary) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        calls += [catalog.fallbacks(primary) for _ in range(3)]
+        lookups_within_window = source.lookups
+        clock.now += 5
+        catalog.fallbacks(primary)
+        await asyncio.sleep(0.01)
+        return calls, lookups_within_window
+
+    with caplog.at_level(logging.WARNING, logger="shared.catalog"):
+        calls, lookups_within_window = run(scenario())
+    assert all([model.id for model in call] == ["backup"] for call in calls)
+    assert (source.loads, lookups_within_window, source.lookups) == (1, 1, 2)
+    warnings = [r.getMessage() for r in caplog.records if "fallback" in r.getMessage()]
+    assert warnings == ["model 'primary' names the fallback 'ghost', which is not in the catalog: it is skipped"] * 2
+
+
+def test_an_unknown_fallback_during_an_outage_leaves_the_cached_ones():
+    source = FakeSource([entry("primary") | {"fallbacks": ["ghost", "backup"]}, entry("backup")])
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=Clock())
+        primary = await catalog.find("primary")
+        assert primary is not None
+        source.failing = True
+        fallbacks = catalog.fallbacks(primary)
+        await asyncio.sleep(0.01)
+        return fallbacks, catalog.fallbacks(primary)
+
+    first, second = run(scenario())
+    assert [model.id for model in first] == [model.id for model in second] == ["backup"]
+    assert source.lookups == 2  # a failed look-up is not remembered as a missing model
 
 
 def test_an_unreachable_store_is_an_outage_not_a_missing_model():
