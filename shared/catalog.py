@@ -97,10 +97,10 @@ class CosmosCatalogSource:
             return [_catalog_fields(item) async for item in container.query_items("SELECT * FROM c")]
 
     async def lookup(self, name: str) -> dict[str, Any] | None:
-        """A query by id within the partition `name` would be (the partition key
-        is the id), then one by `code` across partitions. The first is not a
-        point read because the test Cosmos server answers the point read of a
-        missing item with 500, where Cosmos answers 404."""
+        """By id, with a query confined to the one partition that id keys (the
+        partition key is the id), then by `code` across partitions. Not a point
+        read: the test Cosmos server answers the point read of a missing item
+        with 500, where Cosmos answers 404."""
         parameters: list[dict[str, object]] = [{"name": "@name", "value": name}]
         async with self.database.timeout():
             container = await self.database.container(self.container_id)

@@ -229,10 +229,10 @@ class Gateway:
         relayed: Callable[[LLMModel], bool] = lambda model: False,
     ) -> Call:
         """The call for the caller's model for `operation`: it and its usable
-        fallbacks, a meter and a deadline. The deadline starts once LiteLLM is
-        loaded, if a candidate the gateway does not relay needs it: its import
-        (seconds, once per process) is the gateway's cost, never the caller's
-        time budget."""
+        fallbacks (those the cached catalog holds), a meter and a deadline. The
+        deadline starts once LiteLLM is loaded, if a candidate the gateway does
+        not relay needs it: its import (seconds, once per process) is the
+        gateway's cost, never the caller's time budget."""
         model = await self._model_for(caller, model_id, operation)
         candidates = [model] + [
             fallback

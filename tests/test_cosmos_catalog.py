@@ -25,6 +25,7 @@ def cosmos_gateway(cosmos, fake_azure, tmp_path_factory):
         [
             azure_entry("cosmos-chat", "dep-b", fake_azure.url),
             azure_entry("cosmos-private", "dep-a", fake_azure.url, private=True, projects=["team-x"]),
+            azure_entry("cosmos-fallback-ghost", "dep-b", fake_azure.url, fallbacks=["ghost-fallback"]),
         ],
     )
     cosmos.seed("catalog-test", "projects", "/id", [])
@@ -38,25 +39,70 @@ def test_chat_with_a_model_from_cosmos(cosmos_gateway, fake_azure):
     completion = client.chat.completions.create(model="cosmos-chat", messages=USER)
     assert completion.choices[0].message.content == "echo: from cosmos"
     assert fake_azure.requests[0].path == "/openai/deployments/dep-b/chat/completions"
-    assert [m.id for m in client.models.list()] == ["cosmos-chat"]
+    assert [m.id for m in client.models.list()] == ["cosmos-chat", "cosmos-fallback-ghost"]
 
 
-def test_a_model_added_to_cosmos_is_found_without_waiting_for_the_ttl(cosmos, cosmos_gateway, fake_azure):
-    """A miss refreshes the catalog early (at most once per second), well before its 60-s TTL.
-    The wait is for the model to be found, not a fixed time: a fast gateway may
-    answer the first miss within the minimum interval between refreshes."""
-    client = openai.OpenAI(base_url=f"{cosmos_gateway.url}/v1", api_key="local", max_retries=0)
+def full_loads(gateway: GatewayProcess) -> int:
+    """How many times the gateway has read the whole catalog container."""
+    return gateway.log().count("shared.catalog: loaded ")
+
+
+def test_a_model_added_to_cosmos_is_served_on_the_very_next_call_without_a_full_reload(
+    cosmos, cosmos_gateway, fake_azure
+):
+    client = cosmos_gateway.client()
     client.models.list()
-    seeded_at = time.monotonic()
-    cosmos.seed("catalog-test", "models", "/id", [azure_entry("cosmos-new", "dep-a", fake_azure.url)])
-    while True:
-        try:
-            completion = client.chat.completions.create(model="cosmos-new", messages=USER)
-            break
-        except openai.NotFoundError:
-            assert time.monotonic() - seeded_at < 30, "the new model was not found within half the catalog's TTL"
-            time.sleep(0.1)
+    loads = full_loads(cosmos_gateway)
+    cosmos.seed(
+        "catalog-test",
+        "models",
+        "/id",
+        [
+            azure_entry("cosmos-new", "dep-a", fake_azure.url),
+            azure_entry("cosmos-new-private", "dep-a", fake_azure.url, private=True, projects=["team-x"]),
+        ],
+    )
+    completion = client.chat.completions.create(model="cosmos-new", messages=USER)
     assert completion.model == "cosmos-new"
+    with pytest.raises(openai.NotFoundError):  # found in Cosmos, but not this project's to use
+        client.chat.completions.create(model="cosmos-new-private", messages=USER)
+    assert full_loads(cosmos_gateway) == loads
+
+
+def test_a_name_cosmos_does_not_hold_is_not_asked_for_again_straight_away(cosmos, cosmos_gateway):
+    client = cosmos_gateway.client()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="never-there", messages=USER)
+    time.sleep(1.1)  # a second later, with the store frozen: the answer is remembered, not asked for again
+    cosmos.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="never-there", messages=USER)
+        assert time.monotonic() - started < 2.5  # the store timeout is 5 s
+    finally:
+        cosmos.resume()
+
+
+def test_a_fallback_cosmos_does_not_hold_is_reported_once_and_skipped_even_while_cosmos_is_down(cosmos, cosmos_gateway):
+    client = cosmos_gateway.client()
+    client.models.list()
+    loads = full_loads(cosmos_gateway)
+    assert client.chat.completions.create(model="cosmos-fallback-ghost", messages=USER).model == "cosmos-fallback-ghost"
+    time.sleep(1.1)
+    cosmos.pause()
+    try:
+        started = time.monotonic()
+        completion = client.chat.completions.create(model="cosmos-fallback-ghost", messages=USER)
+        assert completion.model == "cosmos-fallback-ghost"
+        assert time.monotonic() - started < 2.5  # the store timeout is 5 s
+    finally:
+        cosmos.resume()
+    for _ in range(3):
+        client.chat.completions.create(model="cosmos-fallback-ghost", messages=USER)
+    assert full_loads(cosmos_gateway) == loads
+    warnings = cosmos_gateway.log().count("names the fallback 'ghost-fallback', which is not in the catalog")
+    assert warnings == 1
 
 
 def test_a_cosmos_outage_is_a_503_never_model_not_found(fake_azure, tmp_path):
@@ -68,7 +114,6 @@ def test_a_cosmos_outage_is_a_503_never_model_not_found(fake_azure, tmp_path):
     try:
         assert httpx.get(f"{warm.url}/v1/models").status_code == 200
         server.stop()
-        time.sleep(1.1)  # past the minimum interval between early refreshes
 
         for gateway in (cold, warm):
             response = httpx.post(
