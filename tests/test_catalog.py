@@ -7,6 +7,7 @@ import pytest
 
 from shared.catalog import Catalog, FileCatalogSource
 from shared.errors import CatalogUnavailable
+from tests.support import write_catalog
 
 
 def entry(model_id, code=None):
@@ -260,3 +261,16 @@ def test_through_an_outage_the_cached_catalog_is_served_for_the_stale_period_onl
         assert await catalog.find("gpt-4o") is not None
 
     run(scenario())
+
+
+def test_a_model_added_to_the_catalog_file_is_found_on_the_next_call(tmp_path):
+    path = write_catalog(tmp_path / "models.json", [entry("a")])
+
+    async def scenario():
+        catalog = Catalog(FileCatalogSource(path), 60, clock=Clock())
+        await catalog.find("a")
+        write_catalog(path, [entry("a"), entry("new"), entry("other", code="other-prod")])
+        return await catalog.find("new"), await catalog.find("other-prod"), await catalog.find("ghost")
+
+    new, by_code, missing = run(scenario())
+    assert (new.id, by_code.id, missing) == ("new", "other", None)

@@ -1,11 +1,14 @@
 """The catalog in Cosmos DB (the npm Cosmos DB server), outages included."""
 
+import asyncio
 import time
 
 import httpx
 import openai
 import pytest
 
+from shared.catalog import CosmosCatalogSource
+from shared.cosmos import CosmosDatabase
 from tests.conftest import azure_entry, gateway_env
 from tests.support import CosmosServer, GatewayProcess
 
@@ -40,6 +43,27 @@ def test_chat_with_a_model_from_cosmos(cosmos_gateway, fake_azure):
     assert completion.choices[0].message.content == "echo: from cosmos"
     assert fake_azure.requests[0].path == "/openai/deployments/dep-b/chat/completions"
     assert [m.id for m in client.models.list()] == ["cosmos-chat", "cosmos-fallback-ghost"]
+
+
+def test_cosmos_finds_a_model_by_id_then_by_code_and_any_other_name_is_none(cosmos, fake_azure):
+    cosmos.seed(
+        "lookup-test",
+        "models",
+        "/id",
+        [azure_entry("by-id", "dep-a", fake_azure.url), azure_entry("dep-a", "dep-b", fake_azure.url)],
+    )
+
+    async def scenario():
+        database = CosmosDatabase(cosmos.url, cosmos.KEY, "lookup-test", verify_tls=False)
+        source = CosmosCatalogSource(database, "models")
+        try:
+            names = ["by-id", "dep-a", "dep-b", "no-such-model", "a/b?c#d", "x" * 300, "trailing "]
+            return [(await source.lookup(name) or {}).get("id") for name in names]
+        finally:
+            await database.close()
+
+    # "dep-a" is one model's code and another's id: the id wins, as in the cached catalog.
+    assert asyncio.run(scenario()) == ["by-id", "dep-a", "dep-a", None, None, None, None]
 
 
 def full_loads(gateway: GatewayProcess) -> int:
