@@ -5,6 +5,7 @@ import openai
 import pytest
 
 from tests.conftest import UPSTREAM_KEYS
+from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -77,6 +78,46 @@ def test_invalid_fields_are_a_400_naming_the_field(gateway, body, param):
     error = assert_openai_error(post(gateway, body), 400, "invalid_request_error")
     assert error["param"] == param
     assert param.split("[")[0] in error["message"]
+
+
+FLAT_TOOL = {"type": "function", "name": "lookup_weather", "parameters": {"type": "object"}, "strict": False}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "chat/completions",
+            {"model": "chat-a", "messages": USER, "tools": [{"type": "function"}]},
+            "tools[0].function",
+        ),
+        ("chat/completions", {"model": "chat-a", "messages": USER, "tools": [FLAT_TOOL]}, "tools[0].function"),
+        (
+            "chat/completions",
+            {"model": "chat-a", "messages": USER, "tools": [*WEATHER_TOOLS, {"type": "function", "function": {}}]},
+            "tools[1].function.name",
+        ),
+        ("chat/completions", {"model": "chat-a", "messages": USER, "tools": ["lookup_weather"]}, "tools[0]"),
+        ("responses", {"model": "responses-model", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ("responses", {"model": "responses-model", "input": "hi", "tools": WEATHER_TOOLS}, "tools[0].name"),
+        (
+            "responses",
+            {"model": "responses-model", "input": "hi", "tools": [FLAT_TOOL | {"parameters": "none"}]},
+            "tools[0].parameters",
+        ),
+    ],
+)
+def test_a_tool_without_its_function_or_name_is_a_400_naming_the_field(gateway, fake_azure, path, body, param):
+    response = httpx.post(f"{gateway.url}/v1/{path}", json=body, timeout=30)
+    error = assert_openai_error(response, 400, "invalid_request_error")
+    assert error["param"] == param
+    assert fake_azure.requests == []  # never relayed, so never a provider failure for the breaker
+
+
+def test_a_responses_function_tool_in_its_flat_shape_is_passed_on(client, fake_azure):
+    client.responses.create(model="responses-model", input="hi", tools=[FLAT_TOOL])
+    (upstream,) = fake_azure.requests
+    assert upstream.json["tools"][0]["name"] == "lookup_weather"
 
 
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b"\xff\xfe"])
