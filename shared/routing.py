@@ -134,9 +134,9 @@ class Router:
             if healthy_on_return:
                 self.health.succeeded(key)
             return model, result
-        error = last_error or misconfigured
-        assert error is not None
-        raise error
+        failure = last_error or misconfigured
+        assert failure is not None
+        raise failure
 
     def candidates(self, models: list[LLMModel]) -> list[tuple[LLMModel, Deployment]]:
         """Every deployment of every model, in order, less those cooling down;
