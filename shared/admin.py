@@ -178,6 +178,17 @@ async def export_catalog(source: CatalogSource, path: str) -> str:
     return f"exported {len(documents)} model documents from {source.description} to {path}"
 
 
+def _days(value: str) -> int:
+    """`--expires-days`: a key that expires on issue, or at no readable date, is refused here."""
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, 1 or more; got {value!r}")
+    return days
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
     areas = root.add_subparsers(dest="area", required=True)
@@ -196,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     issue = keys.add_parser("issue", help="issue a new key for a project (printed once)")
     issue.add_argument("project")
     issue.add_argument("--name", default="default")
-    issue.add_argument("--expires-days", type=int)
+    issue.add_argument("--expires-days", type=_days, help="a whole number of days, 1 or more")
     listing = keys.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("project", nargs="?")
     for command in ("disable", "delete"):
