@@ -29,6 +29,7 @@ from .domain import InvalidCatalogEntry, LLMModel
 from .projects import (
     KEY_DOCUMENT_PREFIX,
     ProjectStore,
+    expiry,
     hash_key,
     key_document_id,
     key_is_usable,
@@ -84,12 +85,25 @@ async def list_keys(store: ProjectStore, project_id: str | None) -> str:
     for document in sorted(await store.documents(), key=lambda d: (d.get("project", ""), d.get("created", ""))):
         if document.get("type") != "key" or project_id not in (None, document["project"]):
             continue
-        state = "active" if key_is_usable(document) else ("disabled" if document.get("disabled") else "expired")
-        rows.append(
-            f"{key_id(document):<13} {document['project']:<18} {document.get('name', ''):<18} "
-            f"{document.get('created', ''):<21} {document.get('expires') or '-':<21} {state}"
-        )
+        rows.append(_key_row(document))
     return "\n".join(rows)
+
+
+def _key_row(document: dict[str, Any]) -> str:
+    if key_is_usable(document):
+        state = "active"
+    elif document.get("disabled"):
+        state = "disabled"
+    else:
+        try:
+            expiry(document.get("expires"))
+            state = "expired"
+        except ValueError:
+            state = "refused: malformed expires"
+    return (
+        f"{key_id(document):<13} {document['project']:<18} {document.get('name', ''):<18} "
+        f"{document.get('created', ''):<21} {document.get('expires') or '-'!s:<21} {state}"
+    )
 
 
 async def _key_document(store: ProjectStore, wanted: str) -> dict[str, Any]:
@@ -164,6 +178,17 @@ async def export_catalog(source: CatalogSource, path: str) -> str:
     return f"exported {len(documents)} model documents from {source.description} to {path}"
 
 
+def _days(value: str) -> int:
+    """`--expires-days`: a key that expires on issue, or at no readable date, is refused here."""
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, 1 or more; got {value!r}")
+    return days
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
     areas = root.add_subparsers(dest="area", required=True)
@@ -182,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     issue = keys.add_parser("issue", help="issue a new key for a project (printed once)")
     issue.add_argument("project")
     issue.add_argument("--name", default="default")
-    issue.add_argument("--expires-days", type=int)
+    issue.add_argument("--expires-days", type=_days, help="a whole number of days, 1 or more")
     listing = keys.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("project", nargs="?")
     for command in ("disable", "delete"):

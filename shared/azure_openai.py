@@ -23,7 +23,7 @@ from .calls import Answer, Event
 from .errors import GatewayError, UpstreamError, UpstreamTimeout
 from .http import Framed
 from .providers import AzureDeployment
-from .upstream import from_status, scrub
+from .upstream import from_status, provider_error
 
 CHAT_COMPLETIONS = "chat/completions"
 EMBEDDINGS = "embeddings"
@@ -82,7 +82,7 @@ class AzureOpenAI:
             raise failure(exc, model_id) from None
         finally:
             response.release()
-        raise _status_error(response.status, raw, response.headers, model_id, deployment.secret)
+        raise _status_error(response.status, raw, response.headers, model_id, deployment)
 
     async def completion(self, deployment: AzureDeployment, body: dict[str, Any], model_id: str) -> Answer[bytes]:
         """A chat completion answered whole (see `wire.relayed_completion`)."""
@@ -189,15 +189,15 @@ def failure(exc: BaseException, model_id: str) -> BaseException:
     return exc
 
 
-def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secret: str) -> GatewayError:
-    """Azure's `{"error": {"code", "message"}}` as the gateway's error (see `upstream.from_status`)."""
-    message, code = f"The provider answered with status {status}.", None
+def _status_error(status: int, raw: bytes, headers: Any, model_id: str, deployment: AzureDeployment) -> GatewayError:
+    """Azure's `{"error": {"code", "message", "param", "innererror"}}` as the
+    gateway's error (see `upstream.from_status`); the deployment's credential
+    and endpoint are removed from what is passed on."""
     try:
         error = json.loads(raw).get("error")
     except (ValueError, AttributeError):
         error = None
-    if isinstance(error, dict):
-        message = str(error.get("message") or message)
-        code = error["code"] if isinstance(error.get("code"), str) else None
+    found = provider_error(error, (deployment.secret, deployment.endpoint))
+    message = found.message or f"The provider answered with status {status}."
     lowered = {str(key).lower(): str(value) for key, value in headers.items()}
-    return from_status(status, scrub(message, (secret,)), lowered, model_id, code=code)
+    return from_status(status, message, lowered, model_id, found)

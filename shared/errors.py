@@ -10,7 +10,7 @@
     ├── ModelNotFound               404 model_not_found
     ├── RouteNotFound               404 invalid_request_error / not_found
     ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
-    ├── UpstreamRejected            upstream 4xx, status passed on
+    ├── UpstreamRejected            upstream 4xx, status, param, code and innererror passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
     ├── UpstreamError               502 api_error / upstream_error
     ├── UpstreamTimeout             504 api_error / timeout
@@ -41,6 +41,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,10 +49,13 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        #: Fields of the error object beyond OpenAI's four (a provider's `innererror`, say).
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
         return {
             "error": {
+                **self.extra,
                 "message": self.message,
                 "type": self.type,
                 "param": self.param,

@@ -118,14 +118,18 @@ class Inbound:
         return b"".join([chunk async for chunk in self._stream(self.max_body_bytes)])
 
     async def form(self, limit: int) -> dict[str, Any]:
-        """A multipart body: text fields as strings, files as `(filename, bytes)`.
+        """A multipart body of at most `limit` bytes and at most the request
+        limit (`max_body_bytes`): text fields as strings, files as `(filename, bytes)`.
 
         Fields named `name[]` (how the OpenAI SDK sends arrays) become lists
-        under `name`. The upload is parsed as it streams in, spooled to disk
-        past 1 MB, and read into memory once.
+        under `name`. A body declared larger than the limit is refused before
+        any of it is read, one sent in chunks as soon as it passes the limit
+        (413, as for JSON bodies). The upload is parsed as it streams in,
+        spooled to disk past 1 MB, and read into memory once.
         """
         if not self._request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequest("The request body must be multipart/form-data.")
+        limit = min(limit, self.max_body_bytes)
         parser = MultiPartParser(self._request.headers, self._stream(limit), max_files=4, max_fields=100)
         try:
             form = await parser.parse()

@@ -33,7 +33,7 @@ async def translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T])
     try:
         return await pending
     except Exception as exc:
-        raise translate(exc, model.id, call.secrets) or exc from None
+        raise translate(exc, model.id, call.undisclosed) or exc from None
 
 
 async def answered(model: LLMModel, call: ProviderCall, pending: Awaitable[Any]) -> Answer[Any]:
@@ -59,7 +59,7 @@ def stream(function: str, arguments: dict[str, Any], shaper: Callable[[str], Sha
     async def attempt(model: LLMModel, call: ProviderCall) -> Upstream:
         llm = await litellm()
         items = await translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
-        return LiteLLMStream(items, model.id, call.secrets, shaper(model.id))
+        return LiteLLMStream(items, model.id, call.undisclosed, shaper(model.id))
 
     return attempt
 

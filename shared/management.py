@@ -10,15 +10,20 @@ like every other key, instead of a separate shared secret.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import Catalog
 from .domain import Caller, InvalidCatalogEntry, LLMModel
-from .errors import InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
+from .errors import CatalogUnavailable, InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
 from .http import Inbound, JSONResult
 from .projects import Authenticator
 from .usage import ANONYMOUS_PROJECT, UsageStore, summarize, utc_timestamp
+
+logger = logging.getLogger(__name__)
 
 GROUPINGS = ("model", "day")
 DEFAULT_REPORT_DAYS = 30
@@ -69,7 +74,8 @@ class Management:
 
     async def list_models(self, inbound: Inbound) -> JSONResult:
         await self._admin(inbound)
-        documents = sorted(await self.catalog.source.load(), key=lambda d: str(d.get("id")))
+        async with self._catalog_store():
+            documents = sorted(await self.catalog.source.load(), key=lambda d: str(d.get("id")))
         return JSONResult({"object": "list", "data": documents})
 
     async def get_model(self, inbound: Inbound) -> JSONResult:
@@ -80,15 +86,18 @@ class Management:
         await self._admin(inbound)
         model_id = inbound.path_param("model_id")
         document = validate_model_document(await inbound.json(), model_id)
-        existed = any(d.get("id") == model_id for d in await self.catalog.source.load())
-        await self.catalog.source.save(document)
+        async with self._catalog_store():
+            existed = any(d.get("id") == model_id for d in await self.catalog.source.load())
+            await self.catalog.source.save(document)
         await self.catalog.reload()
         return JSONResult(document, status=200 if existed else 201)
 
     async def delete_model(self, inbound: Inbound) -> JSONResult:
         await self._admin(inbound)
         model_id = inbound.path_param("model_id")
-        if not await self.catalog.source.remove(model_id):
+        async with self._catalog_store():
+            removed = await self.catalog.source.remove(model_id)
+        if not removed:
             raise ModelNotFound(model_id)
         await self.catalog.reload()
         return JSONResult({"id": model_id, "object": "model", "deleted": True})
@@ -99,8 +108,22 @@ class Management:
             raise PermissionDenied("This endpoint needs the key of a project flagged as admin.")
         return caller
 
+    @asynccontextmanager
+    async def _catalog_store(self) -> AsyncIterator[None]:
+        """A use of the catalog's store: its failure is the gateway's 503
+        `catalog_unavailable`, as for a catalog that cannot be loaded."""
+        try:
+            yield
+        except Exception as exc:
+            logger.warning("the admin API's use of %s failed (%s)", self.catalog.source.description, type(exc).__name__)
+            raise CatalogUnavailable(
+                f"The model catalog is unavailable ({self.catalog.source.description}). Try again later."
+            ) from exc
+
     async def _document(self, model_id: str) -> dict[str, Any]:
-        for document in await self.catalog.source.load():
+        async with self._catalog_store():
+            documents = await self.catalog.source.load()
+        for document in documents:
             if document.get("id") == model_id:
                 return document
         raise ModelNotFound(model_id)

@@ -262,6 +262,7 @@ def responses(body: dict[str, Any]) -> dict[str, Any]:
     validation.number(body, "temperature", 0, 2)
     validation.number(body, "top_p", 0, 1)
     validation.kind(body, "instructions", str, "a string")
+    validation.tools(body.get("tools"), nested=False)
     return body
 
 
@@ -272,7 +273,7 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     validation.messages(body.get("messages"))
     validation.kind(body, "stream", bool, "a boolean")
     validation.kind(body, "stream_options", dict, "an object")
-    validation.kind(body, "tools", list, "an array")
+    validation.tools(body.get("tools"), nested=True)
     validation.integer(body, "n", 1, MAX_CHOICES)
     validation.integer(body, "max_tokens", 1)
     validation.integer(body, "max_completion_tokens", 1)

@@ -19,7 +19,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,15 +57,42 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def expiry(value: Any) -> datetime:
+    """The moment a key's `expires` value ends it, or ValueError if it is not a date.
+
+    A date-time without a zone is UTC; a date alone (`2027-01-31`) means the
+    end of that day, UTC: the key works through the date it names.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"'expires' must be an ISO 8601 date or date-time string, got {value!r}")
+    try:
+        return datetime.combine(date.fromisoformat(value) + timedelta(days=1), dt_time(), UTC)
+    except ValueError:
+        pass
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"'expires' must be an ISO 8601 date or date-time, got {value!r}") from None
 
 
 def key_is_usable(document: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """Whether a key document lets its caller in. A malformed `expires` is a
+    data problem that fails closed: the key is refused, and a warning names
+    the key's document id (a hash of the key, never the key)."""
     if document.get("disabled"):
         return False
     expires = document.get("expires")
-    return not expires or _parse_time(expires) > (now or datetime.now(UTC))
+    if not expires:
+        return True
+    try:
+        ends = expiry(expires)
+    except ValueError as exc:
+        logger.warning("key %s is refused: %s", document.get("id"), exc)
+        return False
+    return ends > (now or datetime.now(UTC))
 
 
 class ProjectStore(Protocol):

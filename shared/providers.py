@@ -131,6 +131,12 @@ class ProviderCall:
     #: An Azure OpenAI deployment's address and headers, when the relay calls it (see `relayable_azure`).
     azure_relay: AzureDeployment | None = None
 
+    @property
+    def undisclosed(self) -> tuple[str, ...]:
+        """What no error passed on may carry: the secrets, and the upstream's address."""
+        api_base = self.arguments.get("api_base")
+        return (*self.secrets, api_base) if isinstance(api_base, str) and api_base else self.secrets
+
     def keyword_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
         """LiteLLM's keyword arguments: the request's, then this deployment's.
 

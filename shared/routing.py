@@ -5,27 +5,33 @@ within a priority. A call that fails with a rate limit, a timeout, a 5xx or a
 connection error moves on to the next deployment, then to the model's
 fallbacks. A deployment that answered 429 cools down for its Retry-After (or a
 default cool-down); one that failed `BREAKER_THRESHOLD` times in a row cools
-down for `BREAKER_COOLDOWN_SECONDS`.
+down for `BREAKER_COOLDOWN_SECONDS`. A deployment whose call cannot be built
+(a secret reference that does not resolve, say) counts as such a failure too,
+and is logged: the call moves on, and only when no deployment or fallback is
+left does the caller get the configuration error (500, naming the reference).
 
 The provider decides when there is nowhere else to go: a cooling deployment is
 skipped only while another candidate (deployment or fallback) is not cooling.
 When every candidate is cooling, the one that recovers first is called anyway,
 and its answer (a 429 with its Retry-After, say) is the caller's. Only
-provider-side failures feed cool-downs: never a 4xx the caller caused, never an
-error raised before the request left. This state lives in the process: each
+provider-side and configuration failures feed cool-downs: never a 4xx the
+caller caused. This state lives in the process: each
 Functions instance learns about its deployments on its own.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from .domain import Deployment, LLMModel
-from .errors import GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from .errors import ConfigurationError, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
 from .providers import ProviderCall, ProviderMapper
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -102,16 +108,25 @@ class Router:
         healthy_on_return: bool = True,
     ) -> tuple[LLMModel, T]:
         """The first model and result that `attempt` produces, trying each
-        candidate deployment in turn; raises the last provider-side error.
+        candidate deployment in turn; raises the last provider-side error, or
+        when there was none, the last deployment's configuration error.
 
         A deployment whose attempt returns counts as healthy, unless
         `healthy_on_return` is False: a stream's outcome is known only when it
         ends, and its caller reports it then (`health`)."""
         last_error: GatewayError | None = None
+        misconfigured: ConfigurationError | None = None
         for model, deployment in self.candidates(models):
             key = health_key(model, deployment)
             try:
-                result = await attempt(model, await self.providers.call_for(model, deployment))
+                call = await self.providers.call_for(model, deployment)
+            except ConfigurationError as error:
+                logger.warning("model %s, deployment %s cannot be called: %s", model.id, deployment.name, error.message)
+                self.health.failed(key, error)
+                misconfigured = error
+                continue
+            try:
+                result = await attempt(model, call)
             except RETRYABLE as error:
                 self.health.failed(key, error)
                 last_error = error
@@ -119,8 +134,9 @@ class Router:
             if healthy_on_return:
                 self.health.succeeded(key)
             return model, result
-        assert last_error is not None
-        raise last_error
+        failure = last_error or misconfigured
+        assert failure is not None
+        raise failure
 
     def candidates(self, models: list[LLMModel]) -> list[tuple[LLMModel, Deployment]]:
         """Every deployment of every model, in order, less those cooling down;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,6 +125,10 @@ def key_vault_name(name: str) -> str:
     return name.replace("_", "-")
 
 
+#: What Key Vault accepts as a secret name.
+KEY_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
 class KeyVaultSecretSource:
     """Secrets from Azure Key Vault through the async client and `DefaultAzureCredential`.
 
@@ -155,6 +160,11 @@ class KeyVaultSecretSource:
     async def get(self, name: str) -> str | None:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+        if not KEY_VAULT_NAME.match(key_vault_name(name)):
+            raise ConfigurationError(
+                f"Secret reference ${name} is malformed: Key Vault secret names have 1 to 127 letters, "
+                "digits, dashes (or underscores, written as dashes)."
+            )
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 secret = await self._get_client().get_secret(key_vault_name(name))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
@@ -16,6 +18,8 @@ logger = logging.getLogger(__name__)
 GATEWAY_SIDE_STATUSES = frozenset({401, 403, 404})
 
 _LITELLM_PREFIX = re.compile(r"^litellm\.\w+:\s*")
+#: Fields of a provider's error object passed on beside OpenAI's four.
+PASSED_ON = ("innererror", "inner_error")
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -39,6 +43,73 @@ def _message(exc: Exception, secrets: Iterable[str]) -> str:
     return scrub(_LITELLM_PREFIX.sub("", str(message)), secrets)
 
 
+def _scrubbed(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A JSON value with every secret removed from its strings."""
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {str(key): _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ProviderError:
+    """What the caller gets of a provider's `{"error": {...}}` object, secrets removed."""
+
+    message: str | None = None
+    code: str | None = None
+    param: str | None = None
+    #: `innererror` (or `inner_error`), as the provider named it.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def provider_error(error: Any, secrets: Iterable[str]) -> ProviderError:
+    """The message, code, param and inner error of a provider's error object
+    (Azure's `innererror` says which content filter fired), each only when it
+    has the shape OpenAI's error schema gives it."""
+    if not isinstance(error, dict):
+        return ProviderError()
+    hidden = tuple(secrets)
+
+    def text(name: str) -> str | None:
+        value = error.get(name)
+        return scrub(value, hidden) if isinstance(value, str) and value else None
+
+    extra = {name: _scrubbed(error[name], hidden) for name in PASSED_ON if isinstance(error.get(name), dict)}
+    return ProviderError(text("message"), text("code"), text("param"), extra)
+
+
+def error_object(exc: Exception) -> Any:
+    """The provider's own error object, wherever LiteLLM kept it: the
+    response's body, its `provider_specific_fields` (Azure content filters),
+    or a JSON text in its body's message (Azure Responses and images)."""
+    response = getattr(exc, "response", None)
+    try:
+        found = response.json().get("error")  # type: ignore[union-attr]
+    except Exception:  # no response, one not read, or not JSON: look elsewhere
+        found = None
+    if isinstance(found, dict):
+        return found
+    fields = getattr(exc, "provider_specific_fields", None)
+    if isinstance(fields, dict) and isinstance(fields.get("azure_error"), dict):
+        return fields["azure_error"]
+    body = getattr(exc, "body", None)
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("error"), dict):
+        return body["error"]
+    message = body.get("message")
+    if isinstance(message, str) and message.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            return None
+        return parsed.get("error") if isinstance(parsed, dict) else None
+    return None
+
+
 def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> GatewayError | None:
     """The gateway error for a provider exception, or None if it is not one."""
     import openai
@@ -54,12 +125,14 @@ def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> Gat
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, openai.OpenAIError) or not isinstance(status, int):
         return None
+    hidden = tuple(secrets)
+    found = provider_error(error_object(exc), hidden)
     return from_status(
         status,
-        _message(exc, secrets),
+        found.message or _message(exc, hidden),
         _headers(exc),
         model_id,
-        code=getattr(exc, "code", None) or None,
+        replace(found, code=found.code or getattr(exc, "code", None) or None),
     )
 
 
@@ -89,9 +162,10 @@ def _not_sent(exc: Exception, model_id: str, secrets: Iterable[str]) -> GatewayE
 
 
 def from_status(
-    status: int, message: str, headers: dict[str, str], model_id: str, code: str | None = None
+    status: int, message: str, headers: dict[str, str], model_id: str, detail: ProviderError | None = None
 ) -> GatewayError:
-    """The gateway error for a provider's HTTP error status (headers lower-cased)."""
+    """The gateway error for a provider's HTTP error status (headers lower-cased).
+    A 4xx the caller caused keeps the provider's `detail` (code, param, inner error)."""
     if status == 429:
         retry_after = headers.get("retry-after")
         return RateLimited(message, headers={"Retry-After": retry_after} if retry_after else {})
@@ -103,6 +177,7 @@ def from_status(
             f"(status {status}); the model's configuration needs attention."
         )
     if 400 <= status < 500:
-        return UpstreamRejected(status, message, code=code)
+        detail = detail or ProviderError()
+        return UpstreamRejected(status, message, code=detail.code, param=detail.param, extra=detail.extra)
     # A 5xx message can carry provider internals (LiteLLM puts tracebacks in some): not passed on.
     return UpstreamError(f"Model '{model_id}' failed upstream (status {status}).")

@@ -37,6 +37,9 @@ PART_TYPES: dict[str, tuple[str, ...]] = {
 }
 IMAGE_URL_SCHEMES = ("https://", "data:")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+#: Tool types whose fields the gateway checks; other types (a provider's own,
+#: such as Gemini's `googleSearch`) are passed on as they are.
+NAMED_TOOL_TYPES = ("function", "custom")
 
 
 def _reject_constant(name: str) -> float:
@@ -219,3 +222,32 @@ def _part(part: Any, allowed: Collection[str], where: str) -> None:
             )
     if kind_ in ("input_audio", "file") and not isinstance(part.get(kind_), dict):
         raise InvalidRequest(f"'{where}.{kind_}' must be an object.", param=f"{where}.{kind_}")
+
+
+def tools(value: Any, *, nested: bool) -> None:
+    """A request's `tools`: an array of objects, each function or custom tool
+    with a name. Chat completions nest a tool's fields under its type
+    (`{"type": "function", "function": {"name": ...}}`, `nested`); the
+    Responses API has them flat (`{"type": "function", "name": ...}`)."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise InvalidRequest("'tools' must be an array.", param="tools")
+    for index, tool in enumerate(value):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"'{where}' must be a tool object.", param=where)
+        tool_type = tool.get("type")
+        if tool_type not in NAMED_TOOL_TYPES:
+            continue
+        fields, at = (tool.get(tool_type), f"{where}.{tool_type}") if nested else (tool, where)
+        if not isinstance(fields, dict):
+            raise InvalidRequest(
+                f"'{at}' is required for a {tool_type} tool: an object with at least a 'name'.", param=at
+            )
+        name = fields.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"'{at}.name' is required and must be a non-empty string.", param=f"{at}.name")
+        parameters = fields.get("parameters")
+        if tool_type == "function" and parameters is not None and not isinstance(parameters, dict):
+            raise InvalidRequest(f"'{at}.parameters' must be a JSON Schema object.", param=f"{at}.parameters")

@@ -63,6 +63,14 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
             ],
         ),
         entry("filtered", "filtered", fake_url),
+        # The same refusal through LiteLLM: chat on an api-version the relay does not build, Responses, images.
+        entry(
+            "filtered-litellm",
+            "filtered",
+            fake_url,
+            parameters={"endpoint": fake_url, "api_version": "latest", "api_key": "$KEY_A"},
+            operations=["ChatCompletion", "Responses", "images"],
+        ),
         entry("midstream-error", "midstream-error", fake_url),
         # A stream that fails once started must not move on to its fallback: the caller has bytes already.
         entry("midstream-error-event", "midstream-error-event", fake_url),

@@ -18,18 +18,25 @@ KEY_A = "sk-gw-team-a-key-0001"
 KEY_B = "sk-gw-team-b-key-0002"
 DISABLED_KEY = "sk-gw-disabled-0003"
 EXPIRED_KEY = "sk-gw-expired-0004"
+DATED_KEY = "sk-gw-dated-0005"
+PAST_DATED_KEY = "sk-gw-past-dated-0006"
+MALFORMED_EXPIRY_KEY = "sk-gw-malformed-expiry-0007"
 USER = [{"role": "user", "content": "who am i"}]
 
 
 @pytest.fixture(scope="module")
 def secured(fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("secured")
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC)
+    yesterday = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     projects = write_projects(
         directory / "projects.json",
         {KEY_A: "team-a", KEY_B: "team-b"},
         key_document(DISABLED_KEY, "team-a", disabled=True),
         key_document(EXPIRED_KEY, "team-a", expires=yesterday),
+        key_document(DATED_KEY, "team-a", expires=(now + timedelta(days=2)).date().isoformat()),
+        key_document(PAST_DATED_KEY, "team-a", expires=(now - timedelta(days=2)).date().isoformat()),
+        key_document(MALFORMED_EXPIRY_KEY, "team-a", expires="next tuesday"),
     )
     catalog = write_catalog(
         directory / "models.json",
@@ -45,12 +52,25 @@ def secured(fake_azure, tmp_path_factory):
     process.stop()
 
 
-@pytest.mark.parametrize("key", ["sk-gw-unknown", DISABLED_KEY, EXPIRED_KEY])
+@pytest.mark.parametrize("key", ["sk-gw-unknown", DISABLED_KEY, EXPIRED_KEY, PAST_DATED_KEY, MALFORMED_EXPIRY_KEY])
 def test_bad_keys_are_refused_with_401(secured, key):
     with pytest.raises(openai.AuthenticationError) as caught:
         secured.client(key).chat.completions.create(model="shared-chat", messages=USER)
     assert caught.value.code == "invalid_api_key"
     assert caught.value.body["type"] == "authentication_error"
+
+
+def test_a_key_expiring_on_a_date_works_until_that_date(secured):
+    assert secured.client(DATED_KEY).chat.completions.create(model="shared-chat", messages=USER).choices
+
+
+def test_a_malformed_expiry_is_logged_naming_the_key_by_its_hash_never_its_secret(secured):
+    with pytest.raises(openai.AuthenticationError):
+        secured.client(MALFORMED_EXPIRY_KEY).models.list()
+    (line,) = [line for line in secured.log().splitlines() if "next tuesday" in line]
+    assert hash_key(MALFORMED_EXPIRY_KEY) in line
+    assert MALFORMED_EXPIRY_KEY not in secured.log()
+    assert "refused: malformed expires" in admin(secured.projects_file, "list", "team-a")
 
 
 def test_no_key_is_refused_everywhere_but_health(secured):

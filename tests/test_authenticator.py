@@ -95,3 +95,17 @@ def test_a_known_key_is_served_through_a_store_outage_for_the_stale_period():
             await asyncio.wait_for(authenticator.caller({"api-key": "sk-gw-good"}), 1)
 
     asyncio.run(scenario())
+
+
+def test_a_date_only_expiry_lasts_to_the_end_of_that_day_utc():
+    from datetime import UTC, datetime
+
+    from shared.projects import key_is_usable
+
+    dated = {"id": "key-x", "expires": "2027-01-31"}
+    assert key_is_usable(dated, now=datetime(2027, 1, 31, 23, 59, 59, tzinfo=UTC))
+    assert not key_is_usable(dated, now=datetime(2027, 2, 1, tzinfo=UTC))
+    # A date-time without a zone is UTC.
+    assert not key_is_usable(
+        {"id": "key-y", "expires": "2027-01-31T10:00:00"}, now=datetime(2027, 1, 31, 11, tzinfo=UTC)
+    )

@@ -80,6 +80,9 @@ def test_catalog_validate_names_every_bad_field(tmp_path):
 def test_keys_lifecycle(store_env):
     cli(store_env, "keys", "create-project", "team-z", "--name", "Team Z")
     assert cli(store_env, "keys", "create-project", "team-z", check=False).returncode == 1
+    for days in ("0", "-3", "soon"):
+        refused = cli(store_env, "keys", "issue", "team-z", "--expires-days", days, check=False)
+        assert refused.returncode == 2 and "--expires-days" in refused.stderr
     key = cli(store_env, "keys", "issue", "team-z", "--name", "ci").stdout.strip().splitlines()[-1]
     listing = cli(store_env, "keys", "list").stdout
     assert "team-z" in listing and "active" in listing and key not in listing

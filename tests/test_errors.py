@@ -1,10 +1,14 @@
 """Every error a caller can get: OpenAI's shape, the right status, a request id."""
 
+import json
+
 import httpx
 import openai
 import pytest
 
 from tests.conftest import UPSTREAM_KEYS
+from tests.openapi import assert_conforms
+from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -54,6 +58,49 @@ def test_a_content_filter_rejection_keeps_its_status_and_message(client):
     assert "filter" in caught.value.message.lower()
 
 
+FILTERED_CALLS = {
+    "relayed chat": lambda client: client.chat.completions.create(model="filtered", messages=USER),
+    "relayed chat stream": lambda client: client.chat.completions.create(model="filtered", messages=USER, stream=True),
+    "LiteLLM chat": lambda client: client.chat.completions.create(model="filtered-litellm", messages=USER),
+    "LiteLLM responses": lambda client: client.responses.create(model="filtered-litellm", input="hello"),
+    "LiteLLM images": lambda client: client.images.generate(model="filtered-litellm", prompt="hello"),
+}
+
+
+@pytest.mark.parametrize("call", FILTERED_CALLS.values(), ids=FILTERED_CALLS.keys())
+def test_a_content_filter_refusal_keeps_azures_param_code_and_innererror(client, call):
+    with pytest.raises(openai.BadRequestError) as caught:
+        call(client)
+    body = caught.value.body
+    assert (body["param"], body["code"], body["type"]) == ("prompt", "content_filter", "invalid_request_error")
+    assert body["message"].startswith("The response was filtered due to the prompt")
+    assert body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    assert body["innererror"]["content_filter_result"]["hate"] == {"filtered": True, "severity": "high"}
+    assert_conforms("ErrorResponse", caught.value.response.json())
+
+
+def test_an_upstream_error_body_never_carries_the_deployments_secret_or_address():
+    from shared.azure_openai import _status_error
+    from shared.providers import AzureDeployment
+
+    secret, endpoint = "key-in-the-body-5e1f", "https://private-resource.openai.azure.com"
+    deployment = AzureDeployment(endpoint, "dep", "2024-10-21", {"api-key": secret}, 30.0, secret)
+    raw = json.dumps(
+        {
+            "error": {
+                "message": f"bad key {secret} for {endpoint}/openai/deployments/dep",
+                "code": "BadRequest",
+                "param": "messages",
+                "innererror": {"code": "Detail", "detail": [f"{endpoint} {secret}"]},
+            }
+        }
+    ).encode()
+    body = _status_error(400, raw, {}, "chat", deployment).body()
+    assert body["error"]["param"] == "messages" and body["error"]["innererror"]["code"] == "Detail"
+    text = json.dumps(body)
+    assert secret not in text and endpoint not in text
+
+
 def test_a_misconfigured_model_is_a_500_naming_the_reference_with_a_request_id(gateway):
     response = post(gateway, {"model": "misconfigured", "messages": USER}, headers={"x-request-id": "req-123"})
     error = assert_openai_error(response, 500, "api_error", "configuration_error")
@@ -77,6 +124,46 @@ def test_invalid_fields_are_a_400_naming_the_field(gateway, body, param):
     error = assert_openai_error(post(gateway, body), 400, "invalid_request_error")
     assert error["param"] == param
     assert param.split("[")[0] in error["message"]
+
+
+FLAT_TOOL = {"type": "function", "name": "lookup_weather", "parameters": {"type": "object"}, "strict": False}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "chat/completions",
+            {"model": "chat-a", "messages": USER, "tools": [{"type": "function"}]},
+            "tools[0].function",
+        ),
+        ("chat/completions", {"model": "chat-a", "messages": USER, "tools": [FLAT_TOOL]}, "tools[0].function"),
+        (
+            "chat/completions",
+            {"model": "chat-a", "messages": USER, "tools": [*WEATHER_TOOLS, {"type": "function", "function": {}}]},
+            "tools[1].function.name",
+        ),
+        ("chat/completions", {"model": "chat-a", "messages": USER, "tools": ["lookup_weather"]}, "tools[0]"),
+        ("responses", {"model": "responses-model", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ("responses", {"model": "responses-model", "input": "hi", "tools": WEATHER_TOOLS}, "tools[0].name"),
+        (
+            "responses",
+            {"model": "responses-model", "input": "hi", "tools": [FLAT_TOOL | {"parameters": "none"}]},
+            "tools[0].parameters",
+        ),
+    ],
+)
+def test_a_tool_without_its_function_or_name_is_a_400_naming_the_field(gateway, fake_azure, path, body, param):
+    response = httpx.post(f"{gateway.url}/v1/{path}", json=body, timeout=30)
+    error = assert_openai_error(response, 400, "invalid_request_error")
+    assert error["param"] == param
+    assert fake_azure.requests == []  # never relayed, so never a provider failure for the breaker
+
+
+def test_a_responses_function_tool_in_its_flat_shape_is_passed_on(client, fake_azure):
+    client.responses.create(model="responses-model", input="hi", tools=[FLAT_TOOL])
+    (upstream,) = fake_azure.requests
+    assert upstream.json["tools"][0]["name"] == "lookup_weather"
 
 
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b"\xff\xfe"])

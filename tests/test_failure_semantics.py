@@ -172,3 +172,33 @@ def test_through_a_cosmos_outage_known_keys_and_models_are_served_and_the_rest_i
         gateway.stop()
         server.resume()
         server.stop()
+
+
+def test_through_a_cosmos_outage_the_admin_model_routes_are_a_fast_503(fake_azure, tmp_path):
+    admin_key = "sk-gw-semantics-admin"
+    server = CosmosServer().start()
+    server.seed("admin-outage", "models", "/id", [azure_entry("chat-a", "dep-a", fake_azure.url)])
+    server.seed("admin-outage", "projects", "/id", project_documents({admin_key: "ops"}, admins=["ops"]))
+    env = gateway_env(ALLOW_ANONYMOUS="false", STORE_TIMEOUT_SECONDS="1", **server.settings("admin-outage"))
+    gateway = GatewayProcess(env, tmp_path / "gateway.log")
+    headers = {"authorization": f"Bearer {admin_key}"}
+    url = f"{gateway.url}/v1/admin/models"
+    try:
+        gateway.start()
+        assert httpx.get(url, headers=headers, timeout=30).status_code == 200  # the admin key is known now
+        server.pause()
+        for method, path, body in [
+            ("GET", "", None),
+            ("GET", "/chat-a", None),
+            ("PUT", "/new-model", azure_entry("new-model", "dep-a", fake_azure.url)),
+            ("DELETE", "/chat-a", None),
+        ]:
+            started = time.monotonic()
+            response = httpx.request(method, url + path, json=body, headers=headers, timeout=60)
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.json()["error"]["code"] == "catalog_unavailable"
+            assert time.monotonic() - started < 5
+    finally:
+        gateway.stop()
+        server.resume()
+        server.stop()

@@ -78,6 +78,17 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
             azure_entry(
                 "vault-missing", "dep-vault", fake_azure.url, parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}
             ),
+            azure_entry(
+                "vault-partly-broken",
+                "dep-vault",
+                fake_azure.url,
+                parameters=vault_key,
+                deployments=[
+                    {"name": "missing", "parameters": {"api_key": "$NOT_IN_VAULT"}, "priority": 0},
+                    {"name": "malformed", "parameters": {"api_key": "$NOT.A/NAME"}, "priority": 1},
+                    {"name": "sound", "priority": 2},
+                ],
+            ),
         ],
     )
     env = gateway_env(
@@ -131,6 +142,17 @@ def test_a_secret_missing_from_the_vault_is_a_500_naming_the_reference(vault_gat
     error = response.json()["error"]
     assert error["code"] == "configuration_error"
     assert "$NOT_IN_VAULT" in error["message"] and "vault-missing" in error["message"]
+
+
+def test_deployments_whose_references_are_missing_or_malformed_are_skipped(vault_gateway, vault, fake_azure):
+    client = vault_gateway.client()
+    for _ in range(4):
+        assert client.chat.completions.create(model="vault-partly-broken", messages=USER).choices
+    assert {request.headers["api-key"] for request in fake_azure.requests_for("dep-vault")} == {VAULT_KEY}
+    assert not any("NOT.A" in request.path for request in vault.requests)  # never sent to the vault
+    log = vault_gateway.log()
+    assert "deployment missing cannot be called" in log and "$NOT_IN_VAULT" in log
+    assert "deployment malformed cannot be called" in log and "$NOT.A/NAME is malformed" in log
 
 
 def test_a_model_without_a_key_uses_the_managed_identity_token(vault_gateway, identity, fake_azure):

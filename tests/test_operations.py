@@ -10,9 +10,9 @@ from openai.types import CreateEmbeddingResponse, ImagesResponse
 from openai.types.audio import Transcription
 from openai.types.responses import Response as ResponsesResponse
 
-from tests.conftest import EVERY_OPERATION, UPSTREAM_KEYS
+from tests.conftest import EVERY_OPERATION, UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import SPEECH_TYPES, speech_bytes
-from tests.support import wav_bytes
+from tests.support import GatewayProcess, wav_bytes, write_catalog
 
 # Embeddings
 
@@ -148,6 +148,49 @@ def test_an_upload_over_25_mb_is_a_413(gateway):
     )
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+SMALL_REQUEST_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def small_bodies(fake_azure, tmp_path_factory):
+    """A gateway whose MAX_REQUEST_BYTES is 64 KiB."""
+    directory = tmp_path_factory.mktemp("small-bodies")
+    catalog = write_catalog(
+        directory / "models.json", [azure_entry("stt-model", "dep-a", fake_azure.url, operations=["audio_stt"])]
+    )
+    env = gateway_env(MODELS_FILE=str(catalog), MAX_REQUEST_BYTES=str(SMALL_REQUEST_BYTES))
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    yield process
+    process.stop()
+
+
+def test_an_upload_over_max_request_bytes_is_the_same_413_as_a_json_body(small_bodies, fake_azure):
+    client = small_bodies.client()
+    assert client.audio.transcriptions.create(model="stt-model", file=("small.wav", wav_bytes(0.5))).text
+    fake_azure.clear()
+    json_body = httpx.post(f"{small_bodies.url}/v1/chat/completions", content=b"x" * (SMALL_REQUEST_BYTES + 1))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.audio.transcriptions.create(model="stt-model", file=("big.wav", wav_bytes(5)))
+    assert caught.value.status_code == 413
+    assert caught.value.body == json_body.json()["error"]
+    assert caught.value.body["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: the body is refused once it passes the limit
+        yield b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nstt-model\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(100):
+            yield b"\0" * 8192
+
+    response = httpx.post(
+        f"{small_bodies.url}/v1/audio/transcriptions",
+        content=chunked(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 413
+    assert response.json() == json_body.json()
+    assert fake_azure.requests == []
 
 
 # Responses API

@@ -58,6 +58,14 @@ def resilient(fake_azure, tmp_path_factory):
         ),
         azure_entry("streamer", "slow-stream", url),
         azure_entry("mixed-operations", "broken", url, operations=["embeddings"], fallbacks=["rescuer"]),
+        spread(
+            "half-misconfigured",
+            [
+                deployment("no-secret", "dep-a", url, key="$NOT_SET_ANYWHERE", priority=0),
+                deployment("sound", "dep-a", url, priority=1),
+            ],
+        ),
+        spread("unresolvable", [deployment("only", "dep-a", url, key="$NOT_SET_ANYWHERE")], fallbacks=["rescuer"]),
     ]
     directory = tmp_path_factory.mktemp("resilience")
     env = gateway_env(
@@ -110,6 +118,23 @@ def test_fallbacks_must_offer_the_operation(resilient, fake_azure):
     assert response.status_code == 502
     assert len(fake_azure.requests_for("broken")) == 1
     assert fake_azure.requests_for("dep-b") == []
+
+
+def test_a_deployment_whose_secret_does_not_resolve_is_skipped_like_a_broken_one(resilient, fake_azure):
+    client = resilient.client()
+    for _ in range(6):
+        assert client.chat.completions.create(model="half-misconfigured", messages=USER).model == "half-misconfigured"
+    assert len(fake_azure.requests_for("dep-a")) == 6
+    # Logged, naming the deployment and the reference, until the breaker opens (3 failures in a row).
+    logged = [line for line in resilient.log().splitlines() if "deployment no-secret cannot be called" in line]
+    assert len(logged) == 3
+    assert all("$NOT_SET_ANYWHERE" in line for line in logged)
+
+
+def test_a_model_whose_only_deployment_is_misconfigured_falls_back(resilient, fake_azure):
+    response = httpx.post(f"{resilient.url}/v1/chat/completions", json={"model": "unresolvable", "messages": USER})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gateway-model"] == "rescuer"
 
 
 def test_when_every_deployment_is_cooling_down_the_provider_still_answers(resilient, fake_azure):

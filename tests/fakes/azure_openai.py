@@ -137,7 +137,8 @@ def _content_filtered() -> Response:
     )
     result = CONTENT_FILTER_RESULTS | {"hate": {"filtered": True, "severity": "high"}}
     innererror = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result}
-    return azure_error(400, "content_filter", message, param="prompt", status=400, innererror=innererror)
+    # The shape of Microsoft's content filtering documentation (a `type` of null included).
+    return azure_error(400, "content_filter", message, type=None, param="prompt", status=400, innererror=innererror)
 
 
 def _unserved_api_version(recorded: RecordedRequest) -> Response | None:
