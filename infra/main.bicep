@@ -232,11 +232,9 @@ var gatewaySettings = {
   MAX_REQUEST_BYTES: '26214400'
   REQUEST_TIMEOUT_SECONDS: '230' // Azure's front end ends responses at about 230 s
   STREAM_FIRST_BYTE_TIMEOUT_SECONDS: '60'
-  // With API Management: only requests carrying its shared secret (or, during
-  // a rotation, the previous one) are served. "$name": the Key Vault secret the
-  // app reads with its own Key Vault client (shared/gate.py), not a platform
-  // Key Vault reference, which does not resolve on Flex Consumption once the
-  // vault is network-restricted. Without: empty, the gate is open.
+  // With API Management, Key Vault secrets the app reads itself (shared/gate.py;
+  // a platform Key Vault reference would not resolve once the vault is
+  // network-restricted). Without, empty, the gate is open.
   APIM_SHARED_SECRET: enableApiManagement ? '$${keyVault.outputs.apimSharedSecretName}' : ''
   APIM_SHARED_SECRET_PREVIOUS: enableApiManagement ? '$${keyVault.outputs.apimSharedSecretPreviousName}' : ''
   // Local-file stores; unused while COSMOS_URL is set.

@@ -55,7 +55,8 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 // and a provision from another machine (whose azd generated another
 // apimSharedSecret) leaves it as it is.
 resource apimShared 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!apimSharedSecretExists) {
-  //checkov:skip=CKV_AZURE_41: an expiry date would stop API Management and the app from reading the secret at that moment and take the gateway down; it is rotated by hand (README, "API Management").
+  //checkov:skip=CKV_AZURE_41: an expiry date would stop API Management and the app from reading the secret at that moment and take the gateway down; it is rotated by hand (README, "Rotating the shared secret").
+  //checkov:skip=CKV_AZURE_114: contentType is set below; checkov does not read the properties of a conditional (`= if (...)`) resource.
   parent: vault
   name: apimSharedSecretName
   properties: {
