@@ -53,8 +53,10 @@ param pythonVersion string = '3.11'
 @description('Memory of each Flex Consumption instance, in MB.')
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+// Flex Consumption accepts 40 to 1000 (the plan scales out to 1000 instances).
+@minValue(40)
 @maxValue(1000)
+@description('Most instances the app scales out to. Flex Consumption accepts 40 to 1000.')
 param maximumInstanceCount int = 40
 
 @description('Concurrent HTTP requests per instance (Flex Consumption defaults to 1 for Python; the gateway is async).')
@@ -94,14 +96,17 @@ param apimPublisherEmail string = 'admin@example.com'
 
 param apimPublisherName string = 'LLM gateway'
 
-@description('Tokens per minute for each API Management subscription (llm-token-limit).')
+@description('Tokens per minute for each API Management subscription (azure-openai-token-limit).')
 @minValue(1)
 param apimTokensPerMinute int = 100000
 
-// No default and not in main.parameters.json: azd generates it on the first
-// `azd provision` and keeps it in the environment's configuration
-// (infra.parameters.apimSharedSecret), so every later provision passes the
-// same value. Outside azd, pass a long random string.
+// Used once: when the Key Vault secret apim-shared-secret does not exist yet
+// (apimSharedSecretExists false), the template creates it with this value;
+// once it exists, Key Vault is its only home and no provision writes it again,
+// whatever value this parameter has on another machine or a CI runner. azd
+// generates a value on the first `azd provision` (environment configuration,
+// infra.parameters.apimSharedSecret); main.parameters.json maps it to
+// APIM_SHARED_SECRET too, so `azd pipeline config` can pass it to a pipeline.
 @secure()
 @metadata({
   azd: {
@@ -112,8 +117,14 @@ param apimTokensPerMinute int = 100000
     }
   }
 })
-@description('The secret API Management adds to every request (X-APIM-Shared-Secret) and the app requires when API Management is on (APIM_SHARED_SECRET). Stored in Key Vault either way.')
+@description('The first value of the Key Vault secret apim-shared-secret, which API Management adds to every request (X-APIM-Shared-Secret) and the app requires when API Management is on. Written only when the secret does not exist yet.')
 param apimSharedSecret string
+
+@description('Whether the Key Vault secret apim-shared-secret exists already (the preprovision hook, infra/hooks/preprovision.py, finds out): true = the template leaves it as it is.')
+param apimSharedSecretExists bool = false
+
+@description('Restore a soft-deleted API Management instance of this environment instead of creating it (set by the preprovision hook when `azd down` without --purge left one).')
+param apimRestore bool = false
 
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
@@ -174,6 +185,7 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: tags
     enablePurgeProtection: keyVaultPurgeProtection
     apimSharedSecret: apimSharedSecret
+    apimSharedSecretExists: apimSharedSecretExists
   }
 }
 
@@ -220,10 +232,11 @@ var gatewaySettings = {
   MAX_REQUEST_BYTES: '26214400'
   REQUEST_TIMEOUT_SECONDS: '230' // Azure's front end ends responses at about 230 s
   STREAM_FIRST_BYTE_TIMEOUT_SECONDS: '60'
-  // With API Management: only requests carrying its shared secret are served
-  // (a Key Vault reference, resolved by the platform with the app's identity).
-  // Without: empty, the gate is open.
-  APIM_SHARED_SECRET: enableApiManagement ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.apimSharedSecretUri})' : ''
+  // With API Management, Key Vault secrets the app reads itself (shared/gate.py;
+  // a platform Key Vault reference would not resolve once the vault is
+  // network-restricted). Without, empty, the gate is open.
+  APIM_SHARED_SECRET: enableApiManagement ? '$${keyVault.outputs.apimSharedSecretName}' : ''
+  APIM_SHARED_SECRET_PREVIOUS: enableApiManagement ? '$${keyVault.outputs.apimSharedSecretPreviousName}' : ''
   // Local-file stores; unused while COSMOS_URL is set.
   MODELS_FILE: 'models.json'
   PROJECTS_FILE: 'projects.json'
@@ -271,7 +284,8 @@ module apim 'modules/apim.bicep' = if (enableApiManagement) {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultName: keyVault.outputs.name
     sharedSecretName: keyVault.outputs.apimSharedSecretName
-    sharedSecretUri: keyVault.outputs.apimSharedSecretUri
+    sharedSecretVersionUri: keyVault.outputs.apimSharedSecretVersionUri
+    restore: apimRestore
   }
 }
 

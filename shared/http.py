@@ -192,7 +192,7 @@ async def respond(request: Request, operation: Operation, max_body_bytes: int, g
     refuses is answered before anything else about it is looked at.
     """
     request_id = request_id_for(request)
-    if (refusal := gate.refusal(request.url.path, request.headers)) is not None:
+    if (refusal := await gate.refusal(request.url.path, request.headers)) is not None:
         return error_response(refusal, request_id)
     return await telemetry.traced_request(
         request, request_id, lambda: _respond(request, request_id, operation, max_body_bytes)

@@ -50,7 +50,7 @@ RETRY_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class _Cached:
-    value: str
+    value: str | None  # None: the source has no such secret
     fetched_at: float
     fresh_until: float
 
@@ -64,7 +64,10 @@ class SecretResolver:
     again (so a rotation is picked up); when that look-up fails, the value
     known before is served for up to `stale_seconds` past its TTL, asked for
     again at most every `RETRY_SECONDS`, so a vault outage does not stop
-    models whose secrets were known a moment ago.
+    models whose secrets were known a moment ago. That a secret does not
+    exist is remembered for `RETRY_SECONDS` (or the TTL, if shorter), so a
+    missing secret costs one source call per period, not one per request, and
+    a secret added later is found within that period.
     """
 
     def __init__(
@@ -82,6 +85,16 @@ class SecretResolver:
         self._lookups = SingleFlight(self._read)
 
     async def resolve(self, name: str, *, model_id: str) -> str:
+        value = await self.lookup(name)
+        if value is None:
+            raise ConfigurationError(
+                f"Model '{model_id}' is misconfigured: secret reference ${name} "
+                f"does not resolve in {self.source.description}."
+            )
+        return value
+
+    async def lookup(self, name: str) -> str | None:
+        """The value of secret `name`, or None when the source has no such secret."""
         cached = self._cache.get(name)
         now = self._clock()
         if cached is not None and now < cached.fresh_until:
@@ -96,11 +109,6 @@ class SecretResolver:
             )
             self._cache[name] = _Cached(cached.value, cached.fetched_at, now + RETRY_SECONDS)
             return cached.value
-        if value is None:
-            raise ConfigurationError(
-                f"Model '{model_id}' is misconfigured: secret reference ${name} "
-                f"does not resolve in {self.source.description}."
-            )
         return value
 
     async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]:
@@ -114,9 +122,9 @@ class SecretResolver:
 
     async def _read(self, name: str) -> str | None:
         value = await self.source.get(name)
-        if value is not None:
-            now = self._clock()
-            self._cache[name] = _Cached(value, now, now + self.ttl_seconds)
+        now = self._clock()
+        fresh_for = self.ttl_seconds if value is not None else min(self.ttl_seconds, RETRY_SECONDS)
+        self._cache[name] = _Cached(value, now, now + fresh_for)
         return value
 
 

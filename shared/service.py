@@ -77,7 +77,7 @@ def build_gateway(settings: Settings) -> Gateway:
 settings = Settings.from_environment()
 telemetry.configure(settings)
 gateway = build_gateway(settings)
-gate = Gate(settings.apim_shared_secret)
+gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
 
 
 async def handle(request: Request, operation: Operation) -> Response:

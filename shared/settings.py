@@ -31,6 +31,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "STORE_TIMEOUT_SECONDS",
     "STORE_STALE_SECONDS",
     "APIM_SHARED_SECRET",
+    "APIM_SHARED_SECRET_PREVIOUS",
 )
 
 #: Set by the platform (infra/modules/function-app.bicep), read here too:
@@ -93,8 +94,11 @@ class Settings:
     store_timeout_seconds: float = 5.0
     #: How long keys, the catalog and secrets known a moment ago are served while their store is down.
     store_stale_seconds: float = 900.0
-    #: The secret API Management adds to every request (shared.gate); unset = the gate is open.
+    #: The secret API Management adds to every request, or a "$NAME" reference to it (shared.gate);
+    #: unset = the gate is open.
     apim_shared_secret: str | None = field(default=None, repr=False)
+    #: A second secret (or reference) the gate accepts while a rotation is under way.
+    apim_shared_secret_previous: str | None = field(default=None, repr=False)
     applicationinsights_connection_string: str | None = None
 
     @classmethod
@@ -137,4 +141,5 @@ class Settings:
             applicationinsights_connection_string=text(TELEMETRY_SETTING),
             max_request_bytes=int(_number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))),
             apim_shared_secret=text("APIM_SHARED_SECRET"),
+            apim_shared_secret_previous=text("APIM_SHARED_SECRET_PREVIOUS"),
         )

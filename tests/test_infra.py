@@ -456,10 +456,10 @@ def test_api_management_policy_streams_and_sends_the_shared_secret():
 def test_the_llm_operations_limit_and_meter_tokens():
     policy = ET.fromstring(LLM_POLICY.read_text())
     assert policy.find("./inbound/base") is not None, "the API-level policy (shared secret) must run first"
-    limit = policy.find("./inbound/llm-token-limit")
+    limit = policy.find("./inbound/azure-openai-token-limit")
     assert limit is not None, "a token limit policy is required"
     assert "context.Subscription.Id" in limit.get("counter-key", "")
-    metric = policy.find("./inbound/llm-emit-token-metric")
+    metric = policy.find("./inbound/azure-openai-emit-token-metric")
     assert metric is not None
     assert {d.get("name") for d in metric.iter("dimension")} == {"Subscription ID", "API ID", "Operation ID"}
     text = bicep(MODULES / "apim.bicep")
@@ -485,7 +485,7 @@ def test_api_management_reads_the_shared_secret_from_key_vault():
     text = bicep(MODULES / "apim.bicep")
     named_value = resource_block(text, "sharedSecretValue")
     assert re.search(r"secret:\s*true", named_value)
-    assert re.search(r"secretIdentifier:\s*sharedSecretUri", named_value)
+    assert re.search(r"secretIdentifier:\s*sharedSecretVersionUri", named_value)
     assert re.search(r"identityClientId:\s*secretReader\.properties\.clientId", named_value)
     assert re.search(r"name:\s*'apim-shared-secret'", named_value)
     access = resource_block(text, "sharedSecretAccess")
@@ -496,13 +496,14 @@ def test_api_management_reads_the_shared_secret_from_key_vault():
 
 
 def test_the_app_requires_the_shared_secret_when_api_management_is_on():
-    setting = gateway_settings()["APIM_SHARED_SECRET"]
-    assert setting == (
-        "enableApiManagement ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.apimSharedSecretUri})' : ''"
+    settings = gateway_settings()
+    assert settings["APIM_SHARED_SECRET"] == "enableApiManagement ? '$${keyVault.outputs.apimSharedSecretName}' : ''"
+    assert settings["APIM_SHARED_SECRET_PREVIOUS"] == (
+        "enableApiManagement ? '$${keyVault.outputs.apimSharedSecretPreviousName}' : ''"
     )
-    assert "keyVaultReferenceIdentity: identityId" in site_resource()
     vault = bicep(MODULES / "keyvault.bicep")
-    assert re.search(r"output apimSharedSecretUri string = apimShared\.properties\.secretUri", vault)
+    assert "var apimSharedSecretName = 'apim-shared-secret'" in vault
+    assert "var apimSharedSecretPreviousName = 'apim-shared-secret-previous'" in vault
     main = bicep(MAIN)
     assert "@secure()" in main.split("param apimSharedSecret string")[0].rsplit("param ", 1)[-1]
     assert "type: 'generate'" in main.split("param apimSharedSecret string")[0].rsplit("param ", 1)[-1]
@@ -565,7 +566,6 @@ def test_parameters_file_matches_main():
     assert not unknown, f"main.parameters.json sets undeclared parameters: {unknown}"
     generated = azd_generated_params(text)
     assert generated == {"apimSharedSecret"}, generated
-    assert not generated & values.keys(), "azd generates only parameters the file leaves out"
     required = {name for name, has_default in params.items() if not has_default} - generated
     assert required <= values.keys(), f"main.parameters.json lacks: {required - values.keys()}"
 
@@ -610,3 +610,131 @@ def test_azure_yaml_deploys_the_function_app():
 def test_the_deployment_package_leaves_out_bytecode_and_development_files():
     ignored = set((REPO / ".funcignore").read_text().split())
     assert {"__pycache__/", ".venv/", "tests/", "infra/", "local.settings.json"} <= ignored
+
+
+# --- the deployment holds (issue 19) ----------------------------------------
+
+
+def parameter_decorators(text: str, name: str) -> str:
+    """The decorators and comments above `param <name>`."""
+    before = text.split(f"\nparam {name} ", 1)[0]
+    return before.rsplit("\n\n", 1)[-1]
+
+
+def test_azd_pipeline_config_finds_every_prompted_parameter_mapped():
+    """`azd pipeline config` stops at a parameter whose value came from a local
+    prompt or generation and that has no environment mapping."""
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name in azd_generated_params(bicep(MAIN)):
+        assert name in values, f"map {name} to an environment variable in main.parameters.json"
+    assert values["apimSharedSecret"]["value"] == "${APIM_SHARED_SECRET}"
+
+
+def test_the_shared_secret_is_created_once_and_never_overwritten():
+    vault = bicep(MODULES / "keyvault.bicep")
+    assert re.search(
+        r"^resource apimShared 'Microsoft\.KeyVault/vaults/secrets@[^']+' = if \(!apimSharedSecretExists\) \{$",
+        vault,
+        re.MULTILINE,
+    ), "the template must write the secret only when it does not exist yet"
+    main = bicep(MAIN)
+    assert "param apimSharedSecretExists bool = false" in main
+    module = block(main, "module keyVault 'modules/keyvault.bicep' = {")
+    assert re.search(r"apimSharedSecretExists:\s*apimSharedSecretExists", module)
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["apimSharedSecretExists"]["value"] == "${APIM_SHARED_SECRET_EXISTS=false}"
+    # Whoever provisions finds out first: azd runs the hook before every provision.
+    hooks = yaml.safe_load((REPO / "azure.yaml").read_text())["hooks"]["preprovision"]
+    for platform in ("posix", "windows"):
+        assert hooks[platform]["run"].split()[-1] == "infra/hooks/preprovision.py"
+    assert (INFRA / "hooks" / "preprovision.py").is_file()
+    hook = (INFRA / "hooks" / "preprovision.py").read_text()
+    assert '"APIM_SHARED_SECRET_EXISTS"' in hook and '"APIM_RESTORE"' in hook
+
+
+def test_api_management_switches_secret_versions_only_when_provisioned():
+    """Pinned to the version current at provision time, so API Management does
+    not pick up a rotated secret before every app instance accepts it."""
+    vault = bicep(MODULES / "keyvault.bicep")
+    output = re.search(r"^output apimSharedSecretVersionUri string = (.*)$", vault, re.MULTILINE)
+    assert output, "keyvault.bicep must output the current version's URI"
+    assert output.group(1) == (
+        "apimSharedSecretExists ? existingApimShared.properties.secretUriWithVersion "
+        ": apimShared.properties.secretUriWithVersion"
+    )
+    assert not re.search(r"properties\.secretUri\b", vault), "a versionless URI would let API Management switch alone"
+    main = bicep(MAIN)
+    assert re.search(
+        r"sharedSecretVersionUri:\s*keyVault\.outputs\.apimSharedSecretVersionUri",
+        block(main, "module apim 'modules/apim.bicep' = if (enableApiManagement) {"),
+    )
+
+
+def test_no_key_vault_reference_anywhere():
+    """Key Vault references do not resolve on Flex Consumption once the vault is
+    network-restricted (they need vnetRouteAllEnabled, which Flex rejects): the
+    app reads its secrets with its own Key Vault client."""
+    for path in sorted(INFRA.rglob("*")):
+        if path.is_file() and path.suffix in (".bicep", ".json", ".xml"):
+            text = path.read_text()
+            assert "@Microsoft.KeyVault(" not in text, f"{path.name} holds a Key Vault reference"
+            assert "keyVaultReferenceIdentity" not in text, f"{path.name}: no Key Vault references to resolve"
+    for name, value in gateway_settings().items():
+        assert "Microsoft.KeyVault" not in value, name
+
+
+def test_maximum_instance_count_is_bounded_as_flex_consumption_requires():
+    for path in (MAIN, MODULES / "function-app.bicep"):
+        decorators = parameter_decorators(bicep(path), "maximumInstanceCount")
+        assert "@minValue(40)" in decorators, f"{path.name}: Flex Consumption rejects fewer than 40"
+        assert "@maxValue(1000)" in decorators, f"{path.name}: Flex Consumption scales out to 1000 at most"
+
+
+def test_publishing_credential_policies_have_a_location():
+    text = bicep(MODULES / "function-app.bicep")
+    policies = re.findall(
+        r"^resource (\w+) 'Microsoft\.Web/sites/basicPublishingCredentialsPolicies@[^']+' = \{$", text, re.MULTILINE
+    )
+    assert sorted(policies) == ["ftp", "scm"]
+    for name in policies:
+        assert re.search(r"^\s*location:\s*location$", resource_block(text, name), re.MULTILINE), name
+
+
+def test_embeddings_are_metered_by_api_management():
+    """llm-token-limit and llm-emit-token-metric are documented for chat
+    completions (and Responses) only; the azure-openai-* policies list
+    embeddings too, so every token-metered operation uses those."""
+    policy = ET.fromstring(LLM_POLICY.read_text())
+    names = {element.tag for element in policy.iter()}
+    assert {"azure-openai-token-limit", "azure-openai-emit-token-metric"} <= names
+    assert not names & {"llm-token-limit", "llm-emit-token-metric"}, "llm-* policies do not count embeddings"
+    metered = set(re.findall(r"'([\w-]+)'", block(bicep(MODULES / "apim.bicep"), "var tokenMeteredOperations = [")))
+    assert {"embeddings", "azure-embeddings", "azure-v1-embeddings"} <= metered
+
+
+def test_a_soft_deleted_api_management_is_restored():
+    apim = bicep(MODULES / "apim.bicep")
+    assert "param restore bool = false" in apim
+    assert re.search(r"^\s*restore:\s*restore$", block(resource_block(apim, "apim"), "properties: {"), re.MULTILINE)
+    main = bicep(MAIN)
+    assert "param apimRestore bool = false" in main
+    assert re.search(
+        r"restore:\s*apimRestore", block(main, "module apim 'modules/apim.bicep' = if (enableApiManagement) {")
+    )
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert values["apimRestore"]["value"] == "${APIM_RESTORE=false}"
+
+
+#: Namespaces that need no registration: Microsoft.Authorization is registered
+#: in every subscription; Cognitive Services accounts are existing ones only.
+ALWAYS_REGISTERED = {"Microsoft.Authorization", "Microsoft.CognitiveServices"}
+
+
+def test_the_readme_lists_the_resource_providers_to_register():
+    used = {
+        namespace for path in BICEP_FILES for namespace in re.findall(r"'(Microsoft\.[A-Za-z]+)/[^'@]+@", bicep(path))
+    } - ALWAYS_REGISTERED
+    readme = (REPO / "README.md").read_text()
+    listed = set(re.findall(r"az provider register --namespace (Microsoft\.[A-Za-z]+)", readme))
+    assert used <= listed, f"add to the README's provider registration: {sorted(used - listed)}"
+    assert listed <= used | {"Microsoft.App"}, f"the templates use none of {sorted(listed - used)}"

@@ -209,3 +209,45 @@ def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):
     log = vault_gateway.log()
     for secret in (VAULT_KEY, ROTATED_KEY, *(token for _, token in identity.tokens_issued)):
         assert secret not in log
+
+
+APIM_SECRET = "apim-secret-from-the-vault-3f9a"
+APIM_PREVIOUS = "apim-previous-from-the-vault-c2d1"
+
+
+@pytest.fixture(scope="module")
+def gated_vault_gateway(vault, identity, tmp_path_factory):
+    """The app as infra/main.bicep sets it up behind API Management: the shared
+    secrets are names of Key Vault secrets, read by the app's own client."""
+    vault.set_secret("apim-shared-secret", APIM_SECRET)
+    vault.set_secret("apim-shared-secret-previous", APIM_PREVIOUS)
+    directory = tmp_path_factory.mktemp("gated-vault-gateway")
+    env = gateway_env(
+        KEY_VAULT_URL=vault.url,
+        KEY_VAULT_VERIFY_CHALLENGE_RESOURCE="false",
+        SSL_CERT_FILE=vault.tls.ca_bundle,
+        SECRET_TTL_SECONDS=str(SECRET_TTL),
+        APIM_SHARED_SECRET="$apim-shared-secret",
+        APIM_SHARED_SECRET_PREVIOUS="$apim-shared-secret-previous",
+        **identity.environment(identity.url),
+    )
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    yield process
+    process.stop()
+
+
+def test_the_gate_reads_the_current_and_previous_secret_from_the_vault(gated_vault_gateway, vault):
+    def status(secret: str) -> int:
+        return httpx.get(f"{gated_vault_gateway.url}/v1/models", headers={"x-apim-shared-secret": secret}).status_code
+
+    assert status(APIM_SECRET) == 200
+    assert status(APIM_PREVIOUS) == 200
+    assert status("$apim-shared-secret") == 403
+    assert status("") == 403
+    assert vault.reads["apim-shared-secret"] == 1 and vault.reads["apim-shared-secret-previous"] == 1
+    # A rotated secret is taken within SECRET_TTL_SECONDS, without a restart.
+    vault.set_secret("apim-shared-secret", "apim-rotated-secret-77b0")
+    time.sleep(SECRET_TTL + 0.2)
+    assert status("apim-rotated-secret-77b0") == 200
+    assert status(APIM_SECRET) == 403
+    assert APIM_SECRET not in gated_vault_gateway.log() and APIM_PREVIOUS not in gated_vault_gateway.log()

@@ -5,9 +5,9 @@
 // around by calling the Function App directly.
 //
 // Tier: BasicV2 or StandardV2. The v2 gateways keep long-running connections
-// open and pass SSE streams through unbuffered, support the llm-token-limit
-// and llm-emit-token-metric policies, and deploy in minutes. The Consumption
-// tier is excluded: it has no llm-token-limit and its shared gateway is not
+// open and pass SSE streams through unbuffered, support the token-limit and
+// token-metric policies (apim-llm-policy.xml), and deploy in minutes. The Consumption
+// tier is excluded: it has no token-limit policy and its shared gateway is not
 // meant for minutes-long streaming responses. Classic Developer/Basic/Standard
 // also work but take 30-45 minutes to create.
 
@@ -34,10 +34,13 @@ param tokensPerMinute int
 param applicationInsightsName string
 param applicationInsightsConnectionString string
 
-@description('Key Vault that holds the shared secret, the secret\'s name and its versionless URI (keyvault.bicep).')
+@description('Key Vault that holds the shared secret, the secret\'s name and the URI of its current version (keyvault.bicep).')
 param keyVaultName string
 param sharedSecretName string
-param sharedSecretUri string
+param sharedSecretVersionUri string
+
+@description('Restore the soft-deleted instance of this name (left by `azd down` without --purge) instead of creating one. API Management then ignores the other service properties.')
+param restore bool = false
 
 // "name METHOD /path" for every route of function_app.py (tests/test_infra.py
 // checks the two lists agree). APIM answers 404 for anything not listed.
@@ -147,6 +150,7 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   properties: {
     publisherEmail: publisherEmail
     publisherName: publisherName
+    restore: restore
   }
 }
 
@@ -191,8 +195,10 @@ resource tokensPerMinuteValue 'Microsoft.ApiManagement/service/namedValues@2024-
   }
 }
 
-// The shared secret, read from Key Vault (versionless: a rotated secret is
-// picked up within four hours, or at once with a refresh of this named value).
+// The shared secret, read from Key Vault: the version that was current at this
+// provision. Pinned, not versionless: API Management must not switch to a
+// rotated secret on its own (it refreshes versionless ones every four hours)
+// before every app instance accepts it; it switches at the next provision.
 resource sharedSecretValue 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'apim-shared-secret'
@@ -200,7 +206,7 @@ resource sharedSecretValue 'Microsoft.ApiManagement/service/namedValues@2024-05-
     displayName: 'apim-shared-secret'
     secret: true
     keyVault: {
-      secretIdentifier: sharedSecretUri
+      secretIdentifier: sharedSecretVersionUri
       identityClientId: secretReader.properties.clientId
     }
   }
@@ -279,7 +285,7 @@ resource tokenPolicies 'Microsoft.ApiManagement/service/apis/operations/policies
   ]
 }]
 
-// Request logs and the token metrics of llm-emit-token-metric ("metrics: true").
+// Request logs and the token metrics of azure-openai-emit-token-metric ("metrics: true").
 // No body bytes are logged: logging a body would make APIM buffer it.
 resource apiDiagnostics 'Microsoft.ApiManagement/service/apis/diagnostics@2024-05-01' = {
   parent: api

@@ -32,7 +32,8 @@ param pythonVersion string = '3.11'
 @description('Memory of each Flex Consumption instance, in MB.')
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+@description('Most instances the app scales out to. Flex Consumption accepts 40 to 1000.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -104,8 +105,6 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
-    // Key Vault references in app settings (APIM_SHARED_SECRET) resolve with the app's identity.
-    keyVaultReferenceIdentity: identityId
     // Only properties Flex Consumption accepts (tests/test_infra.py checks
     // against Microsoft's Flex Consumption deprecation list): the runtime,
     // scale and deployment live in functionAppConfig below.
@@ -152,9 +151,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 // No FTP or basic-auth publishing: `azd deploy` authenticates with Entra ID.
+// `location` as in Azure Verified Modules (avm/res/web/site/basic-publishing-credentials-policy):
+// ARM has been reported to reject these policies without it.
 resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: app
   name: 'ftp'
+  location: location
   properties: {
     allow: false
   }
@@ -163,6 +165,7 @@ resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01'
 resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: app
   name: 'scm'
+  location: location
   properties: {
     allow: false
   }

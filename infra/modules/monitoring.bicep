@@ -29,7 +29,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
     Application_Type: 'web'
     WorkspaceResourceId: logAnalytics.id
     DisableLocalAuth: true
-    // API Management's llm-emit-token-metric sends custom metrics with dimensions
+    // API Management's azure-openai-emit-token-metric sends custom metrics with dimensions
     // (subscription, API, operation); without this they arrive without them.
     #disable-next-line BCP037
     CustomMetricsOptedInType: 'WithDimensions'
