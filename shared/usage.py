@@ -235,7 +235,7 @@ async def copy_usage(database: CosmosDatabase, source_id: str, target: CosmosUsa
     source = await database.container(source_id)
     copied = 0
     refused: list[str] = []
-    async for item in source.query_items("SELECT * FROM c", enable_cross_partition_query=True):
+    async for item in source.query_items("SELECT * FROM c"):  # every partition
         record = {key: value for key, value in item.items() if not key.startswith("_") and key != "partition"}
         try:
             await target.write([record])
