@@ -163,6 +163,16 @@ def test_the_usage_report_totals_match_the_records(metered):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start"
 
 
+def test_a_report_spans_at_most_366_days(metered):
+    """Each day of a report is one query of a Cosmos partition: a report over years would be thousands."""
+    headers = {"Authorization": f"Bearer {TEAM_KEY}"}
+    year = httpx.get(f"{metered.url}/v1/usage", params={"start": "2024-01-01", "end": "2025-01-01"}, headers=headers)
+    assert year.status_code == 200, year.text
+    longer = httpx.get(f"{metered.url}/v1/usage", params={"start": "2001-01-01", "end": "2026-01-01"}, headers=headers)
+    assert longer.status_code == 400 and longer.json()["error"]["param"] == "start"
+    assert "366 days" in longer.json()["error"]["message"]
+
+
 def new_model(fake_url, **overrides):
     return {
         "name": "Added at runtime",
