@@ -43,8 +43,8 @@ ANONYMOUS_PROJECT = "anonymous"
 LOST_RECORD_MARKER = "usage-record"
 
 
-class RecordRefused(Exception):
-    """The store refuses one record for good (retrying it cannot help)."""
+class RecordNotStored(Exception):
+    """The store did not take one record, for `reason`."""
 
     def __init__(self, record: dict[str, Any], reason: str) -> None:
         super().__init__(reason)
@@ -52,7 +52,11 @@ class RecordRefused(Exception):
         self.reason = reason
 
 
-class RecordDeferred(RecordRefused):
+class RecordRefused(RecordNotStored):
+    """The store refuses one record for good (retrying it cannot help)."""
+
+
+class RecordDeferred(RecordNotStored):
     """The store cannot take this record now (its partition is full), but may later; others may go in meanwhile."""
 
 
@@ -187,7 +191,7 @@ class CosmosUsageStore:
                     try:
                         await container.create_item(document)
                     except CosmosHttpResponseError as exc:
-                        kind, answer = cosmos_answer(exc.status_code, exc.sub_status)
+                        kind, answer = cosmos_answer(exc.status_code or 0, exc.sub_status)
                         reason = f"{self.description} answered {answer}"
                         if kind == "busy":
                             raise StoreBusy(reason) from exc
@@ -239,7 +243,7 @@ async def copy_usage(database: CosmosDatabase, source_id: str, target: CosmosUsa
         record = {key: value for key, value in item.items() if not key.startswith("_") and key != "partition"}
         try:
             await target.write([record])
-        except RecordRefused as exc:
+        except RecordNotStored as exc:
             refused.append(f"{record.get('id')}: {exc.reason}")
             continue
         copied += 1
