@@ -15,7 +15,7 @@ import time
 import pytest
 
 from shared.cosmos import CosmosDatabase
-from shared.settings import COSMOS_CONTAINERS, Settings
+from shared.settings import COSMOS_CONTAINERS, Settings, SettingsError
 from shared.stores import cosmos_containers
 from shared.usage import LOST_RECORD_MARKER, CosmosUsageStore, UsageRecorder
 from tests.fakes.cosmos_faults import Fault, FaultyCosmos, partition_of
@@ -262,3 +262,15 @@ def test_records_of_the_former_container_are_copied_into_day_partitions_once(cos
         "r2": "team-a|2026-12-01",
         "r3": "team-b|2026-11-30",
     }
+
+
+@pytest.mark.parametrize(("value", "ttl"), [("30", 30 * 86400), ("0", None), ("", None), (" 365 ", 365 * 86400)])
+def test_usage_retention_days_sets_the_usage_containers_ttl(value, ttl):
+    containers = cosmos_containers(Settings.from_environment({"USAGE_RETENTION_DAYS": value}))
+    assert {c.id: c.default_ttl for c in containers} == {"models": None, "projects": None, USAGE: ttl}
+
+
+@pytest.mark.parametrize("value", ["1.5", "-3", "a month"])
+def test_a_retention_that_is_not_a_whole_number_of_days_is_refused_naming_the_setting(value):
+    with pytest.raises(SettingsError, match="USAGE_RETENTION_DAYS"):
+        Settings.from_environment({"USAGE_RETENTION_DAYS": value})
