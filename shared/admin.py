@@ -199,14 +199,14 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-async def run(arguments: argparse.Namespace, stores: Stores, settings: Settings | None = None) -> str:
+async def run(arguments: argparse.Namespace, stores: Stores, settings: Settings) -> str:
     store = stores.projects
     try:
         if arguments.area in ("cosmos", "usage"):
             if stores.database is None or not isinstance(stores.usage, CosmosUsageStore):
                 raise AdminError("COSMOS_URL is not set: there is no Cosmos database to work on")
             if arguments.area == "cosmos":
-                created = await stores.database.create_containers(cosmos_containers(settings or Settings()))
+                created = await stores.database.create_containers(cosmos_containers(settings))
                 return "\n".join(created)
             return await copy_usage(stores.database, arguments.source, stores.usage)
         match arguments.area, arguments.command:

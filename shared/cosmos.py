@@ -50,12 +50,15 @@ class CosmosDatabase:
 
     async def container(self, container_id: str) -> ContainerProxy:
         if container_id not in self._containers:
-            async with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                database = self._client.get_database_client(self.database_id)
-                self._containers[container_id] = database.get_container_client(container_id)
+            database = (await self._connected()).get_database_client(self.database_id)
+            self._containers[container_id] = database.get_container_client(container_id)
         return self._containers[container_id]
+
+    async def _connected(self) -> CosmosClient:
+        async with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
 
     async def create_containers(self, definitions: list[ContainerDefinition]) -> list[str]:
         """Create the database and those of `definitions` that do not exist; an existing container is left as it is.
@@ -65,10 +68,7 @@ class CosmosDatabase:
         """
         from azure.cosmos import PartitionKey
 
-        async with self._lock:
-            if self._client is None:
-                self._client = self._connect()
-        client = self._client
+        client = await self._connected()
         async with self.timeout():
             database = await client.create_database_if_not_exists(self.database_id)
             existing = {properties["id"] async for properties in database.list_containers()}

@@ -77,7 +77,7 @@ def _days(name: str, value: str) -> int | None:
     if not value.strip():
         return None
     days = _number(name, value)
-    if days != int(days):
+    if not days.is_integer():
         raise SettingsError(f"{name} must be a whole number of days, got {value!r}")
     return int(days) or None
 
