@@ -78,6 +78,10 @@ param cosmosServerless bool = true
 @minValue(1000)
 param cosmosAutoscaleMaxThroughput int = 1000
 
+@description('Days Cosmos keeps each usage record (the usage container\'s default TTL; USAGE_RETENTION_DAYS). 0 = forever.')
+@minValue(0)
+param usageRetentionDays int = 0
+
 @description('Existing Azure OpenAI / AI Services accounts the app may call keylessly: names (in this resource group) or full resource ids. The identity gets "Cognitive Services OpenAI User" on each.')
 param openAiAccounts array = []
 
@@ -174,6 +178,7 @@ module cosmos 'modules/cosmos.bicep' = {
     databaseName: cosmosDatabaseName
     serverless: cosmosServerless
     autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    usageRetentionDays: usageRetentionDays
   }
 }
 
@@ -221,7 +226,8 @@ var gatewaySettings = {
   COSMOS_DATABASE_ID: cosmos.outputs.databaseName
   COSMOS_CONTAINER_ID: 'models' // container ids: modules/cosmos.bicep
   COSMOS_PROJECTS_CONTAINER_ID: 'projects'
-  COSMOS_USAGE_CONTAINER_ID: 'usage'
+  COSMOS_USAGE_CONTAINER_ID: 'usage-by-day'
+  USAGE_RETENTION_DAYS: string(usageRetentionDays)
   COSMOS_VERIFY_TLS: 'true'
   KEY_VAULT_URL: keyVault.outputs.uri
   KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'

@@ -8,6 +8,8 @@
     python -m shared.admin keys list [team-a]
     python -m shared.admin keys disable <key id>
     python -m shared.admin keys delete <key id>
+    python -m shared.admin cosmos create-containers       # emulator / key auth; in Azure the template does it
+    python -m shared.admin usage copy usage                # old `/project` container -> the day-partitioned one
 
 The stores are Cosmos (the `models` and `projects` containers) when
 COSMOS_URL is set, else MODELS_FILE and PROJECTS_FILE, as for the gateway. A new key is printed once; only its
@@ -37,7 +39,8 @@ from .projects import (
     utc_now,
 )
 from .settings import Settings
-from .stores import Stores
+from .stores import Stores, cosmos_containers
+from .usage import CosmosUsageStore, copy_usage
 
 KEY_ID_LENGTH = 12
 
@@ -212,12 +215,25 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("project", nargs="?")
     for command in ("disable", "delete"):
         keys.add_parser(command, help=f"{command} a key").add_argument("key_id")
+    cosmos = areas.add_parser("cosmos", help="the Cosmos database").add_subparsers(dest="command", required=True)
+    cosmos.add_parser("create-containers", help="create the database and missing containers (not in Azure)")
+    usage = areas.add_parser("usage", help="usage records").add_subparsers(dest="command", required=True)
+    usage.add_parser("copy", help="copy every record of an older usage container into the current one").add_argument(
+        "source", help="the older container's id (it is only read)"
+    )
     return root
 
 
-async def run(arguments: argparse.Namespace, stores: Stores) -> str:
+async def run(arguments: argparse.Namespace, stores: Stores, settings: Settings) -> str:
     store = stores.projects
     try:
+        if arguments.area in ("cosmos", "usage"):
+            if stores.database is None or not isinstance(stores.usage, CosmosUsageStore):
+                raise AdminError("COSMOS_URL is not set: there is no Cosmos database to work on")
+            if arguments.area == "cosmos":
+                created = await stores.database.create_containers(cosmos_containers(settings))
+                return "\n".join(created)
+            return await copy_usage(stores.database, arguments.source, stores.usage)
         match arguments.area, arguments.command:
             case "catalog", "validate":
                 return await validate_catalog(arguments.file)
@@ -244,7 +260,8 @@ async def run(arguments: argparse.Namespace, stores: Stores) -> str:
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
-        print(asyncio.run(run(arguments, Stores.from_settings(Settings.from_environment()))))
+        settings = Settings.from_environment()
+        print(asyncio.run(run(arguments, Stores.from_settings(settings), settings)))
     except AdminError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from .domain import Caller, InvalidCatalogEntry, LLMModel
 from .errors import CatalogUnavailable, InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
 from .http import Inbound, JSONResult
 from .projects import Authenticator
-from .usage import ANONYMOUS_PROJECT, UsageStore, summarize, utc_timestamp
+from .usage import ANONYMOUS_PROJECT, MAX_REPORT_DAYS, UsageStore, summarize, utc_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ class Management:
             ) from None
         if start > end:
             raise InvalidRequest("'start' must not be after 'end'.", param="start")
+        if end - start > timedelta(days=MAX_REPORT_DAYS):
+            raise InvalidRequest(f"A report covers at most {MAX_REPORT_DAYS} days: ask for several.", param="start")
         group_by = inbound.query.get("group_by") or None
         if group_by is not None and group_by not in GROUPINGS:
             raise InvalidRequest(f"'group_by' must be one of: {', '.join(GROUPINGS)}.", param="group_by")

@@ -32,17 +32,21 @@ SETTING_NAMES: tuple[str, ...] = (
     "STORE_STALE_SECONDS",
     "APIM_SHARED_SECRET",
     "APIM_SHARED_SECRET_PREVIOUS",
+    "USAGE_RETENTION_DAYS",
 )
 
 #: Set by the platform (infra/modules/function-app.bicep), read here too:
 #: telemetry is exported to Application Insights only when it is set.
 TELEMETRY_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
-#: Default Cosmos container ids and their partition key paths.
+#: Default Cosmos container ids and their partition key paths. Usage records are
+#: partitioned by project and UTC day (shared.usage.usage_partition); a container's
+#: partition key cannot change, so this key came with a new container id
+#: (the former `usage` container was partitioned on `/project`).
 COSMOS_CONTAINERS: dict[str, str] = {
     "models": "/id",
     "projects": "/id",
-    "usage": "/project",
+    "usage-by-day": "/partition",
 }
 
 
@@ -69,6 +73,16 @@ def _number(name: str, value: str) -> float:
     return number
 
 
+def _days(name: str, value: str) -> int | None:
+    """A whole number of days; empty or 0 = none."""
+    if not value.strip():
+        return None
+    days = _number(name, value)
+    if not days.is_integer():
+        raise SettingsError(f"{name} must be a whole number of days, got {value!r}")
+    return int(days) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     cosmos_url: str | None = None
@@ -76,7 +90,7 @@ class Settings:
     cosmos_database_id: str = "llm-proxy"
     cosmos_container_id: str = "models"
     cosmos_projects_container_id: str = "projects"
-    cosmos_usage_container_id: str = "usage"
+    cosmos_usage_container_id: str = "usage-by-day"
     cosmos_verify_tls: bool = True
     models_file: str = "models.json"
     projects_file: str = "projects.json"
@@ -100,6 +114,8 @@ class Settings:
     #: A second secret (or reference) the gate accepts while a rotation is under way.
     apim_shared_secret_previous: str | None = field(default=None, repr=False)
     applicationinsights_connection_string: str | None = None
+    #: How long Cosmos keeps usage records (the container's default TTL); None = forever.
+    usage_retention_days: int | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,4 +158,5 @@ class Settings:
             max_request_bytes=int(_number("MAX_REQUEST_BYTES", env.get("MAX_REQUEST_BYTES", "26214400"))),
             apim_shared_secret=text("APIM_SHARED_SECRET"),
             apim_shared_secret_previous=text("APIM_SHARED_SECRET_PREVIOUS"),
+            usage_retention_days=_days("USAGE_RETENTION_DAYS", env.get("USAGE_RETENTION_DAYS", "")),
         )

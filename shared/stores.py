@@ -6,10 +6,30 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .catalog import CatalogSource, CosmosCatalogSource, FileCatalogSource
-from .cosmos import CosmosDatabase
+from .cosmos import ContainerDefinition, CosmosDatabase
 from .projects import CosmosProjectStore, FileProjectStore, ProjectStore
-from .settings import Settings
-from .usage import CosmosUsageStore, FileUsageStore, UsageStore
+from .settings import COSMOS_CONTAINERS, Settings
+from .usage import USAGE_INDEXING_POLICY, CosmosUsageStore, FileUsageStore, UsageStore
+
+_DAY_SECONDS = 86_400
+
+
+def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
+    """The gateway's containers, under the ids the settings give them."""
+    defaults = Settings()
+    retention = settings.usage_retention_days
+    return [
+        ContainerDefinition(settings.cosmos_container_id, COSMOS_CONTAINERS[defaults.cosmos_container_id]),
+        ContainerDefinition(
+            settings.cosmos_projects_container_id, COSMOS_CONTAINERS[defaults.cosmos_projects_container_id]
+        ),
+        ContainerDefinition(
+            settings.cosmos_usage_container_id,
+            COSMOS_CONTAINERS[defaults.cosmos_usage_container_id],
+            default_ttl=retention * _DAY_SECONDS if retention else None,
+            indexing_policy=USAGE_INDEXING_POLICY,
+        ),
+    ]
 
 
 @dataclass
@@ -20,6 +40,8 @@ class Stores:
     projects: ProjectStore
     usage: UsageStore
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: The Cosmos database, when the stores are in Cosmos.
+    database: CosmosDatabase | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Stores:
@@ -39,6 +61,7 @@ class Stores:
         return cls(
             CosmosCatalogSource(database, settings.cosmos_container_id),
             CosmosProjectStore(database, settings.cosmos_projects_container_id),
-            CosmosUsageStore(database, settings.cosmos_usage_container_id),
+            CosmosUsageStore(database, settings.cosmos_usage_container_id, settings.usage_retention_days),
             [database.close],
+            database,
         )

@@ -364,6 +364,40 @@ def test_cosmos_containers_and_partition_keys():
         assert gateway[setting].strip("'") in declared, f"{setting} names an undeclared container"
 
 
+def test_the_usage_container_is_indexed_as_the_code_indexes_it():
+    """Bicep's usage indexing policy is shared/usage.py's: only what the report query filters on."""
+    from shared.usage import USAGE_INDEXING_POLICY
+
+    policy = block(bicep(MODULES / "cosmos.bicep"), "var usageIndexingPolicy = {")
+    paths = {
+        kind: re.findall(r"path:\s*'([^']+)'", block(policy, f"{kind}: ["))
+        for kind in ("includedPaths", "excludedPaths")
+    }
+    assert paths == {kind: [entry["path"] for entry in USAGE_INDEXING_POLICY[kind]] for kind in paths}
+    assert "/*" in paths["excludedPaths"]
+    assert re.search(r"indexingMode:\s*'consistent'", policy)
+    usage = block(bicep(MODULES / "cosmos.bicep"), "var containers = [").split("name: 'usage-by-day'")[1]
+    assert re.search(r"indexingPolicy:\s*usageIndexingPolicy", usage), "the usage container must use the policy"
+    assert re.search(r"resource:\s*union\(\{.*\},\s*c\.settings\)", bicep(MODULES / "cosmos.bicep"), re.DOTALL)
+
+
+def test_usage_retention_is_one_parameter_for_the_container_ttl_and_the_app():
+    cosmos = bicep(MODULES / "cosmos.bicep")
+    usage = block(cosmos, "var containers = [").split("name: 'usage-by-day'")[1]
+    assert re.search(r"usageRetentionDays > 0 \? \{ defaultTtl: usageRetentionDays \* 86400 \} : \{\}", usage), (
+        "the usage container's defaultTtl must be the retention in seconds, and absent (keep forever) for 0"
+    )
+    assert re.search(r"@minValue\(0\)\s*param usageRetentionDays int = 0", cosmos)
+    main = bicep(MAIN)
+    assert re.search(r"@minValue\(0\)\s*param usageRetentionDays int = 0", main)
+    assert re.search(
+        r"usageRetentionDays:\s*usageRetentionDays", block(main, "module cosmos 'modules/cosmos.bicep' = {")
+    )
+    assert gateway_settings()["USAGE_RETENTION_DAYS"] == "string(usageRetentionDays)"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["usageRetentionDays"] == {"value": "${USAGE_RETENTION_DAYS=0}"}
+
+
 def test_cosmos_data_plane_role_for_the_app():
     text = bicep(MODULES / "rbac.bicep")
     assert "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments" in text

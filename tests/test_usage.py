@@ -6,6 +6,7 @@ import httpx
 import openai
 import pytest
 
+from shared.settings import COSMOS_CONTAINERS, Settings
 from tests.conftest import catalog_documents, gateway_env
 from tests.support import CosmosServer, GatewayProcess, project_documents, write_catalog, write_projects
 
@@ -16,6 +17,7 @@ CHAT_COST = (3 * 0.0025 + 4 * 0.01) / 1000
 
 
 KEYS = {TEAM_KEY: "team-a", ADMIN_KEY: "platform"}
+USAGE_CONTAINER = Settings().cosmos_usage_container_id
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,16 @@ def test_the_usage_report_totals_match_the_records(metered):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start"
 
 
+def test_a_report_spans_at_most_366_days(metered):
+    """Each day of a report is one query of a Cosmos partition: a report over years would be thousands."""
+    headers = {"Authorization": f"Bearer {TEAM_KEY}"}
+    year = httpx.get(f"{metered.url}/v1/usage", params={"start": "2024-01-01", "end": "2025-01-01"}, headers=headers)
+    assert year.status_code == 200, year.text
+    longer = httpx.get(f"{metered.url}/v1/usage", params={"start": "2001-01-01", "end": "2026-01-01"}, headers=headers)
+    assert longer.status_code == 400 and longer.json()["error"]["param"] == "start"
+    assert "366 days" in longer.json()["error"]["message"]
+
+
 def new_model(fake_url, **overrides):
     return {
         "name": "Added at runtime",
@@ -232,12 +244,11 @@ def test_admin_refuses_invalid_documents_naming_the_field(metered, fake_azure, o
 
 def test_usage_survives_a_cosmos_outage(fake_azure, tmp_path):
     server = CosmosServer().start()
-    containers = {"models": "/id", "projects": "/id", "usage": "/project"}
 
     def seed():
         server.seed("usage-test", "models", "/id", catalog_documents(fake_azure.url))
         server.seed("usage-test", "projects", "/id", project_documents(KEYS, admins={"platform"}))
-        server.seed("usage-test", "usage", containers["usage"], [])
+        server.seed("usage-test", USAGE_CONTAINER, COSMOS_CONTAINERS[USAGE_CONTAINER], [])
 
     seed()
     env = gateway_env(ALLOW_ANONYMOUS="false", **server.settings("usage-test"))
@@ -265,7 +276,7 @@ def wait_for_cosmos(server, request_ids, timeout=15.0):
     container = (
         CosmosClient(server.url, credential=CosmosServer.KEY, connection_verify=False)
         .get_database_client("usage-test")
-        .get_container_client("usage")
+        .get_container_client(USAGE_CONTAINER)
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

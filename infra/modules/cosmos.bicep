@@ -14,20 +14,53 @@ param serverless bool = true
 @minValue(1000)
 param autoscaleMaxThroughput int = 1000
 
+@description('Days Cosmos keeps each usage record (default TTL of the usage container). 0 = forever.')
+@minValue(0)
+param usageRetentionDays int = 0
+
+// The usage container's indexing policy: only what the report query filters on
+// (shared/usage.py USAGE_INDEXING_POLICY; tests/test_infra.py checks).
+var usageIndexingPolicy = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/partition/?'
+    }
+    {
+      path: '/timestamp/?'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/*'
+    }
+    {
+      path: '/"_etag"/?'
+    }
+  ]
+}
+
 // The containers the gateway reads and writes, with their partition keys.
 // Names and keys must match shared/settings.py COSMOS_CONTAINERS (tests/test_infra.py checks).
 var containers = [
   {
     name: 'models' // model catalog (COSMOS_CONTAINER_ID)
     partitionKey: '/id'
+    settings: {}
   }
   {
     name: 'projects' // projects and API key hashes (COSMOS_PROJECTS_CONTAINER_ID)
     partitionKey: '/id'
+    settings: {}
   }
   {
-    name: 'usage' // one record per call (COSMOS_USAGE_CONTAINER_ID)
-    partitionKey: '/project'
+    // One record per call (COSMOS_USAGE_CONTAINER_ID), partitioned by project and UTC day
+    // ('<project>|YYYY-MM-DD'), so no logical partition outgrows Cosmos's 20 GB. It replaces
+    // the former 'usage' container (partition key '/project'), which a redeploy leaves as it was.
+    name: 'usage-by-day'
+    partitionKey: '/partition'
+    settings: union({ indexingPolicy: usageIndexingPolicy }, usageRetentionDays > 0 ? { defaultTtl: usageRetentionDays * 86400 } : {})
   }
 ]
 
@@ -81,7 +114,7 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
   parent: database
   name: c.name
   properties: {
-    resource: {
+    resource: union({
       id: c.name
       partitionKey: {
         paths: [
@@ -90,7 +123,7 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
         kind: 'Hash'
         version: 2
       }
-    }
+    }, c.settings)
   }
 }]
 
