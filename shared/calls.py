@@ -7,7 +7,8 @@ on one deployment) on each candidate deployment in the router's order until
 one succeeds, all within the deadline. There are two kinds:
 
 - `Call.whole(attempt)`: the attempt returns an `Answer`, the whole result
-  and its token counts.
+  and its token counts, within the first-byte budget of a whole answer, so
+  a deployment that accepts and never answers is left for the next one.
 - `Call.stream(attempt)`: the attempt opens an `Upstream`, a provider stream.
   The call waits for its first event within the first-byte budget, so a
   stream that fails to start can still move on to another deployment. Then
@@ -41,10 +42,14 @@ Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
 
 @dataclass(frozen=True)
 class Limits:
-    """Time budgets: the whole request, and a stream's first event."""
+    """Time budgets: the whole request; per attempt, a stream's first event and a
+    whole answer's first byte (it comes when the provider has produced the answer).
+    An attempt's connection has its own budget, kept by the HTTP clients
+    (`providers.ProviderCall.connect_seconds`)."""
 
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
+    whole_first_byte_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,18 @@ class Call:
         self.limits = limits
 
     async def whole(self, attempt: Attempt[Answer[T]]) -> tuple[LLMModel, T]:
-        """The model that answered and its answer's body; metered."""
-        model, answer = await self._run(attempt)
+        """The model that answered and its answer's body; metered. An attempt
+        without its answer within the first-byte budget is a timeout, so the
+        next deployment is tried."""
+
+        async def answered(model: LLMModel, call: ProviderCall) -> Answer[T]:
+            try:
+                async with asyncio.timeout(self.limits.whole_first_byte_seconds):
+                    return await attempt(model, call)
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
+
+        model, answer = await self._run(answered)
         self.meter.response_model = answer.model
         if answer.usage is not None:
             self.meter.count(answer.usage)

@@ -9,11 +9,12 @@ must never let one model borrow another's key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -22,6 +23,8 @@ from .errors import ConfigurationError
 from .secrets import SecretResolver
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
+#: The longest wait for a connection to a provider (TCP and TLS), per attempt (`UPSTREAM_CONNECT_SECONDS`).
+DEFAULT_CONNECT_SECONDS = 5.0
 DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 MOCK_DEFAULT_RESPONSE = "Hello! This is the gateway's Mock model: no provider was called."
@@ -73,7 +76,10 @@ class AzureDeployment:
     deployment: str
     api_version: str
     headers: dict[str, str] = field(repr=False)
+    #: The longest wait for bytes from the provider (the catalog's `timeout`).
     timeout: float
+    #: The longest wait for a new connection (TCP and TLS).
+    connect_seconds: float
     #: The credential in `headers`, kept out of error messages.
     secret: str = field(repr=False)
 
@@ -130,6 +136,16 @@ class ProviderCall:
     raw_messages: bool = False
     #: An Azure OpenAI deployment's address and headers, when the relay calls it (see `relayable_azure`).
     azure_relay: AzureDeployment | None = None
+    #: The longest wait for a new connection to the provider (TCP and TLS).
+    connect_seconds: float = DEFAULT_CONNECT_SECONDS
+
+    def http_timeout(self) -> Any:
+        """The attempt's `httpx.Timeout`: the connect budget, then the model's
+        `timeout` for each wait for bytes (LiteLLM's `timeout` argument)."""
+        import httpx
+
+        timeout = self.arguments["timeout"]
+        return httpx.Timeout(timeout, connect=min(self.connect_seconds, timeout))
 
     def keyword_arguments(self, request: dict[str, Any]) -> dict[str, Any]:
         """LiteLLM's keyword arguments: the request's, then this deployment's.
@@ -140,7 +156,10 @@ class ProviderCall:
         Python on the event loop, about 4.5 s per MB of messages, and every
         other request of the worker waits.
         """
-        merged = request | self.arguments
+        merged = request | self.arguments | {"timeout": self.http_timeout()}
+        if "vertex_project" in self.arguments:
+            # LiteLLM passes Vertex calls a number, the same wait for every phase: the client caps connecting.
+            merged["client"] = _connect_capped_client(self.connect_seconds, self.arguments["timeout"])
         if self.raw_messages and "messages" in request:
             merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
             merged["messages"] = [PLACEHOLDER_MESSAGE]
@@ -148,18 +167,23 @@ class ProviderCall:
 
 
 class ProviderMapper:
-    def __init__(self, secrets: SecretResolver, tokens: TokenSource) -> None:
+    def __init__(
+        self, secrets: SecretResolver, tokens: TokenSource, connect_seconds: float = DEFAULT_CONNECT_SECONDS
+    ) -> None:
         self.secrets = secrets
         self.tokens = tokens
+        self.connect_seconds = connect_seconds
         self._azure_clients: dict[tuple[str, str, str], Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
         if model.provider is Provider.AZURE:
-            return await self._azure(model, deployment, parameters)
-        if model.provider is Provider.MOCK:
-            return _mock(model, deployment, parameters)
-        return self._vertex(model, deployment, parameters)
+            call = await self._azure(model, deployment, parameters)
+        elif model.provider is Provider.MOCK:
+            call = _mock(model, deployment, parameters)
+        else:
+            call = self._vertex(model, deployment, parameters)
+        return replace(call, connect_seconds=self.connect_seconds)
 
     async def _azure(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         api_base = parameters.get("api_base") or parameters.get("endpoint")
@@ -183,7 +207,13 @@ class ProviderMapper:
         if raw_messages and relayable_azure(api_base, arguments["api_version"], deployment.code):
             endpoint = api_base.rstrip("/")
             relay = AzureDeployment(
-                endpoint, deployment.code, arguments["api_version"], auth, arguments["timeout"], secret
+                endpoint,
+                deployment.code,
+                arguments["api_version"],
+                auth,
+                arguments["timeout"],
+                min(self.connect_seconds, arguments["timeout"]),
+                secret,
             )
         return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
@@ -272,3 +302,24 @@ def mock_embeddings(vector: list[float], given: Any, model_id: str) -> dict[str,
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:
     timeout = parameters.get("timeout", DEFAULT_TIMEOUT_SECONDS)
     return {"model": model.litellm_model_for(deployment.code), "timeout": float(timeout), "max_retries": 0}
+
+
+@functools.cache
+def _connect_capped_client(connect_seconds: float, timeout: float) -> Any:
+    """A LiteLLM HTTP client (one per budget and model `timeout`, for the process)
+    whose requests wait at most `connect_seconds` for a connection, whatever
+    timeout LiteLLM gives them, and `timeout` for each wait for bytes."""
+    import httpx
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    async def cap_connect(request: httpx.Request) -> None:
+        limits = request.extensions.get("timeout") or {}
+        connect = limits.get("connect")
+        request.extensions["timeout"] = limits | {
+            "connect": connect_seconds if connect is None else min(connect, connect_seconds)
+        }
+
+    return AsyncHTTPHandler(
+        timeout=httpx.Timeout(timeout, connect=min(connect_seconds, timeout)),
+        event_hooks={"request": [cap_connect]},
+    )
