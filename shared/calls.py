@@ -115,9 +115,10 @@ class Call:
         return model, answer.body
 
     async def stream(self, attempt: Attempt[Upstream]) -> tuple[LLMModel, AsyncGenerator[Event, None]]:
-        """The model whose stream started and its events; metered when the stream ends."""
+        """The model whose stream started and its events; metered when the stream
+        ends (a stream the provider ends before any event, as soon as that is known)."""
 
-        async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+        async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None] | None:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
@@ -125,7 +126,7 @@ class Call:
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
-                        return events
+                        return None
                     except BaseException:
                         await events.aclose()
                         raise
@@ -133,7 +134,11 @@ class Call:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
 
-        return await self._run(started, healthy_on_return=False)
+        model, events = await self._run(started, healthy_on_return=False)
+        if events is None:  # the caller gets an empty stream: a success without tokens
+            self.meter.finish(200)
+            return model, _no_events()
+        return model, events
 
     async def _run(self, attempt: Attempt[T], healthy_on_return: bool = True) -> tuple[LLMModel, T]:
         """Run `attempt` on the deployments and fallbacks within the deadline;
@@ -162,7 +167,9 @@ class Call:
 
     async def _events(self, model: LLMModel, call: ProviderCall, upstream: Upstream) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
-        sent, the stream is metered when it ends, with the status the caller saw.
+        sent, the stream is metered when it ends, with the status the caller saw
+        (one that ends before its first event is `stream`'s to finish, once the
+        attempt is known to have succeeded).
         The deployment's health is settled then too: healthy when the stream
         was read to its end, one failure more when the provider broke it off."""
         deployment = health_key(model, call.deployment)
@@ -200,11 +207,17 @@ class Call:
             if aclose is not None:
                 await aclose()
             await upstream.close(status == 200)
-            if sent:
+            if sent or status == 200:
                 if upstream.usage:
                     self.meter.count(upstream.usage)
                 self.meter.response_model = upstream.model
+            if sent:
                 self.meter.finish(status)
+
+
+async def _no_events() -> AsyncGenerator[Event, None]:
+    for event in ():
+        yield event
 
 
 async def _chain(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:

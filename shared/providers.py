@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -138,6 +139,8 @@ class ProviderCall:
     azure_relay: AzureDeployment | None = None
     #: The longest wait for a new connection to the provider (TCP and TLS).
     connect_seconds: float = DEFAULT_CONNECT_SECONDS
+    #: LiteLLM's HTTP client for this call, when the `timeout` argument cannot carry the connect budget.
+    litellm_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def http_timeout(self) -> Any:
         """The attempt's `httpx.Timeout`: the connect budget, then the model's
@@ -157,9 +160,8 @@ class ProviderCall:
         other request of the worker waits.
         """
         merged = request | self.arguments | {"timeout": self.http_timeout()}
-        if "vertex_project" in self.arguments:
-            # LiteLLM passes Vertex calls a number, the same wait for every phase: the client caps connecting.
-            merged["client"] = _connect_capped_client(self.connect_seconds, self.arguments["timeout"])
+        if self.litellm_client is not None:
+            merged["client"] = self.litellm_client()
         if self.raw_messages and "messages" in request:
             merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
             merged["messages"] = [PLACEHOLDER_MESSAGE]
@@ -174,6 +176,7 @@ class ProviderMapper:
         self.tokens = tokens
         self.connect_seconds = connect_seconds
         self._azure_clients: dict[tuple[str, str, str], Any] = {}
+        self._vertex_clients: dict[float, Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
@@ -247,11 +250,38 @@ class ProviderMapper:
     async def _entra_token(self) -> str:
         return await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
 
+    def vertex_client(self, timeout: float) -> Any:
+        """LiteLLM's HTTP client for Vertex calls of models with this `timeout`,
+        one per value, reused. LiteLLM gives Vertex requests a number, one wait
+        for every phase (it keeps an `httpx.Timeout` only for OpenAI and Azure),
+        so this client caps each request's wait for a connection at the budget;
+        called once LiteLLM is loaded."""
+        client = self._vertex_clients.get(timeout)
+        if client is None:
+            import httpx
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            connect_seconds = min(self.connect_seconds, timeout)
+
+            async def cap_connect(request: httpx.Request) -> None:
+                limits = request.extensions.get("timeout") or {}
+                given = limits.get("connect")
+                request.extensions["timeout"] = limits | {
+                    "connect": connect_seconds if given is None else min(given, connect_seconds)
+                }
+
+            client = AsyncHTTPHandler(
+                timeout=httpx.Timeout(timeout, connect=connect_seconds), event_hooks={"request": [cap_connect]}
+            )
+            self._vertex_clients[timeout] = client
+        return client
+
     async def close(self) -> None:
-        """Close the clients `azure_client` made (at shutdown)."""
-        for client in self._azure_clients.values():
+        """Close the clients `azure_client` and `vertex_client` made (at shutdown)."""
+        for client in [*self._azure_clients.values(), *self._vertex_clients.values()]:
             await client.close()
         self._azure_clients.clear()
+        self._vertex_clients.clear()
 
     def _vertex(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         arguments = _common(model, deployment, parameters) | {
@@ -260,9 +290,10 @@ class ProviderMapper:
         }
         if parameters.get("api_base"):
             arguments["api_base"] = parameters["api_base"]
+        client = functools.partial(self.vertex_client, arguments["timeout"])
         credentials = parameters.get("secret_name")
         if not credentials:
-            return ProviderCall(deployment, arguments)
+            return ProviderCall(deployment, arguments, litellm_client=client)
         try:
             account = json.loads(credentials)
         except ValueError:
@@ -271,7 +302,8 @@ class ProviderMapper:
                 "is not a service-account JSON document."
             ) from None
         arguments["vertex_credentials"] = account
-        return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
+        secrets = (credentials, str(account.get("private_key", "")))
+        return ProviderCall(deployment, arguments, secrets, litellm_client=client)
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
@@ -302,24 +334,3 @@ def mock_embeddings(vector: list[float], given: Any, model_id: str) -> dict[str,
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:
     timeout = parameters.get("timeout", DEFAULT_TIMEOUT_SECONDS)
     return {"model": model.litellm_model_for(deployment.code), "timeout": float(timeout), "max_retries": 0}
-
-
-@functools.cache
-def _connect_capped_client(connect_seconds: float, timeout: float) -> Any:
-    """A LiteLLM HTTP client (one per budget and model `timeout`, for the process)
-    whose requests wait at most `connect_seconds` for a connection, whatever
-    timeout LiteLLM gives them, and `timeout` for each wait for bytes."""
-    import httpx
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-    async def cap_connect(request: httpx.Request) -> None:
-        limits = request.extensions.get("timeout") or {}
-        connect = limits.get("connect")
-        request.extensions["timeout"] = limits | {
-            "connect": connect_seconds if connect is None else min(connect, connect_seconds)
-        }
-
-    return AsyncHTTPHandler(
-        timeout=httpx.Timeout(timeout, connect=min(connect_seconds, timeout)),
-        event_hooks={"request": [cap_connect]},
-    )
