@@ -24,7 +24,8 @@ from tests.support import GatewayProcess, write_catalog
 
 USER = [{"role": "user", "content": "hello there"}]
 CONNECT_SECONDS = 0.5
-FIRST_BYTE_SECONDS = 1.0
+#: Far enough above the connect budget that a test can tell which one fired.
+FIRST_BYTE_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +64,12 @@ def budgeted(black_hole, silent, fake_azure, google, tmp_path_factory) -> Iterat
     oauth, vertex = google
     account = make_service_account(oauth.token_uri(oauth.url), ACCOUNT_ONE, "proj-one")
 
-    def azure(model_id: str, dead_end: str) -> dict:
+    def azure(model_id: str, dead_end: str, **extra: object) -> dict:
         dead, healthy = (
             {"name": name, "code": "dep-a", "priority": priority, "parameters": {"endpoint": url}}
             for name, url, priority in (("dead-end", dead_end, 0), ("healthy", fake_azure.url, 1))
         )
-        return azure_entry(model_id, "dep-a", fake_azure.url, deployments=[dead, healthy])
+        return azure_entry(model_id, "dep-a", fake_azure.url, deployments=[dead, healthy], **extra)
 
     def gemini(model_id: str, dead_end: str) -> dict:
         dead, healthy = (
@@ -82,6 +83,7 @@ def budgeted(black_hole, silent, fake_azure, google, tmp_path_factory) -> Iterat
         vertex_entry("gemini-ready", "GoogleVertex", "gemini-2.0-flash", vertex.url),
         azure("relay-black-hole", black_hole),
         azure("relay-silent", silent),
+        azure("responses-black-hole", black_hole, operations=["Responses"]),  # Azure through LiteLLM
         gemini("gemini-black-hole", black_hole),
         gemini("gemini-silent", silent),
         azure_entry(
@@ -121,6 +123,18 @@ def test_a_deployment_that_never_completes_the_handshake_is_left_after_the_conne
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"]
     assert CONNECT_SECONDS <= elapsed < CONNECT_SECONDS + 1.5
+
+
+def test_an_azure_call_through_litellm_moves_on_after_the_connect_budget(budgeted, fake_azure):
+    started = time.monotonic()
+    response = httpx.post(
+        f"{budgeted.url}/v1/responses", json={"model": "responses-black-hole", "input": "hello there"}, timeout=30
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "responses-black-hole"
+    assert CONNECT_SECONDS <= elapsed < CONNECT_SECONDS + 1.5
+    assert len(fake_azure.requests_for("dep-a")) == 1
 
 
 def test_a_relayed_stream_moves_on_after_the_connect_budget_too(budgeted, fake_azure):
