@@ -118,7 +118,10 @@ class Call:
         """The model whose stream started and its events; metered when the stream
         ends (a stream the provider ends before any event, as soon as that is known)."""
 
-        async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None] | None:
+        ended_at_once = False  # the provider ended the stream before its first event
+
+        async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+            nonlocal ended_at_once
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
@@ -126,7 +129,8 @@ class Call:
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
-                        return None
+                        ended_at_once = True
+                        return events
                     except BaseException:
                         await events.aclose()
                         raise
@@ -135,9 +139,8 @@ class Call:
             return _chain(first, events)
 
         model, events = await self._run(started, healthy_on_return=False)
-        if events is None:  # the caller gets an empty stream: a success without tokens
+        if ended_at_once:  # the caller gets an empty stream: a success without tokens
             self.meter.finish(200)
-            return model, _no_events()
         return model, events
 
     async def _run(self, attempt: Attempt[T], healthy_on_return: bool = True) -> tuple[LLMModel, T]:
@@ -213,11 +216,6 @@ class Call:
                 self.meter.response_model = upstream.model
             if sent:
                 self.meter.finish(status)
-
-
-async def _no_events() -> AsyncGenerator[Event, None]:
-    for event in ():
-        yield event
 
 
 async def _chain(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
