@@ -14,6 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -45,9 +46,21 @@ def black_hole() -> Iterator[str]:
         held.append(probe)  # queued, never accepted: the queue fills up
     else:
         pytest.fail("the loopback listener kept completing handshakes")
+    assert accept_queue_overflowing(address[1]), "the kernel still has room for a handshake"
     yield f"http://{address[0]}:{address[1]}"
     for sock in (*held, listener):
         sock.close()
+
+
+def accept_queue_overflowing(port: int) -> bool:
+    """Whether Linux drops SYNs to the listener on `port`: its accept queue holds more than its
+    backlog (for a listener, /proc/net/tcp's tx_queue:rx_queue is backlog:queued)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            backlog, queued = (int(value, 16) for value in fields[4].split(":"))
+            return queued > backlog
+    return False
 
 
 @pytest.fixture(scope="module")
