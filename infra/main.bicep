@@ -238,6 +238,8 @@ var gatewaySettings = {
   MAX_REQUEST_BYTES: '26214400'
   REQUEST_TIMEOUT_SECONDS: '230' // Azure's front end ends responses at about 230 s
   STREAM_FIRST_BYTE_TIMEOUT_SECONDS: '60'
+  UPSTREAM_CONNECT_SECONDS: '5' // per deployment attempt: then the next deployment or fallback
+  UPSTREAM_FIRST_BYTE_SECONDS: '120'
   // With API Management, Key Vault secrets the app reads itself (shared/gate.py;
   // a platform Key Vault reference would not resolve once the vault is
   // network-restricted). Without, empty, the gate is open.

@@ -60,14 +60,17 @@ class AzureOpenAI:
         """POST `body` to the deployment's `operation`; the response once its status
         is below 400, else the gateway error for it.
 
-        The catalog's `timeout` bounds each wait for bytes from the provider
+        A new connection (TCP and TLS) gets the deployment's connect budget;
+        the catalog's `timeout` bounds each wait for bytes from the provider
         (as LiteLLM's does for its reads); the caller's budget is the gateway's.
         """
         payload = json.dumps(body | {"model": deployment.deployment}, separators=(",", ":"), ensure_ascii=False).encode(
             errors="backslashreplace"
         )
         headers = deployment.headers | {"Content-Type": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=deployment.timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=deployment.connect_seconds, sock_read=deployment.timeout
+        )
         try:
             response = await self._pool().post(
                 deployment.url(operation), data=payload, headers=headers, timeout=timeout

@@ -7,7 +7,8 @@ on one deployment) on each candidate deployment in the router's order until
 one succeeds, all within the deadline. There are two kinds:
 
 - `Call.whole(attempt)`: the attempt returns an `Answer`, the whole result
-  and its token counts.
+  and its token counts, within the first-byte budget of a whole answer, so
+  a deployment that accepts and never answers is left for the next one.
 - `Call.stream(attempt)`: the attempt opens an `Upstream`, a provider stream.
   The call waits for its first event within the first-byte budget, so a
   stream that fails to start can still move on to another deployment. Then
@@ -41,10 +42,14 @@ Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
 
 @dataclass(frozen=True)
 class Limits:
-    """Time budgets: the whole request, and a stream's first event."""
+    """Time budgets: the whole request; per attempt, a stream's first event and a
+    whole answer's first byte (it comes when the provider has produced the answer).
+    An attempt's connection has its own budget, kept by the HTTP clients
+    (`providers.ProviderCall.connect_seconds`)."""
 
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
+    whole_first_byte_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,18 @@ class Call:
         self.limits = limits
 
     async def whole(self, attempt: Attempt[Answer[T]]) -> tuple[LLMModel, T]:
-        """The model that answered and its answer's body; metered."""
-        model, answer = await self._run(attempt)
+        """The model that answered and its answer's body; metered. An attempt
+        without its answer within the first-byte budget is a timeout, so the
+        next deployment is tried."""
+
+        async def answered(model: LLMModel, call: ProviderCall) -> Answer[T]:
+            try:
+                async with asyncio.timeout(self.limits.whole_first_byte_seconds):
+                    return await attempt(model, call)
+            except TimeoutError:
+                raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
+
+        model, answer = await self._run(answered)
         self.meter.response_model = answer.model
         if answer.usage is not None:
             self.meter.count(answer.usage)
@@ -100,9 +115,13 @@ class Call:
         return model, answer.body
 
     async def stream(self, attempt: Attempt[Upstream]) -> tuple[LLMModel, AsyncGenerator[Event, None]]:
-        """The model whose stream started and its events; metered when the stream ends."""
+        """The model whose stream started and its events; metered when the stream
+        ends (a stream the provider ends before any event, as soon as that is known)."""
+
+        ended_at_once = False  # the provider ended the stream before its first event
 
         async def started(model: LLMModel, call: ProviderCall) -> AsyncGenerator[Event, None]:
+            nonlocal ended_at_once
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
@@ -110,6 +129,7 @@ class Call:
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
+                        ended_at_once = True
                         return events
                     except BaseException:
                         await events.aclose()
@@ -118,7 +138,10 @@ class Call:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
 
-        return await self._run(started, healthy_on_return=False)
+        model, events = await self._run(started, healthy_on_return=False)
+        if ended_at_once:  # the caller gets an empty stream: a success without tokens
+            self.meter.finish(200)
+        return model, events
 
     async def _run(self, attempt: Attempt[T], healthy_on_return: bool = True) -> tuple[LLMModel, T]:
         """Run `attempt` on the deployments and fallbacks within the deadline;
@@ -147,7 +170,9 @@ class Call:
 
     async def _events(self, model: LLMModel, call: ProviderCall, upstream: Upstream) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
-        sent, the stream is metered when it ends, with the status the caller saw.
+        sent, the stream is metered when it ends, with the status the caller saw
+        (one that ends before its first event is `stream`'s to finish, once the
+        attempt is known to have succeeded).
         The deployment's health is settled then too: healthy when the stream
         was read to its end, one failure more when the provider broke it off."""
         deployment = health_key(model, call.deployment)
@@ -185,10 +210,11 @@ class Call:
             if aclose is not None:
                 await aclose()
             await upstream.close(status == 200)
-            if sent:
+            if sent or status == 200:
                 if upstream.usage:
                     self.meter.count(upstream.usage)
                 self.meter.response_model = upstream.model
+            if sent:
                 self.meter.finish(status)
 
 

@@ -161,9 +161,10 @@ class Gateway:
 
         async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[dict[str, Any]]:
             if model.provider is Provider.GOOGLE:
-                return Answer(await self.imagen.generate(model.id, provider.deployment.code, provider.arguments, body))
+                own = provider.arguments | {"timeout": provider.http_timeout()}
+                return Answer(await self.imagen.generate(model.id, provider.deployment.code, own, body))
             answer = await litellm_calls.answered(
-                model, provider, llm.aimage_generation(**(arguments | provider.arguments))
+                model, provider, llm.aimage_generation(**provider.keyword_arguments(arguments))
             )
             return replace(answer, body=wire.images(answer.body))
 
@@ -192,7 +193,7 @@ class Gateway:
             azure = model.provider is Provider.AZURE
             client = {"client": self.router.providers.azure_client(provider)} if azure else {}
             return await litellm_calls.answered(
-                model, provider, llm.atranscription(**(arguments | provider.arguments | client))
+                model, provider, llm.atranscription(**(provider.keyword_arguments(arguments) | client))
             )
 
         model, response = await call.whole(attempt)

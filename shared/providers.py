@@ -9,11 +9,13 @@ must never let one model borrow another's key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -22,6 +24,8 @@ from .errors import ConfigurationError
 from .secrets import SecretResolver
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
+#: The longest wait for a connection to a provider (TCP and TLS), per attempt (`UPSTREAM_CONNECT_SECONDS`).
+DEFAULT_CONNECT_SECONDS = 5.0
 DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 MOCK_DEFAULT_RESPONSE = "Hello! This is the gateway's Mock model: no provider was called."
@@ -73,7 +77,10 @@ class AzureDeployment:
     deployment: str
     api_version: str
     headers: dict[str, str] = field(repr=False)
+    #: The longest wait for bytes from the provider (the catalog's `timeout`).
     timeout: float
+    #: The longest wait for a new connection (TCP and TLS).
+    connect_seconds: float
     #: The credential in `headers`, kept out of error messages.
     secret: str = field(repr=False)
 
@@ -130,6 +137,18 @@ class ProviderCall:
     raw_messages: bool = False
     #: An Azure OpenAI deployment's address and headers, when the relay calls it (see `relayable_azure`).
     azure_relay: AzureDeployment | None = None
+    #: The longest wait for a new connection to the provider (TCP and TLS).
+    connect_seconds: float = DEFAULT_CONNECT_SECONDS
+    #: LiteLLM's HTTP client for this call, when the `timeout` argument cannot carry the connect budget.
+    litellm_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def http_timeout(self) -> Any:
+        """The attempt's `httpx.Timeout`: the connect budget, then the model's
+        `timeout` for each wait for bytes (LiteLLM's `timeout` argument)."""
+        import httpx
+
+        timeout = self.arguments["timeout"]
+        return httpx.Timeout(timeout, connect=min(self.connect_seconds, timeout))
 
     @property
     def undisclosed(self) -> tuple[str, ...]:
@@ -146,7 +165,9 @@ class ProviderCall:
         Python on the event loop, about 4.5 s per MB of messages, and every
         other request of the worker waits.
         """
-        merged = request | self.arguments
+        merged = request | self.arguments | {"timeout": self.http_timeout()}
+        if self.litellm_client is not None:
+            merged["client"] = self.litellm_client()
         if self.raw_messages and "messages" in request:
             merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
             merged["messages"] = [PLACEHOLDER_MESSAGE]
@@ -154,18 +175,24 @@ class ProviderCall:
 
 
 class ProviderMapper:
-    def __init__(self, secrets: SecretResolver, tokens: TokenSource) -> None:
+    def __init__(
+        self, secrets: SecretResolver, tokens: TokenSource, connect_seconds: float = DEFAULT_CONNECT_SECONDS
+    ) -> None:
         self.secrets = secrets
         self.tokens = tokens
+        self.connect_seconds = connect_seconds
         self._azure_clients: dict[tuple[str, str, str], Any] = {}
+        self._vertex_clients: dict[float, Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
         if model.provider is Provider.AZURE:
-            return await self._azure(model, deployment, parameters)
-        if model.provider is Provider.MOCK:
-            return _mock(model, deployment, parameters)
-        return self._vertex(model, deployment, parameters)
+            call = await self._azure(model, deployment, parameters)
+        elif model.provider is Provider.MOCK:
+            call = _mock(model, deployment, parameters)
+        else:
+            call = self._vertex(model, deployment, parameters)
+        return replace(call, connect_seconds=self.connect_seconds)
 
     async def _azure(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         api_base = parameters.get("api_base") or parameters.get("endpoint")
@@ -189,7 +216,13 @@ class ProviderMapper:
         if raw_messages and relayable_azure(api_base, arguments["api_version"], deployment.code):
             endpoint = api_base.rstrip("/")
             relay = AzureDeployment(
-                endpoint, deployment.code, arguments["api_version"], auth, arguments["timeout"], secret
+                endpoint,
+                deployment.code,
+                arguments["api_version"],
+                auth,
+                arguments["timeout"],
+                min(self.connect_seconds, arguments["timeout"]),
+                secret,
             )
         return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
@@ -223,11 +256,38 @@ class ProviderMapper:
     async def _entra_token(self) -> str:
         return await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
 
+    def vertex_client(self, timeout: float) -> Any:
+        """LiteLLM's HTTP client for Vertex calls of models with this `timeout`,
+        one per value, reused. LiteLLM gives Vertex requests a number, one wait
+        for every phase (it keeps an `httpx.Timeout` only for OpenAI and Azure),
+        so this client caps each request's wait for a connection at the budget;
+        called once LiteLLM is loaded."""
+        client = self._vertex_clients.get(timeout)
+        if client is None:
+            import httpx
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            connect_seconds = min(self.connect_seconds, timeout)
+
+            async def cap_connect(request: httpx.Request) -> None:
+                limits = request.extensions.get("timeout") or {}
+                given = limits.get("connect")
+                request.extensions["timeout"] = limits | {
+                    "connect": connect_seconds if given is None else min(given, connect_seconds)
+                }
+
+            client = AsyncHTTPHandler(
+                timeout=httpx.Timeout(timeout, connect=connect_seconds), event_hooks={"request": [cap_connect]}
+            )
+            self._vertex_clients[timeout] = client
+        return client
+
     async def close(self) -> None:
-        """Close the clients `azure_client` made (at shutdown)."""
-        for client in self._azure_clients.values():
+        """Close the clients `azure_client` and `vertex_client` made (at shutdown)."""
+        for client in [*self._azure_clients.values(), *self._vertex_clients.values()]:
             await client.close()
         self._azure_clients.clear()
+        self._vertex_clients.clear()
 
     def _vertex(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         arguments = _common(model, deployment, parameters) | {
@@ -236,9 +296,10 @@ class ProviderMapper:
         }
         if parameters.get("api_base"):
             arguments["api_base"] = parameters["api_base"]
+        client = functools.partial(self.vertex_client, arguments["timeout"])
         credentials = parameters.get("secret_name")
         if not credentials:
-            return ProviderCall(deployment, arguments)
+            return ProviderCall(deployment, arguments, litellm_client=client)
         try:
             account = json.loads(credentials)
         except ValueError:
@@ -247,7 +308,8 @@ class ProviderMapper:
                 "is not a service-account JSON document."
             ) from None
         arguments["vertex_credentials"] = account
-        return ProviderCall(deployment, arguments, (credentials, str(account.get("private_key", ""))))
+        secrets = (credentials, str(account.get("private_key", "")))
+        return ProviderCall(deployment, arguments, secrets, litellm_client=client)
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:

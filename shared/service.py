@@ -59,7 +59,7 @@ def build_gateway(settings: Settings) -> Gateway:
     catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
     secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
-    providers = ProviderMapper(secrets, tokens)
+    providers = ProviderMapper(secrets, tokens, settings.upstream_connect_seconds)
     closers.append(providers.close)
     return Gateway(
         catalog=catalog,
@@ -69,7 +69,11 @@ def build_gateway(settings: Settings) -> Gateway:
         recorder=UsageRecorder(stores.usage),
         imagen=VertexImagen(GoogleTokens()),
         environment=settings.environment,
-        limits=Limits(settings.request_timeout_seconds, settings.stream_first_byte_timeout_seconds),
+        limits=Limits(
+            settings.request_timeout_seconds,
+            settings.stream_first_byte_timeout_seconds,
+            settings.upstream_first_byte_seconds,
+        ),
         closers=closers,
     )
 

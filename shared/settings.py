@@ -28,6 +28,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "MAX_REQUEST_BYTES",
     "REQUEST_TIMEOUT_SECONDS",
     "STREAM_FIRST_BYTE_TIMEOUT_SECONDS",
+    "UPSTREAM_CONNECT_SECONDS",
+    "UPSTREAM_FIRST_BYTE_SECONDS",
     "STORE_TIMEOUT_SECONDS",
     "STORE_STALE_SECONDS",
     "APIM_SHARED_SECRET",
@@ -104,6 +106,10 @@ class Settings:
     max_request_bytes: int = 26_214_400
     request_timeout_seconds: float = 230.0
     stream_first_byte_timeout_seconds: float = 60.0
+    #: Per attempt on one deployment: the longest wait for its connection (TCP and TLS).
+    upstream_connect_seconds: float = 5.0
+    #: Per attempt on one deployment: the longest wait for a whole (non-streamed) answer to start arriving.
+    upstream_first_byte_seconds: float = 120.0
     #: Longest wait for one Cosmos DB or Key Vault call.
     store_timeout_seconds: float = 5.0
     #: How long keys, the catalog and secrets known a moment ago are served while their store is down.
@@ -151,6 +157,10 @@ class Settings:
             request_timeout_seconds=_number("REQUEST_TIMEOUT_SECONDS", env.get("REQUEST_TIMEOUT_SECONDS", "230")),
             stream_first_byte_timeout_seconds=_number(
                 "STREAM_FIRST_BYTE_TIMEOUT_SECONDS", env.get("STREAM_FIRST_BYTE_TIMEOUT_SECONDS", "60")
+            ),
+            upstream_connect_seconds=_number("UPSTREAM_CONNECT_SECONDS", env.get("UPSTREAM_CONNECT_SECONDS", "5")),
+            upstream_first_byte_seconds=_number(
+                "UPSTREAM_FIRST_BYTE_SECONDS", env.get("UPSTREAM_FIRST_BYTE_SECONDS", "120")
             ),
             store_timeout_seconds=_number("STORE_TIMEOUT_SECONDS", env.get("STORE_TIMEOUT_SECONDS", "5")),
             store_stale_seconds=_number("STORE_STALE_SECONDS", env.get("STORE_STALE_SECONDS", "900")),

@@ -9,6 +9,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -47,6 +48,19 @@ class Recorded:
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.providers = (tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+        self.usage_file: Path | None = None
+
+    def usage_record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The usage record of `request_id`, once the recorder has written it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.usage_file.read_text().splitlines() if self.usage_file.exists() else []
+            records = [record for line in lines if (record := json.loads(line))["request_id"] == request_id]
+            if records:
+                [record] = records
+                return record
+            assert time.monotonic() < deadline, f"no usage record for request {request_id}"
+            time.sleep(0.02)
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -84,6 +98,7 @@ def traced(fake_azure, tmp_path_factory):
         azure_entry("doomed", "unused", url, deployments=[deployment("only", "broken", url)], fallbacks=["rescuer"]),
         azure_entry("rescuer", "dep-b", url),
         azure_entry("rate-limited", "rate-limited", url),
+        azure_entry("empty", "empty-stream", url),
     ]
     (directory / "models.json").write_text(json.dumps(catalog))
     projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a"})
@@ -93,6 +108,7 @@ def traced(fake_azure, tmp_path_factory):
         usage_file=str(directory / "usage.jsonl"),
     )
     recorded = Recorded()
+    recorded.usage_file = directory / "usage.jsonl"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("KEY_A", UPSTREAM_KEYS["dep-a"])
         env.setenv("KEY_B", UPSTREAM_KEYS["dep-b"])
@@ -180,6 +196,20 @@ def test_a_stream_records_its_time_to_first_chunk_and_tokens_when_it_ends(traced
     assert root.end_time >= attempt.end_time  # the request lasts as long as its stream
     assert recorded.points("gen_ai.client.operation.time_to_first_chunk")
     assert_nothing_private(recorded)
+
+
+def test_a_stream_the_provider_ends_before_any_chunk_still_ends_its_span_and_is_metered(traced):
+    server, recorded = traced
+    chunks = list(client(server, "t-empty").chat.completions.create(model="empty", messages=USER, stream=True))
+
+    assert chunks == []  # what the provider sent: nothing
+    root, [attempt] = recorded.trace("t-empty")
+    assert root.attributes["http.response.status_code"] == 200
+    assert attempt.attributes["gen_ai.usage.output_tokens"] == 0
+    assert "error.type" not in attempt.attributes
+    record = recorded.usage_record("t-empty")
+    assert (record["status"], record["model"], record["stream"]) == (200, "empty", True)
+    assert (record["prompt_tokens"], record["completion_tokens"], record["cost"]) == (0, 0, 0)
 
 
 def test_a_fallback_after_a_500_is_a_second_attempt_saying_why(traced):

@@ -29,8 +29,9 @@ completing response."; other requests answer normally), `midstream-error-event`
 (a chat SSE stream that sends the prompt filter, role and two text chunks, then
 an `{"error": {...}}` event as OpenAI and Azure send when the model fails after
 the stream started, and ends the body normally; other requests answer normally;
-see `FakeAzureOpenAI.hold_error_event`) and `slow-stream` (a 40-word reply,
-streamed 0.1 s per event).
+see `FakeAzureOpenAI.hold_error_event`), `slow-stream` (a 40-word reply,
+streamed 0.1 s per event) and `empty-stream` (a stream that ends, normally,
+before its first event; other requests answer normally).
 """
 
 from __future__ import annotations
@@ -72,7 +73,16 @@ HELD_ERROR_SECONDS = 30
 V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
 RESPONSES_SINCE = "2025-03-01-preview"
 FAULTS = frozenset(
-    {"rate-limited", "broken", "slow", "filtered", "midstream-error", "midstream-error-event", "slow-stream"}
+    {
+        "rate-limited",
+        "broken",
+        "slow",
+        "filtered",
+        "midstream-error",
+        "midstream-error-event",
+        "slow-stream",
+        "empty-stream",
+    }
 )
 SPEECH_TYPES = {
     "mp3": "audio/mpeg",
@@ -784,6 +794,8 @@ class FakeAzureOpenAI:
         if deployment == "midstream-error-event" and answer.error_event is not None:
             events = self._then_error(answer.events[: answer.kept_on_error], answer.error_event)
             return StreamingResponse(events, media_type="text/event-stream")
+        if deployment == "empty-stream":
+            return StreamingResponse(_iterate([]), media_type="text/event-stream")
         pause = SLOW_STREAM_PAUSE if deployment == "slow-stream" else 0
         return StreamingResponse(self._send(answer.events, pause), media_type="text/event-stream")
 
