@@ -1,9 +1,10 @@
 """Closing the gateway when the Azure Functions Python worker is stopped.
 
 The Python worker offers no shutdown hook (worker extensions get function-load
-and invocation hooks only; the host's `WorkerTerminate` message is not passed
-on to the app). What can reach the worker when its instance is stopped is
-SIGTERM. So `close_on_termination`, called while the worker's event loop
+and invocation hooks only), and it does not declare the capability for which
+the host would send it `WorkerTerminate`: a worker the host disposes of is
+killed (`Process.Kill`, SIGKILL), which nothing can handle. What can reach
+the worker when its instance is stopped is SIGTERM. So `close_on_termination`, called while the worker's event loop
 imports `function_app`, adds a SIGTERM handler to that loop: it runs `close`
 (which writes the queued usage records) within a grace period, then lets
 SIGTERM take its default course, so the worker still exits as the host
