@@ -2,6 +2,8 @@
 
 Each handler hands the request to a gateway operation; the rules live in
 `shared/`. The HTTP streams types (Starlette's) let chat stream as SSE.
+Every GET route also declares HEAD: the Functions host does not answer HEAD
+for a GET route by itself (uptime probes send HEAD); the reply has no body.
 """
 
 import azure.functions as func
@@ -15,17 +17,17 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 close_on_termination(gateway.close, grace_seconds=10.0)
 
 
-@app.route(route="health", methods=["GET"])
+@app.route(route="health", methods=["GET", "HEAD"])
 async def health(req: Request) -> Response:
     return await handle(req, gateway.health)
 
 
-@app.route(route="v1/models", methods=["GET"])
+@app.route(route="v1/models", methods=["GET", "HEAD"])
 async def list_models(req: Request) -> Response:
     return await handle(req, gateway.list_models)
 
 
-@app.route(route="v1/models/{model_id}", methods=["GET"])
+@app.route(route="v1/models/{model_id}", methods=["GET", "HEAD"])
 async def get_model(req: Request) -> Response:
     return await handle(req, gateway.get_model)
 
@@ -60,22 +62,22 @@ async def responses(req: Request) -> Response:
     return await handle(req, gateway.responses)
 
 
-@app.route(route="v1/usage", methods=["GET"])
+@app.route(route="v1/usage", methods=["GET", "HEAD"])
 async def usage(req: Request) -> Response:
     return await handle(req, gateway.management.own_usage)
 
 
-@app.route(route="v1/admin/usage", methods=["GET"])
+@app.route(route="v1/admin/usage", methods=["GET", "HEAD"])
 async def manage_usage(req: Request) -> Response:
     return await handle(req, gateway.management.project_usage)
 
 
-@app.route(route="v1/admin/models", methods=["GET"])
+@app.route(route="v1/admin/models", methods=["GET", "HEAD"])
 async def manage_list_models(req: Request) -> Response:
     return await handle(req, gateway.management.list_models)
 
 
-@app.route(route="v1/admin/models/{model_id}", methods=["GET"])
+@app.route(route="v1/admin/models/{model_id}", methods=["GET", "HEAD"])
 async def manage_get_model(req: Request) -> Response:
     return await handle(req, gateway.management.get_model)
 
@@ -124,12 +126,12 @@ async def azure_responses(req: Request) -> Response:
     return await handle(req, gateway.responses)
 
 
-@app.route(route="openai/models", methods=["GET"])
+@app.route(route="openai/models", methods=["GET", "HEAD"])
 async def azure_list_models(req: Request) -> Response:
     return await handle(req, gateway.list_models)
 
 
-@app.route(route="openai/models/{model_id}", methods=["GET"])
+@app.route(route="openai/models/{model_id}", methods=["GET", "HEAD"])
 async def azure_get_model(req: Request) -> Response:
     return await handle(req, gateway.get_model)
 
@@ -167,17 +169,22 @@ async def azure_v1_responses(req: Request) -> Response:
     return await handle(req, gateway.responses)
 
 
-@app.route(route="openai/v1/models", methods=["GET"])
+@app.route(route="openai/v1/models", methods=["GET", "HEAD"])
 async def azure_v1_list_models(req: Request) -> Response:
     return await handle(req, gateway.list_models)
 
 
-@app.route(route="openai/v1/models/{model_id}", methods=["GET"])
+@app.route(route="openai/v1/models/{model_id}", methods=["GET", "HEAD"])
 async def azure_v1_get_model(req: Request) -> Response:
     return await handle(req, gateway.get_model)
 
 
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
-async def unknown_route(req: Request) -> Response:
-    """Any other path or method: OpenAI's 404 or 405 error body, never a bare one."""
+async def zz_unknown_route(req: Request) -> Response:
+    """Any other path or method: OpenAI's 404 or 405 error body, never a bare one.
+
+    The Functions host tries routes in function-name order (see
+    shared/localhost.py, `host_order_key`), not most specific first: this
+    function's name sorts after every other, so it is tried last.
+    """
     return await handle(req, not_routed(app))

@@ -189,7 +189,10 @@ async def respond(request: Request, operation: Operation, max_body_bytes: int, g
 
     A caller who hangs up while the operation runs cancels it, and so the
     upstream call: no work goes on for a caller who left. A request the gate
-    refuses is answered before anything else about it is looked at.
+    refuses is answered before anything else about it is looked at. HEAD
+    (on the routes that declare it) is answered as GET is: the server, uvicorn
+    both locally and in the Python worker, sends the status and headers
+    (`content-length` too) and leaves the body out.
     """
     request_id = request_id_for(request)
     if (refusal := await gate.refusal(request.url.path, request.headers)) is not None:

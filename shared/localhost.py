@@ -52,10 +52,29 @@ def route_prefix(host_json: Path) -> str:
 _CATCH_ALL = re.compile(r"\{\*(\w+)\}")
 
 
-def routes_of(function_app: Any, prefix: str) -> list[Route]:
-    """A Starlette route for every HTTP-triggered function of a FunctionApp.
+def host_order_key(function_name: str) -> str:
+    """The key the Functions host orders functions by, and so tries their routes in.
 
-    Catch-all routes (`{*rest}`) come last, as the Functions host ranks them.
+    The host sorts function metadata by name with `StringComparer.OrdinalIgnoreCase`
+    (azure-functions-host, src/WebJobs.Script/Host/FunctionMetadataManager.cs,
+    `LoadFunctionMetadata`), which compares names upper-cased: `_` (0x5F) sorts
+    after every letter. Function names are ASCII (`^[a-z][a-z0-9_\\-]*$`, any
+    case), so `str.upper` is that comparison. Each route is then added to one
+    ASP.NET RouteCollection in that order (WebScriptHostHttpRoutesManager.cs;
+    WebJobsRouteBuilder.Build keeps the order), and the first route whose
+    template and method constraint match a request serves it.
+    """
+    return function_name.upper()
+
+
+def routes_of(function_app: Any, prefix: str) -> list[Route]:
+    """A Starlette route for every HTTP-triggered function of a FunctionApp, in
+    the order the Functions host tries them (`host_order_key`: by function
+    name, not by how specific the template is), with exactly the methods the
+    function declares: like the host, a GET route does not answer HEAD.
+    A request whose method a route does not take goes on to the next route,
+    as in the host (Starlette serves a later full match before an earlier
+    path-only one).
     """
     routes = []
     for function in function_app.get_functions():
@@ -63,8 +82,11 @@ def routes_of(function_app: Any, prefix: str) -> list[Route]:
             continue
         template, methods = route
         path = "/" + "/".join(part for part in (prefix, _CATCH_ALL.sub(r"{\1:path}", template.strip("/"))) if part)
-        routes.append(Route(path, function.get_user_function(), methods=methods, name=function.get_function_name()))
-    return sorted(routes, key=lambda route: ":path}" in route.path)
+        name = function.get_function_name()
+        served = Route(path, function.get_user_function(), methods=methods, name=name)
+        served.methods = set(methods)  # Starlette adds HEAD to every GET route; the host does not
+        routes.append(served)
+    return sorted(routes, key=lambda route: host_order_key(route.name))
 
 
 def create_app(project_dir: Path) -> Starlette:

@@ -43,11 +43,15 @@ param sharedSecretVersionUri string
 param restore bool = false
 
 // "name METHOD /path" for every route of function_app.py (tests/test_infra.py
-// checks the two lists agree). APIM answers 404 for anything not listed.
+// checks the two lists agree). APIM answers 404 for anything not listed, and
+// matches the method exactly: each GET route has its HEAD operation too.
 var operations = [
   'health GET /health'
+  'health-head HEAD /health'
   'list-models GET /v1/models'
+  'list-models-head HEAD /v1/models'
   'get-model GET /v1/models/{model_id}'
+  'get-model-head HEAD /v1/models/{model_id}'
   'chat-completions POST /v1/chat/completions'
   'responses POST /v1/responses'
   'embeddings POST /v1/embeddings'
@@ -55,9 +59,13 @@ var operations = [
   'audio-speech POST /v1/audio/speech'
   'audio-transcriptions POST /v1/audio/transcriptions'
   'own-usage GET /v1/usage'
+  'own-usage-head HEAD /v1/usage'
   'admin-usage GET /v1/admin/usage'
+  'admin-usage-head HEAD /v1/admin/usage'
   'admin-list-models GET /v1/admin/models'
+  'admin-list-models-head HEAD /v1/admin/models'
   'admin-get-model GET /v1/admin/models/{model_id}'
+  'admin-get-model-head HEAD /v1/admin/models/{model_id}'
   'admin-put-model PUT /v1/admin/models/{model_id}'
   'admin-delete-model DELETE /v1/admin/models/{model_id}'
   // Azure OpenAI's paths (openai.AzureOpenAI clients) and Azure's v1 paths.
@@ -68,7 +76,9 @@ var operations = [
   'azure-audio-transcriptions POST /openai/deployments/{model}/audio/transcriptions'
   'azure-responses POST /openai/responses'
   'azure-list-models GET /openai/models'
+  'azure-list-models-head HEAD /openai/models'
   'azure-get-model GET /openai/models/{model_id}'
+  'azure-get-model-head HEAD /openai/models/{model_id}'
   'azure-v1-chat-completions POST /openai/v1/chat/completions'
   'azure-v1-embeddings POST /openai/v1/embeddings'
   'azure-v1-image-generations POST /openai/v1/images/generations'
@@ -76,7 +86,9 @@ var operations = [
   'azure-v1-audio-transcriptions POST /openai/v1/audio/transcriptions'
   'azure-v1-responses POST /openai/v1/responses'
   'azure-v1-list-models GET /openai/v1/models'
+  'azure-v1-list-models-head HEAD /openai/v1/models'
   'azure-v1-get-model GET /openai/v1/models/{model_id}'
+  'azure-v1-get-model-head HEAD /openai/v1/models/{model_id}'
 ]
 
 // The operations that call a language model and return token usage: only
