@@ -84,7 +84,7 @@ def test_an_upstream_error_body_never_carries_the_deployments_secret_or_address(
     from shared.providers import AzureDeployment
 
     secret, endpoint = "key-in-the-body-5e1f", "https://private-resource.openai.azure.com"
-    deployment = AzureDeployment(endpoint, "dep", "2024-10-21", {"api-key": secret}, 30.0, secret)
+    deployment = AzureDeployment(endpoint, "dep", "2024-10-21", {"api-key": secret}, 30.0, 5.0, secret)
     raw = json.dumps(
         {
             "error": {
