@@ -301,3 +301,18 @@ WEATHER_TOOLS = [
         },
     }
 ]
+
+
+def admin_cli(env: dict[str, str], *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`python -m shared.admin ARGUMENTS` with `env` alone (no PATH beyond the system's); `check`: it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.admin", *arguments],
+        cwd=PROJECT_DIR,
+        env=env | {"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

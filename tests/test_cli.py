@@ -1,26 +1,11 @@
 """The management CLI against both stores: catalog import/export/validate and keys."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import catalog_documents
-from tests.support import PROJECT_DIR
-
-
-def cli(env, *arguments, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.admin", *arguments],
-        cwd=PROJECT_DIR,
-        env=env | {"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from tests.support import admin_cli
 
 
 @pytest.fixture(params=["file", "cosmos"])
@@ -40,19 +25,20 @@ def test_catalog_import_reports_created_updated_unchanged_and_export_round_trips
     source = tmp_path / "catalog.json"
     source.write_text(json.dumps(documents))
 
-    assert "valid model documents" in cli(store_env, "catalog", "validate", str(source)).stdout
+    assert "valid model documents" in admin_cli(store_env, "catalog", "validate", str(source)).stdout
     assert (
-        f"{len(documents)} created, 0 updated, 0 unchanged" in cli(store_env, "catalog", "import", str(source)).stdout
+        f"{len(documents)} created, 0 updated, 0 unchanged"
+        in admin_cli(store_env, "catalog", "import", str(source)).stdout
     )
     documents[0]["name"] = "Renamed"
     source.write_text(json.dumps(documents))
     assert (
         f"0 created, 1 updated, {len(documents) - 1} unchanged"
-        in cli(store_env, "catalog", "import", str(source)).stdout
+        in admin_cli(store_env, "catalog", "import", str(source)).stdout
     )
 
     exported = tmp_path / "exported.json"
-    cli(store_env, "catalog", "export", str(exported))
+    admin_cli(store_env, "catalog", "export", str(exported))
     assert sorted(json.loads(exported.read_text()), key=lambda d: d["id"]) == sorted(documents, key=lambda d: d["id"])
 
 
@@ -72,22 +58,22 @@ def test_catalog_validate_names_every_bad_field(tmp_path):
             ]
         )
     )
-    result = cli({}, "catalog", "validate", str(bad), check=False)
+    result = admin_cli({}, "catalog", "validate", str(bad), check=False)
     assert result.returncode == 1
     assert "'parameters.endpoint'" in result.stderr and "'model_type'" in result.stderr
 
 
 def test_keys_lifecycle(store_env):
-    cli(store_env, "keys", "create-project", "team-z", "--name", "Team Z")
-    assert cli(store_env, "keys", "create-project", "team-z", check=False).returncode == 1
+    admin_cli(store_env, "keys", "create-project", "team-z", "--name", "Team Z")
+    assert admin_cli(store_env, "keys", "create-project", "team-z", check=False).returncode == 1
     for days in ("0", "-3", "soon"):
-        refused = cli(store_env, "keys", "issue", "team-z", "--expires-days", days, check=False)
+        refused = admin_cli(store_env, "keys", "issue", "team-z", "--expires-days", days, check=False)
         assert refused.returncode == 2 and "--expires-days" in refused.stderr
-    key = cli(store_env, "keys", "issue", "team-z", "--name", "ci").stdout.strip().splitlines()[-1]
-    listing = cli(store_env, "keys", "list").stdout
+    key = admin_cli(store_env, "keys", "issue", "team-z", "--name", "ci").stdout.strip().splitlines()[-1]
+    listing = admin_cli(store_env, "keys", "list").stdout
     assert "team-z" in listing and "active" in listing and key not in listing
     key_id = listing.splitlines()[1].split()[0]
-    cli(store_env, "keys", "disable", key_id)
-    assert "disabled" in cli(store_env, "keys", "list", "team-z").stdout
-    cli(store_env, "keys", "delete", key_id)
-    assert key_id not in cli(store_env, "keys", "list").stdout
+    admin_cli(store_env, "keys", "disable", key_id)
+    assert "disabled" in admin_cli(store_env, "keys", "list", "team-z").stdout
+    admin_cli(store_env, "keys", "delete", key_id)
+    assert key_id not in admin_cli(store_env, "keys", "list").stdout

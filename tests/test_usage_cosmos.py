@@ -8,8 +8,6 @@ not yet granted, throttling, a document too large) while a fault is set.
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,7 @@ from shared.settings import COSMOS_CONTAINERS, Settings, SettingsError
 from shared.stores import cosmos_containers
 from shared.usage import LOST_RECORD_MARKER, CosmosUsageStore, UsageRecorder
 from tests.fakes.cosmos_faults import Fault, FaultyCosmos, partition_of
-from tests.support import PROJECT_DIR, CosmosServer
+from tests.support import CosmosServer, admin_cli
 
 USAGE = Settings().cosmos_usage_container_id
 
@@ -209,16 +207,7 @@ def test_a_record_already_written_counts_as_written(cosmos, faulty, database_id,
 
 
 def admin(env, *arguments):
-    result = subprocess.run(
-        [sys.executable, "-m", "shared.admin", *arguments],
-        cwd=PROJECT_DIR,
-        env=env | {"PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return admin_cli(env, *arguments).stdout
 
 
 def container_properties(cosmos, database_id, container_id):
