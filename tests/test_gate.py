@@ -25,7 +25,15 @@ USER = [{"role": "user", "content": "hello through APIM"}]
 
 
 def refused(gate, path, headers):
-    return asyncio.run(gate.refusal(path, headers))
+    """The gate's answer, once what it started in the background (a secret's refresh) is done."""
+
+    async def answer():
+        refusal = await gate.refusal(path, headers)
+        while tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.wait(tasks)
+        return refusal
+
+    return asyncio.run(answer())
 
 
 @pytest.mark.parametrize("environ", [{}, {"APIM_SHARED_SECRET": ""}, {"APIM_SHARED_SECRET": "   "}])
