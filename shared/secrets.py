@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from .cache import RETRY_SECONDS, StaleWhileRevalidate
 from .errors import ConfigurationError, SecretStoreUnavailable
 
+
 class SecretSource(Protocol):
     """Returns a secret's value, or None when the source has no such secret."""
 
