@@ -213,17 +213,14 @@ class Catalog:
 
     async def reload(self) -> None:
         """Refresh now (after a change made through this instance)."""
-        try:
-            await self._models.refresh(None)
-        except Exception as exc:
-            raise self._unavailable() from exc
+        await self._loaded(now=True)
 
     async def entries(self) -> list[LLMModel]:
         return list((await self._loaded()).by_id.values())
 
-    async def _loaded(self) -> _Models:
+    async def _loaded(self, *, now: bool = False) -> _Models:
         try:
-            return await self._models.get(None)
+            return await (self._models.refresh(None) if now else self._models.get(None))
         except Exception as exc:
             raise self._unavailable() from exc
 
