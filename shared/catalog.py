@@ -1,4 +1,4 @@
-"""The model catalog: where documents come from, and the in-memory cache."""
+"""The model catalog: where documents come from, and its in-memory cache."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .cache import StaleWhileRevalidate
 from .cosmos import CosmosDatabase
 from .domain import InvalidCatalogEntry, LLMModel
 from .errors import CatalogUnavailable
-from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ COSMOS_SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments"})
 
 #: How long a name the store does not hold is answered "not found" without asking the store again.
 MISS_SECONDS = 5.0
+#: Most names remembered as not found at once: callers choose them.
+MISSES_KEPT = 10_000
 
 #: A model by id (within its own partition), then by `code`: how the seed finds a model.
 _BY_ID = "SELECT * FROM c WHERE c.id = @name"
@@ -131,17 +133,36 @@ def _catalog_fields(item: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in item.items() if key not in COSMOS_SYSTEM_FIELDS}
 
 
-class Catalog:
-    """Catalog entries cached in memory.
+class _Models:
+    """One load of the catalog, by id and by code; models found by a look-up join it."""
 
-    The first use waits for a load; after that a stale cache is served while one
-    background refresh runs, for up to `stale_seconds` past the TTL while the
-    store fails; then callers wait for a load again. A name the cache does not
-    hold is looked up in the store directly (`CatalogSource.lookup`, one look-up
-    per name at a time), so a model added to the store, through any instance,
-    is found on the next call; a name the store does not hold either is answered
-    "not found" for `miss_seconds` without asking again. A store that fails is
-    an error, never an empty catalog or a missing model.
+    def __init__(self, models: list[LLMModel]) -> None:
+        self.by_id: dict[str, LLMModel] = {}
+        self.by_code: dict[str, LLMModel] = {}
+        for model in models:
+            self.add(model)
+
+    def add(self, model: LLMModel) -> None:
+        self.by_id[model.id] = model
+        self.by_code.setdefault(model.code, model)
+
+    def find(self, name: str) -> LLMModel | None:
+        return self.by_id.get(name) or self.by_code.get(name)
+
+
+class Catalog:
+    """Catalog entries cached in memory (`StaleWhileRevalidate`).
+
+    The first use waits for a load; after `ttl_seconds` the loaded catalog is
+    served at once while one background load refreshes it, for up to
+    `stale_seconds` more while the store fails; then callers wait for a load
+    again. A name the catalog does not hold is looked up in the store directly
+    (`CatalogSource.lookup`, one look-up per name at a time), so a model added
+    to the store, through any instance, is found on the next call; a name the
+    store does not hold either is answered "not found" for `miss_seconds`
+    without asking again (at most `MISSES_KEPT` names at once: they come from
+    callers). A store that fails is an error, never an empty catalog or a
+    missing model.
     """
 
     def __init__(
@@ -154,26 +175,25 @@ class Catalog:
         stale_seconds: float = 900.0,
     ) -> None:
         self.source = source
-        self.ttl_seconds = ttl_seconds
-        self.stale_seconds = stale_seconds
-        self.miss_seconds = miss_seconds
-        self._clock = clock
-        self._by_id: dict[str, LLMModel] | None = None
-        self._by_code: dict[str, LLMModel] = {}
-        self._loaded_at = 0.0
-        self._loads: SingleFlight[None, None] = SingleFlight(lambda _: self._load())
-        self._lookups: SingleFlight[str, LLMModel | None] = SingleFlight(self._look_up)
-        #: Names the store did not hold, with when that answer expires, oldest first.
-        self._misses: dict[str, float] = {}
+        self._models: StaleWhileRevalidate[None, _Models] = StaleWhileRevalidate(
+            lambda _: self._load(),
+            ttl_seconds=ttl_seconds,
+            stale_seconds=stale_seconds,
+            clock=clock,
+            label=lambda _: f"the catalog from {source.description}",
+        )
+        #: Names the loaded catalog does not hold: only misses are kept, a model found joins `_models`.
+        self._names: StaleWhileRevalidate[str, LLMModel | None] = StaleWhileRevalidate(
+            self._look_up, ttl_seconds=0.0, miss_seconds=miss_seconds, max_entries=MISSES_KEPT, clock=clock
+        )
 
     async def find(self, model_id: str) -> LLMModel | None:
         """The entry whose `id`, or else whose `code`, is `model_id`."""
-        await self._ensure_loaded()
-        model = self._lookup(model_id)
-        if model is not None or self._missed(model_id):
+        model = (await self._loaded()).find(model_id)
+        if model is not None:
             return model
         try:
-            return await self._lookups.get(model_id)
+            return await self._names.get(model_id)
         except Exception as exc:
             raise self._unavailable() from exc
 
@@ -182,47 +202,25 @@ class Catalog:
         name it does not hold is skipped, never waited for: it is looked up in
         the background, and a warning names it if the store does not hold it
         either, so a broken fallback costs the call neither time nor an outage."""
+        loaded = self._models.cached(None)
         found = []
         for name in model.fallbacks:
-            if (fallback := self._lookup(name)) is not None:
+            if loaded is not None and (fallback := loaded.value.find(name)) is not None:
                 found.append(fallback)
-            elif not self._missed(name) and not self._lookups.running(name):
-                self._lookups.start(name).add_done_callback(functools.partial(_warn_if_missing, model.id, name))
+            elif self._names.cached(name) is None and (lookup := self._names.prefetch(name)) is not None:
+                lookup.add_done_callback(functools.partial(_warn_if_missing, model.id, name))
         return found
 
     async def reload(self) -> None:
         """Refresh now (after a change made through this instance)."""
-        await self._refresh()
+        await self._loaded(now=True)
 
     async def entries(self) -> list[LLMModel]:
-        await self._ensure_loaded()
-        assert self._by_id is not None
-        return list(self._by_id.values())
+        return list((await self._loaded()).by_id.values())
 
-    def _lookup(self, model_id: str) -> LLMModel | None:
-        assert self._by_id is not None
-        return self._by_id.get(model_id) or self._by_code.get(model_id)
-
-    def _missed(self, name: str) -> bool:
-        """Whether the store was asked for `name` within `miss_seconds` and did not hold it."""
-        now = self._clock()
-        while self._misses:
-            oldest, until = next(iter(self._misses.items()))
-            if until > now:
-                break
-            del self._misses[oldest]
-        return name in self._misses
-
-    async def _ensure_loaded(self) -> None:
-        if self._by_id is None or self._clock() - self._loaded_at >= self.ttl_seconds + self.stale_seconds:
-            await self._refresh()
-        elif self._clock() - self._loaded_at >= self.ttl_seconds:
-            self._loads.refresh(None)
-
-    async def _refresh(self) -> None:
-        """Wait for a refresh (joining one that runs); raise if the store fails."""
+    async def _loaded(self, *, now: bool = False) -> _Models:
         try:
-            await self._loads.get(None)
+            return await (self._models.refresh(None) if now else self._models.get(None))
         except Exception as exc:
             raise self._unavailable() from exc
 
@@ -230,39 +228,27 @@ class Catalog:
         return CatalogUnavailable(f"The model catalog is unavailable ({self.source.description}). Try again later.")
 
     async def _look_up(self, name: str) -> LLMModel | None:
-        """Ask the store for `name`; cache what it holds, or that it holds nothing."""
+        """Ask the store for `name`; a model it holds joins the loaded catalog."""
         try:
             document = await self.source.lookup(name)
         except Exception:
             logger.warning("catalog look-up of %r in %s failed", name, self.source.description, exc_info=True)
             raise
         model = None if document is None else _valid(document)
-        if model is None:
-            self._misses.pop(name, None)  # kept oldest first: every answer lasts as long
-            self._misses[name] = self._clock() + self.miss_seconds
-            return None
-        assert self._by_id is not None
-        self._by_id[model.id] = model
-        self._by_code.setdefault(model.code, model)
-        logger.info("found model %r in %s (not in the cached catalog)", model.id, self.source.description)
+        if model is not None and (loaded := self._models.cached(None)) is not None:
+            loaded.value.add(model)
+            logger.info("found model %r in %s (not in the cached catalog)", model.id, self.source.description)
         return model
 
-    async def _load(self) -> None:
+    async def _load(self) -> _Models:
         try:
             documents = await self.source.load()
         except Exception:
             logger.warning("catalog load from %s failed", self.source.description, exc_info=True)
             raise
-        by_id: dict[str, LLMModel] = {}
-        for document in documents:
-            if (model := _valid(document)) is not None:
-                by_id[model.id] = model
-        self._by_id = by_id
-        self._by_code = {}
-        for model in by_id.values():
-            self._by_code.setdefault(model.code, model)
-        self._loaded_at = self._clock()
-        logger.info("loaded %d models from %s", len(by_id), self.source.description)
+        models = _Models([model for document in documents if (model := _valid(document)) is not None])
+        logger.info("loaded %d models from %s", len(models.by_id), self.source.description)
+        return models
 
 
 def _valid(document: dict[str, Any]) -> LLMModel | None:

@@ -12,10 +12,13 @@ gate is open: local use, no APIM.
 `APIM_SHARED_SECRET` holds the secret, or a `"$NAME"` reference the app reads
 itself, through the gateway's secret resolver (Key Vault in Azure), like the
 catalog's secret references: cached for `SECRET_TTL_SECONDS`, and served
-from what was known before while the vault is briefly unreachable. The app
-reads it with its own Key Vault client, not through a platform Key Vault
-reference, which does not resolve on Flex Consumption once the vault is
-network-restricted. `APIM_SHARED_SECRET_PREVIOUS` (same forms, optional) is a
+from what was known before while the vault is briefly unreachable. Past the
+TTL a secret is compared while it is refreshed in the background; a header
+that matches none is compared once more with secrets read within the TTL, so
+a rotation never refuses what API Management sends because an instance had
+not been asked for a while. The app reads it with its own Key Vault
+client, not through a platform Key Vault reference, which does not resolve
+on Flex Consumption once the vault is network-restricted. `APIM_SHARED_SECRET_PREVIOUS` (same forms, optional) is a
 second secret accepted during a rotation, while API Management still sends
 the old one; a reference to a secret that does not exist means "none".
 """
@@ -67,6 +70,8 @@ class Gate:
                 ", ".join(sorted(OPEN_PATHS)),
             )
         references = [name for name, value in self._settings.items() if reference_name(value)]
+        #: Whether a header no secret matches is compared again with secrets read within the TTL.
+        self._passes = (False, True) if references else (False,)
         if references and secrets is None:
             raise ConfigurationError(f"{' and '.join(references)} name a secret, but no secret source is configured.")
 
@@ -78,27 +83,31 @@ class Gate:
             return ConfigurationError(
                 f"The gateway's {' and '.join(self._unresolved)} setting is an unresolved Key Vault reference."
             )
-        try:
-            accepted = [_digest(value.encode()) for value in await self._values()]
-        except GatewayError as exc:  # the vault is unreachable, or the current secret is missing
-            return exc
         # Header values arrive as latin-1 text: encoding them back gives the bytes that were sent.
         given = _digest(headers.get(HEADER, "").encode("latin-1", errors="replace"))
-        # Every accepted secret is compared, so the time taken does not tell which one matched.
-        if any([hmac.compare_digest(given, expected) for expected in accepted]):
-            return None
+        try:
+            # Secrets past their TTL are compared while they are refreshed; a header none of them
+            # matches is compared again with secrets no older than the TTL (a rotation under way).
+            for fresh in self._passes:
+                accepted = [_digest(value.encode()) for value in await self._values(fresh)]
+                # Every accepted secret is compared, so the time taken does not tell which one matched.
+                if any([hmac.compare_digest(given, expected) for expected in accepted]):
+                    return None
+        except GatewayError as exc:  # the vault is unreachable, or the current secret is missing
+            return exc
         return ApiManagementRequired(
             "Call this API through its API Management endpoint; direct calls to the app are refused."
         )
 
-    async def _values(self) -> list[str]:
-        """The accepted secrets: the current one (required) and the previous one, if any."""
+    async def _values(self, fresh: bool) -> list[str]:
+        """The accepted secrets: the current one (required) and the previous one, if any;
+        `fresh`: read no longer ago than the TTL (`SecretResolver.lookup`)."""
         values = []
         for setting, value in self._settings.items():
             name = reference_name(value)
             if name is not None:
                 assert self._secrets is not None  # checked in __init__
-                value = await self._secrets.lookup(name)
+                value = await self._secrets.lookup(name, fresh=fresh)
                 if value is None and setting == SETTING:
                     raise ConfigurationError(
                         f"The gateway's {SETTING} setting names secret ${name}, "

@@ -24,10 +24,10 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, Protocol
 
+from .cache import StaleWhileRevalidate
 from .cosmos import CosmosDatabase
 from .domain import Caller
 from .errors import AuthenticationFailed, KeyStoreUnavailable
-from .singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -200,13 +200,16 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class Authenticator:
-    """Turns a request's key into the calling project, with a short cache.
+    """Turns a request's key into the calling project, with a short cache
+    (`StaleWhileRevalidate`).
 
     A key known good is trusted for `KEY_CACHE_SECONDS`; after that it is
-    still served from the cache, for up to `stale_seconds`, while one
+    still served from the cache at once, for up to `stale_seconds`, while one
     background look-up refreshes it, so a key store outage does not stop
-    callers the gateway knew a moment ago. Unknown keys wait for the store
-    (which is bounded by its own timeout) and get 503 when it fails.
+    callers the gateway knew a moment ago. An unknown key is remembered as
+    unknown for `UNKNOWN_KEY_CACHE_SECONDS`, at most `KEY_CACHE_ENTRIES` look-ups
+    at once (callers choose the keys); after that it waits for the store (which
+    is bounded by its own timeout) and gets 503 when the store fails.
     """
 
     def __init__(
@@ -218,15 +221,20 @@ class Authenticator:
     ) -> None:
         self.store = store
         self.allow_anonymous = allow_anonymous
-        self.stale_seconds = stale_seconds
-        self._clock = clock
-        #: key hash -> (fresh until, caller or None for an unknown key)
-        self._cache: dict[str, tuple[float, Caller | None]] = {}
-        self._lookups = SingleFlight(self._read)
+        #: key hash -> the caller, or None for an unknown key
+        self._keys: StaleWhileRevalidate[str, Caller | None] = StaleWhileRevalidate(
+            self._read,
+            ttl_seconds=KEY_CACHE_SECONDS,
+            stale_seconds=stale_seconds,
+            miss_seconds=UNKNOWN_KEY_CACHE_SECONDS,
+            max_entries=KEY_CACHE_ENTRIES,
+            clock=clock,
+            label=lambda _: f"a key from {store.description}",
+        )
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:
         key = presented_key(headers)
-        found = await self._lookup(hash_key(key)) if key else None
+        found = await self._keys.get(hash_key(key)) if key else None
         if found is not None:
             return found
         if self.allow_anonymous:
@@ -237,16 +245,6 @@ class Authenticator:
             )
         raise AuthenticationFailed("The API key is not valid, or it is expired or disabled.")
 
-    async def _lookup(self, key_hash: str) -> Caller | None:
-        cached = self._cache.get(key_hash)
-        now = self._clock()
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        if cached is not None and cached[1] is not None and now < cached[0] + self.stale_seconds:
-            self._lookups.refresh(key_hash)
-            return cached[1]
-        return await self._lookups.get(key_hash)
-
     async def _read(self, key_hash: str) -> Caller | None:
         try:
             document = await self.store.read(key_document_id(key_hash))
@@ -256,17 +254,6 @@ class Authenticator:
         except Exception as exc:
             logger.warning("key look-up in %s failed (%s)", self.store.description, type(exc).__name__)
             raise KeyStoreUnavailable(f"Keys cannot be checked: {self.store.description} is unavailable.") from exc
-        caller = None
-        if project is not None and not project.get("disabled"):
-            caller = Caller(project=project["id"], admin=project.get("admin") is True)
-        now = self._clock()
-        if len(self._cache) >= KEY_CACHE_ENTRIES:
-            self._cache = {
-                key: entry
-                for key, entry in self._cache.items()
-                if entry[0] + (self.stale_seconds if entry[1] else 0) > now
-            }
-        if caller is not None or len(self._cache) < KEY_CACHE_ENTRIES:
-            lifetime = KEY_CACHE_SECONDS if caller else UNKNOWN_KEY_CACHE_SECONDS
-            self._cache[key_hash] = (now + lifetime, caller)
-        return caller
+        if project is None or project.get("disabled"):
+            return None
+        return Caller(project=project["id"], admin=project.get("admin") is True)

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .cache import RETRY_SECONDS, StaleWhileRevalidate
 from .errors import ConfigurationError, SecretStoreUnavailable
-from .singleflight import SingleFlight
-
-logger = logging.getLogger(__name__)
 
 
 class SecretSource(Protocol):
@@ -44,30 +40,21 @@ def reference_name(value: Any) -> str | None:
     return None
 
 
-#: While its source fails, a value past its TTL is asked for again at most this often.
-RETRY_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class _Cached:
-    value: str | None  # None: the source has no such secret
-    fetched_at: float
-    fresh_until: float
-
-
 class SecretResolver:
-    """Resolves references through a source, caching values for a TTL.
+    """Resolves references through a source, caching values (`StaleWhileRevalidate`).
 
     Concurrent look-ups of one name share a single source call, run as a task
     of its own: a caller that is cancelled (a client hung up) stops waiting,
-    but the call goes on for the others. Past its TTL a value is looked up
-    again (so a rotation is picked up); when that look-up fails, the value
-    known before is served for up to `stale_seconds` past its TTL, asked for
-    again at most every `RETRY_SECONDS`, so a vault outage does not stop
-    models whose secrets were known a moment ago. That a secret does not
-    exist is remembered for `RETRY_SECONDS` (or the TTL, if shorter), so a
+    but the call goes on for the others. Past its TTL a value is still served
+    at once while one background look-up refreshes it (so a rotation is
+    picked up without a caller waiting on the vault); while the source fails
+    the value known before is served for up to `stale_seconds` past its TTL,
+    and the source asked again every `RETRY_SECONDS`, so a vault outage does
+    not stop models whose secrets were known a moment ago. That a secret does
+    not exist is remembered for `RETRY_SECONDS` (or the TTL, if shorter), so a
     missing secret costs one source call per period, not one per request, and
-    a secret added later is found within that period.
+    a secret added later is found on the first call after that period (or,
+    while the source fails, is still "missing").
     """
 
     def __init__(
@@ -78,11 +65,15 @@ class SecretResolver:
         stale_seconds: float = 900.0,
     ) -> None:
         self.source = source
-        self.ttl_seconds = ttl_seconds
-        self.stale_seconds = stale_seconds
-        self._clock = clock
-        self._cache: dict[str, _Cached] = {}
-        self._lookups = SingleFlight(self._read)
+        self._values: StaleWhileRevalidate[str, str | None] = StaleWhileRevalidate(
+            source.get,
+            ttl_seconds=ttl_seconds,
+            stale_seconds=stale_seconds,
+            miss_seconds=min(ttl_seconds, RETRY_SECONDS),
+            stale_misses=True,
+            clock=clock,
+            label=lambda name: f"secret ${name} from {source.description}",
+        )
 
     async def resolve(self, name: str, *, model_id: str) -> str:
         value = await self.lookup(name)
@@ -93,23 +84,12 @@ class SecretResolver:
             )
         return value
 
-    async def lookup(self, name: str) -> str | None:
-        """The value of secret `name`, or None when the source has no such secret."""
-        cached = self._cache.get(name)
-        now = self._clock()
-        if cached is not None and now < cached.fresh_until:
-            return cached.value
-        try:
-            value = await self._lookups.get(name)
-        except Exception:
-            if cached is None or now >= cached.fetched_at + self.ttl_seconds + self.stale_seconds:
-                raise
-            logger.warning(
-                "secret $%s could not be refreshed from %s; using the value known before", name, self.source.description
-            )
-            self._cache[name] = _Cached(cached.value, cached.fetched_at, now + RETRY_SECONDS)
-            return cached.value
-        return value
+    async def lookup(self, name: str, *, fresh: bool = False) -> str | None:
+        """The value of secret `name`, or None when the source has no such secret.
+
+        `fresh`: no older than the TTL, waiting for the source if the value
+        held is older (the value held is served only if the source fails)."""
+        return await (self._values.fresh(name) if fresh else self._values.get(name))
 
     async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]:
         """A copy of `parameters` with every reference replaced by its value."""
@@ -119,13 +99,6 @@ class SecretResolver:
             if name is not None:
                 resolved[key] = await self.resolve(name, model_id=model_id)
         return resolved
-
-    async def _read(self, name: str) -> str | None:
-        value = await self.source.get(name)
-        now = self._clock()
-        fresh_for = self.ttl_seconds if value is not None else min(self.ttl_seconds, RETRY_SECONDS)
-        self._cache[name] = _Cached(value, now, now + fresh_for)
-        return value
 
 
 def key_vault_name(name: str) -> str:

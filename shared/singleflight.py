@@ -35,15 +35,3 @@ class SingleFlight(Generic[K, V]):
     async def get(self, key: K) -> V:
         """The result of the look-up of `key`, shared with other callers."""
         return await asyncio.shield(self.start(key))
-
-    def refresh(self, key: K) -> None:
-        """Start a look-up of `key` in the background, unless one is under way.
-        Its failure is `read`'s to report: here it is only retrieved, so that
-        asyncio does not report it again."""
-        if not self.running(key):
-            self.start(key).add_done_callback(_retrieved)
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

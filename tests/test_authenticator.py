@@ -40,7 +40,7 @@ def test_known_keys_are_read_once_and_random_keys_stay_bounded(monkeypatch):
         assert (await authenticator.caller({"authorization": "Bearer sk-gw-good"})).project == "team-a"
 
     asyncio.run(scenario())
-    assert len(authenticator._cache) <= 50
+    assert len(authenticator._keys) <= 50
     assert store.reads == 2 + 500  # the good key: its key and project documents, once
 
 

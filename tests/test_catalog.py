@@ -274,3 +274,18 @@ def test_a_model_added_to_the_catalog_file_is_found_on_the_next_call(tmp_path):
 
     new, by_code, missing = run(scenario())
     assert (new.id, by_code.id, missing) == ("new", "other", None)
+
+
+def test_names_callers_make_up_cannot_grow_the_memory_of_misses(monkeypatch):
+    from shared import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "MISSES_KEPT", 50)
+    source = FakeSource([entry("a")])
+
+    async def scenario():
+        catalog = Catalog(source, 60, clock=Clock())
+        for index in range(500):
+            assert await catalog.find(f"made-up-{index}") is None
+        return len(catalog._names)
+
+    assert run(scenario()) <= 50

@@ -25,7 +25,15 @@ USER = [{"role": "user", "content": "hello through APIM"}]
 
 
 def refused(gate, path, headers):
-    return asyncio.run(gate.refusal(path, headers))
+    """The gate's answer, once what it started in the background (a secret's refresh) is done."""
+
+    async def answer():
+        refusal = await gate.refusal(path, headers)
+        while tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.wait(tasks)
+        return refusal
+
+    return asyncio.run(answer())
 
 
 @pytest.mark.parametrize("environ", [{}, {"APIM_SHARED_SECRET": ""}, {"APIM_SHARED_SECRET": "   "}])
@@ -197,6 +205,20 @@ def test_an_unreachable_vault_refuses_with_503_and_a_known_secret_outlives_a_sho
     vault.down = True
     now[0] = 400.0  # past the TTL, within the stale period
     assert refused(gate, "/v1/models", {HEADER: SECRET}) is None
+
+
+def test_an_instance_idle_past_the_ttl_takes_a_rotated_secret_on_the_first_request():
+    vault = Vault(**{"apim-shared-secret": "old-secret-1b2c"})
+    now = [0.0]
+    gate = vault_gate(vault, clock=lambda: now[0])
+    assert refused(gate, "/v1/models", {HEADER: "old-secret-1b2c"}) is None
+    vault.secrets["apim-shared-secret"] = "new-secret-9f8e"
+    now[0] = 301.0  # nobody called for longer than the TTL
+    assert refused(gate, "/v1/models", {HEADER: "new-secret-9f8e"}) is None
+    reads = vault.reads
+    for _ in range(3):  # a wrong header costs no vault read while the secrets are fresh
+        assert isinstance(refused(gate, "/v1/models", {HEADER: "old-secret-1b2c"}), ApiManagementRequired)
+    assert vault.reads == reads
 
 
 def rotate(skip_wait: str | None = None) -> tuple[list[str], list[str]]:

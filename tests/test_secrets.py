@@ -47,12 +47,44 @@ def test_concurrent_lookups_share_one_source_call_and_values_are_cached_for_the_
         await resolver.resolve("K", model_id="m")
         source.values["K"] = "v2"
         now[0] = 301
-        return values, await resolver.resolve("K", model_id="m")
+        while_refreshing = await resolver.resolve("K", model_id="m")
+        await settled()
+        return values, while_refreshing, await resolver.resolve("K", model_id="m")
 
-    values, rotated = asyncio.run(scenario())
+    values, while_refreshing, rotated = asyncio.run(scenario())
     assert set(values) == {"v1"}
-    assert rotated == "v2"
+    assert (while_refreshing, rotated) == ("v1", "v2")
     assert source.calls == 2
+
+
+async def settled():
+    """Let every background task (a refresh) finish."""
+    while tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(tasks)
+
+
+def test_a_stale_secret_is_answered_at_once_while_the_vault_hangs():
+    class HangingVault(CountingSource):
+        hang: asyncio.Event | None = None
+
+        async def get(self, name):
+            if self.hang is not None:
+                await self.hang.wait()
+            return await super().get(name)
+
+    source, now = HangingVault({"API_KEY": "s3cret"}), [0.0]
+    resolver = SecretResolver(source, ttl_seconds=300, clock=lambda: now[0])
+
+    async def scenario():
+        assert await resolver.resolve("API_KEY", model_id="m") == "s3cret"
+        source.hang, now[0] = asyncio.Event(), 301.0
+        answers = [await asyncio.wait_for(resolver.resolve("API_KEY", model_id="m"), 0.5) for _ in range(5)]
+        source.hang.set()
+        await settled()
+        return answers
+
+    assert asyncio.run(scenario()) == ["s3cret"] * 5
+    assert source.calls == 2  # the five stale answers started one refresh
 
 
 def test_a_cancelled_waiter_does_not_cancel_the_others():

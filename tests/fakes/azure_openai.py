@@ -633,9 +633,10 @@ def _paths(operation: str) -> tuple[str, str]:
 class FakeAzureOpenAI:
     """The fake resource, served by `app`.
 
-    `keys` maps each deployment to the api-key it accepts; a bearer token is accepted when `accepts_token(token)`
-    (by default: it is in `tokens`). `requests` logs every request received, in order, with the deployment in
-    `extra["deployment"]`, multipart fields in `extra["form"]` (every value of each in `extra["form_lists"]`).
+    `keys` maps each deployment to the api-key it accepts (or a tuple of them: both during a rotation); a bearer
+    token is accepted when `accepts_token(token)` (by default: it is in `tokens`). `requests` logs every request
+    received, in order, with the deployment in `extra["deployment"]`, multipart fields in `extra["form"]` (every
+    value of each in `extra["form_lists"]`).
     `stream_outcomes` tells, per SSE stream, whether it was sent to the end ("completed") or the client closed it
     first ("closed"); `abandoned` counts `slow` calls whose client hung up while waiting.
 
@@ -782,11 +783,12 @@ class FakeAzureOpenAI:
 
     def _authorised(self, recorded: RecordedRequest, deployment: str) -> bool:
         key = self.keys[deployment]
+        accepted = (key,) if isinstance(key, str) else key
         scheme, _, bearer = recorded.headers.get("authorization", "").partition(" ")
-        if recorded.headers.get("api-key") == key:
+        if recorded.headers.get("api-key") in accepted:
             return True
         on_v1 = recorded.path.startswith("/openai/v1/")
-        return scheme.lower() == "bearer" and (self.accepts_token(bearer) or (on_v1 and bearer == key))
+        return scheme.lower() == "bearer" and (self.accepts_token(bearer) or (on_v1 and bearer in accepted))
 
     def _stream(self, answer: EventStream, deployment: str) -> StreamingResponse:
         if deployment == "midstream-error":
