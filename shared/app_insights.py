@@ -33,7 +33,7 @@ from azure.monitor.opentelemetry.exporter._generated.exporter.models import (
 )
 from azure.monitor.opentelemetry.exporter.export.trace import _exporter as trace_exporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 Model = TypeVar("Model", TelemetryItem, MonitorBase, RequestData, RemoteDependencyData)
@@ -96,20 +96,25 @@ class GatewayTraceExporter(AzureMonitorTraceExporter):
 
 
 @contextlib.contextmanager
-def gateway_exporter(instrumentation_name: str) -> Iterator[None]:
-    """Within it, `configure_azure_monitor` exports traces with `GatewayTraceExporter`.
+def gateway_pipeline(instrumentation_name: str) -> Iterator[None]:
+    """Within it, `configure_azure_monitor` builds a trace pipeline that exports with
+    `GatewayTraceExporter` and leaves out the GenAI main-agent span processor.
 
-    The distro builds its trace exporter itself, by the name it imported;
-    that name is pointed at this exporter while it does.
+    That processor attributes spans to the agent of a multi-agent system
+    (`gen_ai.agent.*` on a parent span); no span here has an agent, yet it
+    looks for one on every span's start and end. The distro has no switch
+    for either: it builds both by the names it imported, which are pointed
+    at the gateway's choices while it does.
     """
     from azure.monitor.opentelemetry import _configure
 
-    distro_exporter = _configure.AzureMonitorTraceExporter
+    distro_choices = _configure.AzureMonitorTraceExporter, _configure._GenAIMainAgentSpanProcessor
     _configure.AzureMonitorTraceExporter = functools.partial(GatewayTraceExporter, instrumentation_name)  # type: ignore[misc,assignment]
+    _configure._GenAIMainAgentSpanProcessor = SpanProcessor  # type: ignore[misc,assignment]
     try:
         yield
     finally:
-        _configure.AzureMonitorTraceExporter = distro_exporter  # type: ignore[misc]
+        _configure.AzureMonitorTraceExporter, _configure._GenAIMainAgentSpanProcessor = distro_choices  # type: ignore[misc]
 
 
 def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation_key: str) -> TelemetryItem | None:
@@ -198,9 +203,17 @@ def _is_custom(key: str) -> bool:
     return not trace_exporter._is_standard_attribute(key)
 
 
-@functools.lru_cache(maxsize=4)
 def _resource_tags(resource: Resource) -> dict[str, str]:
-    return dict(exporter_utils.azure_monitor_context) | exporter_utils._populate_part_a_fields(resource)
+    """The tags every envelope of `resource` carries. A provider has one resource, kept
+    by identity (hashing a resource serializes it)."""
+    global _last_resource
+    if _last_resource is None or _last_resource[0] is not resource:
+        tags = dict(exporter_utils.azure_monitor_context) | exporter_utils._populate_part_a_fields(resource)
+        _last_resource = (resource, tags)
+    return _last_resource[1]
+
+
+_last_resource: tuple[Resource, dict[str, str]] | None = None
 
 
 def _timestamp(nanoseconds: int) -> str:

@@ -200,16 +200,18 @@ class Telemetry:
     def _finish(self, span: Span, started: float, attributes: dict[str, Any], meter: Meter, status: int) -> None:
         from opentelemetry.trace import StatusCode
 
+        outcome: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": meter.prompt_tokens,
+            "gen_ai.usage.output_tokens": meter.completion_tokens,
+            "http.response.status_code": status,
+        }
         if meter.response_model:
-            span.set_attribute("gen_ai.response.model", meter.response_model)
-        span.set_attribute("gen_ai.usage.input_tokens", meter.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", meter.completion_tokens)
-        span.set_attribute("http.response.status_code", status)
+            outcome["gen_ai.response.model"] = meter.response_model
         metric = _metric_attributes(attributes) | {"http.response.status_code": status}
         if status >= 400:
-            span.set_attribute("error.type", str(status))
+            outcome["error.type"] = metric["error.type"] = str(status)
             span.set_status(StatusCode.ERROR)
-            metric["error.type"] = str(status)
+        span.set_attributes(outcome)
         span.end()
         self.operation_duration.record(time.monotonic() - started, metric)
         if status < 400 or meter.prompt_tokens or meter.completion_tokens:
@@ -254,19 +256,19 @@ def configure(settings: Settings) -> None:
     the distro's performance counters (a span processor that counts every
     span, and a reader of process counters the Functions platform already
     reports), metric exemplars (which Application Insights does not take),
-    and the exporter's model layer for the gateway's own spans
-    (`app_insights.GatewayTraceExporter`).
+    the GenAI main-agent span processor and the exporter's model layer for
+    the gateway's own spans (`app_insights.gateway_pipeline`).
     """
     if not settings.applicationinsights_connection_string:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics, trace
 
-    from .app_insights import gateway_exporter
+    from .app_insights import gateway_pipeline
 
     os.environ["OTEL_LOGS_EXPORTER"] = "none"
     os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
-    with gateway_exporter(INSTRUMENTATION_NAME):
+    with gateway_pipeline(INSTRUMENTATION_NAME):
         configure_azure_monitor(
             connection_string=settings.applicationinsights_connection_string,
             enable_live_metrics=False,
