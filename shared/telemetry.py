@@ -18,7 +18,8 @@ a collector that is down loses telemetry, never time on a call) and:
 
 Neither prompt nor completion text, nor any header or credential, is ever
 put on a span or a metric: attributes come only from the catalog entry, the
-deployment, the caller's project and counts.
+deployment, the caller's project and counts. The spans' attributes are the
+ones `app_insights` knows how to send the fast way: add one there too.
 """
 
 from __future__ import annotations
@@ -175,11 +176,13 @@ class Telemetry:
                     time.monotonic() - started, _metric_attributes(attributes) | {"error.type": error_type}
                 )
                 raise
+            outcome: dict[str, Any] = {}
             if meter.stream:
-                first_chunk = time.monotonic() - started
-                span.set_attribute("gen_ai.response.time_to_first_chunk", first_chunk)
+                first_chunk = outcome["gen_ai.response.time_to_first_chunk"] = time.monotonic() - started
                 self.time_to_first_chunk.record(first_chunk, _metric_attributes(attributes))
-            meter.observers.append(lambda finished, status: self._finish(span, started, attributes, finished, status))
+            meter.observers.append(
+                lambda finished, status: self._finish(span, started, attributes, outcome, finished, status)
+            )
             return result
 
         return traced
@@ -197,10 +200,20 @@ class Telemetry:
             "gateway.stream": meter.stream,
         }
 
-    def _finish(self, span: Span, started: float, attributes: dict[str, Any], meter: Meter, status: int) -> None:
+    def _finish(
+        self,
+        span: Span,
+        started: float,
+        attributes: dict[str, Any],
+        outcome: dict[str, Any],
+        meter: Meter,
+        status: int,
+    ) -> None:
+        """End a successful attempt's span when its call ends, with what the attempt and
+        the call's end found (`outcome`: set on the span at once, for a stream its first chunk)."""
         from opentelemetry.trace import StatusCode
 
-        outcome: dict[str, Any] = {
+        outcome |= {
             "gen_ai.usage.input_tokens": meter.prompt_tokens,
             "gen_ai.usage.output_tokens": meter.completion_tokens,
             "http.response.status_code": status,
