@@ -1,4 +1,4 @@
-"""Application Insights envelopes for the gateway's own spans, at a tenth of the exporter's price.
+"""Application Insights envelopes for the gateway's own spans, at an eighth of the exporter's price.
 
 The Azure Monitor trace exporter turns each span into a `TelemetryItem` through
 its generated model layer, which validates and converts every field: about
@@ -6,7 +6,7 @@ its generated model layer, which validates and converts every field: about
 interpreter lock the event loop needs. The gateway's request and attempt
 spans have a fixed shape (`shared/telemetry.py` sets every attribute they
 carry), so `GatewayTraceExporter` builds their envelopes directly as the JSON
-the exporter would have sent (`tests/test_app_insights.py` holds it to that,
+the exporter would have sent (`tests/test_telemetry.py` holds it to that,
 field by field), wrapped in the exporter's own model classes so that sending,
 retrying from disk and its statistics work unchanged. Any other span (the
 Azure SDK's Cosmos DB and Key Vault calls, or one of ours carrying an
