@@ -17,7 +17,10 @@ against 21-chunk ones, at concurrency 1), and the cold start: process start
 to the first 200 on an Azure model and, for the gateway, on a Vertex model.
 A second gateway with telemetry on, every call traced and exported to a local
 stand-in for Application Insights' ingestion endpoint, shows what telemetry
-costs (the `gateway+otel` rows).
+costs (the `gateway+otel` rows); then both, running side by side, take turns
+at chat and streams at concurrency 32, twice (the `telemetry off`/`on` rows),
+for the CPU and throughput telemetry adds, and the stand-in counts the calls
+that arrived traced.
 
     make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH]
 """
@@ -95,6 +98,11 @@ LOADS = (
     Load("embed", 32, False, operation="embeddings"),
 )
 EMBEDDING_DIMENSIONS = 1536
+#: The loads telemetry's cost is judged by, each run with it off and on in turn, twice.
+TELEMETRY_LOADS = (Load("chat", 32, False), Load("sse", 32, True))
+TELEMETRY_ROUNDS = 2
+#: The request spans of the calls the loads make (GET /health, polled at start-up, is traced too).
+LOAD_ROUTES = ("POST /v1/chat/completions", "POST /v1/embeddings")
 
 
 def openai_urls(base: str) -> dict[str, str]:
@@ -390,6 +398,54 @@ def overhead(server: dict[tuple[str, int], Figures], base: dict[tuple[str, int],
     return ", ".join(f"{load} {server[(load, 1)].p50_ms - base[(load, 1)].p50_ms:+.2f} ms" for load in loads)
 
 
+def calls_made(loads: int, requests: int) -> int:
+    """The calls `loads` measured loads make: each is warmed up first (see `_drive`)."""
+    return loads * (min(50, requests) + requests)
+
+
+def telemetry_pairs(plain: Target, traced: Target, requests: int) -> dict[str, str]:
+    """Telemetry's cost: the same loads on a gateway without and one with it, in turn."""
+    runs: dict[tuple[str, bool], list[Figures]] = {}
+    for _ in range(TELEMETRY_ROUNDS):
+        for load in TELEMETRY_LOADS:
+            for target, traced_on in ((plain, False), (traced, True)):
+                figures = measure(target, load, requests)
+                runs.setdefault((load.name, traced_on), []).append(figures)
+                print_row(f"telemetry {'on' if traced_on else 'off'}", load.name, load.concurrency, figures)
+    summary = {}
+    for load in TELEMETRY_LOADS:
+        off, on = runs[(load.name, False)], runs[(load.name, True)]
+        cpu_off = statistics.median(f.cpu_ms or 0.0 for f in off)
+        cpu_on = statistics.median(f.cpu_ms or 0.0 for f in on)
+        rps_off, rps_on = statistics.median(f.rps for f in off), statistics.median(f.rps for f in on)
+        summary[f"telemetry's cost, {load.name} c={load.concurrency} (medians)"] = (
+            f"CPU {cpu_off:.2f} -> {cpu_on:.2f} ms/call ({cpu_on - cpu_off:+.2f} ms), "
+            f"{rps_off:.0f} -> {rps_on:.0f} req/s ({(rps_on / rps_off - 1) * 100:+.0f} %)"
+        )
+    return summary
+
+
+def traced_calls(ingestion: FakeIngestion, made: int, settle_seconds: float = 15.0) -> str:
+    """How many of the `made` calls arrived at the ingestion stand-in as a request and a
+    dependency, once the exporter has sent what it batched."""
+
+    def counts() -> tuple[int, int]:
+        requests = [e for e in ingestion.of_type("RequestData") if e["data"]["baseData"]["name"] in LOAD_ROUTES]
+        dependencies = [
+            e
+            for e in ingestion.of_type("RemoteDependencyData")
+            if "gen_ai.operation.name" in e["data"]["baseData"].get("properties", {})
+        ]
+        return len(requests), len(dependencies)
+
+    seen, since = counts(), time.monotonic()
+    while seen != (made, made) and time.monotonic() - since < settle_seconds:
+        time.sleep(0.5)
+        if (now := counts()) != seen:
+            seen, since = now, time.monotonic()
+    return f"{seen[0]} requests and {seen[1]} dependencies of {made} calls"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per measured load")
@@ -425,21 +481,26 @@ def main() -> None:
         direct = run_loads(Target("direct", direct_urls, {"api-key": BENCH_KEY}, "bench", None), options.requests)
 
         gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
+        ingestion = FakeIngestion()
         try:
             target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
             figures, summary["gateway"] = server_rounds(target, options.requests)
             summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
+            with ServerThread(ingestion.app) as ingestion_server:
+                traced = GatewayProcess(
+                    gateway_env | telemetry_env(ingestion_server.url), setup.workdir / "otel.log"
+                ).start()
+                try:
+                    traced_target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
+                    traced_figures = run_loads(traced_target, options.requests)
+                    summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
+                    summary["gateway"] |= telemetry_pairs(target, traced_target, options.requests)
+                    made = calls_made(len(LOADS) + TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), options.requests)
+                    summary["gateway"]["calls traced, telemetry on"] = traced_calls(ingestion, made)
+                finally:
+                    traced.stop()
         finally:
             gateway.stop()
-
-        with ServerThread(FakeIngestion().app) as ingestion:
-            traced = GatewayProcess(gateway_env | telemetry_env(ingestion.url), setup.workdir / "otel.log").start()
-            try:
-                target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
-                traced_figures = run_loads(target, options.requests)
-                summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
-            finally:
-                traced.stop()
 
         if options.proxy.exists():
             port = free_port()

@@ -18,7 +18,8 @@ a collector that is down loses telemetry, never time on a call) and:
 
 Neither prompt nor completion text, nor any header or credential, is ever
 put on a span or a metric: attributes come only from the catalog entry, the
-deployment, the caller's project and counts.
+deployment, the caller's project and counts. The spans' attributes are the
+ones `app_insights` knows how to send the fast way: add one there too.
 """
 
 from __future__ import annotations
@@ -175,11 +176,13 @@ class Telemetry:
                     time.monotonic() - started, _metric_attributes(attributes) | {"error.type": error_type}
                 )
                 raise
+            outcome: dict[str, Any] = {}
             if meter.stream:
-                first_chunk = time.monotonic() - started
-                span.set_attribute("gen_ai.response.time_to_first_chunk", first_chunk)
+                first_chunk = outcome["gen_ai.response.time_to_first_chunk"] = time.monotonic() - started
                 self.time_to_first_chunk.record(first_chunk, _metric_attributes(attributes))
-            meter.observers.append(lambda finished, status: self._finish(span, started, attributes, finished, status))
+            meter.observers.append(
+                lambda finished, status: self._finish(span, started, attributes, outcome, finished, status)
+            )
             return result
 
         return traced
@@ -197,19 +200,31 @@ class Telemetry:
             "gateway.stream": meter.stream,
         }
 
-    def _finish(self, span: Span, started: float, attributes: dict[str, Any], meter: Meter, status: int) -> None:
+    def _finish(
+        self,
+        span: Span,
+        started: float,
+        attributes: dict[str, Any],
+        outcome: dict[str, Any],
+        meter: Meter,
+        status: int,
+    ) -> None:
+        """End a successful attempt's span when its call ends, with what the attempt and
+        the call's end found (`outcome`: set on the span at once, for a stream its first chunk)."""
         from opentelemetry.trace import StatusCode
 
+        outcome |= {
+            "gen_ai.usage.input_tokens": meter.prompt_tokens,
+            "gen_ai.usage.output_tokens": meter.completion_tokens,
+            "http.response.status_code": status,
+        }
         if meter.response_model:
-            span.set_attribute("gen_ai.response.model", meter.response_model)
-        span.set_attribute("gen_ai.usage.input_tokens", meter.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", meter.completion_tokens)
-        span.set_attribute("http.response.status_code", status)
+            outcome["gen_ai.response.model"] = meter.response_model
         metric = _metric_attributes(attributes) | {"http.response.status_code": status}
         if status >= 400:
-            span.set_attribute("error.type", str(status))
+            outcome["error.type"] = metric["error.type"] = str(status)
             span.set_status(StatusCode.ERROR)
-            metric["error.type"] = str(status)
+        span.set_attributes(outcome)
         span.end()
         self.operation_duration.record(time.monotonic() - started, metric)
         if status < 400 or meter.prompt_tokens or meter.completion_tokens:
@@ -249,18 +264,30 @@ def configure(settings: Settings) -> None:
     would come twice, and the exporter's own log lines would be exported in
     turn, without end. The distro takes that switch only from the environment
     (it ignores `disable_logging`), so it is set there.
+
+    What would cost every call CPU for nothing is left out: live metrics and
+    the distro's performance counters (a span processor that counts every
+    span, and a reader of process counters the Functions platform already
+    reports), metric exemplars (which Application Insights does not take),
+    the GenAI main-agent span processor and the exporter's model layer for
+    the gateway's own spans (`app_insights.gateway_pipeline`).
     """
     if not settings.applicationinsights_connection_string:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics, trace
 
+    from .app_insights import gateway_pipeline
+
     os.environ["OTEL_LOGS_EXPORTER"] = "none"
-    configure_azure_monitor(
-        connection_string=settings.applicationinsights_connection_string,
-        enable_live_metrics=False,
-        instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS},
-    )
+    os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
+    with gateway_pipeline(INSTRUMENTATION_NAME):
+        configure_azure_monitor(
+            connection_string=settings.applicationinsights_connection_string,
+            enable_live_metrics=False,
+            enable_performance_counters=False,
+            instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS},
+        )
     enable(trace.get_tracer_provider(), metrics.get_meter_provider())
 
 

@@ -1,7 +1,8 @@
 """Export to Application Insights: a gateway whose connection string points at
 a local stand-in for the ingestion endpoint sends request, dependency and
 metric envelopes there; a collector that is down costs the caller nothing;
-with no connection string nothing of the exporter is imported."""
+with no connection string nothing of the exporter is imported; spans go to the
+gateway's own exporter, with no other processor on their way."""
 
 from __future__ import annotations
 
@@ -200,3 +201,27 @@ def test_the_exporter_is_imported_only_with_a_connection_string(tmp_path, config
     assert result.returncode == 0, result.stderr
     imported = json.loads(result.stdout.splitlines()[-1])
     assert bool(imported) is configured
+
+
+#: Configures telemetry as the app does, then prints what processes each span.
+SPAN_PIPELINE = """
+import json
+from opentelemetry import trace
+import shared.service
+
+processors = trace.get_tracer_provider()._active_span_processor._span_processors
+exporters = [type(p._batch_processor._exporter).__name__ for p in processors if hasattr(p, "_batch_processor")]
+print(json.dumps({"processors": [type(p).__name__ for p in processors], "exporters": exporters}))
+"""
+
+
+def test_spans_are_exported_the_fast_way_with_nothing_else_on_their_path(tmp_path):
+    env = GatewayProcess(gateway_env(MODELS_FILE=str(PROJECT_DIR / "models.json")), tmp_path / "unused.log").env
+    env |= FAST_EXPORT | {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string(f"http://127.0.0.1:{free_port()}")}
+    result = subprocess.run(
+        [sys.executable, "-c", SPAN_PIPELINE], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    pipeline = json.loads(result.stdout.splitlines()[-1])
+    # The distro's GenAI main-agent processor is the bare SpanProcessor, which does nothing.
+    assert pipeline == {"processors": ["SpanProcessor", "BatchSpanProcessor"], "exporters": ["GatewayTraceExporter"]}

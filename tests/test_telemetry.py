@@ -1,7 +1,8 @@
 """Telemetry with in-memory exporters: the gateway served in this process,
 against the fake Azure OpenAI, records one request span per call with a
 GenAI client span per upstream attempt, and the GenAI metrics; never a
-prompt, a completion or a secret."""
+prompt, a completion or a secret. Their Application Insights envelopes, built
+the fast way (`shared/app_insights.py`), are the ones the exporter would build."""
 
 from __future__ import annotations
 
@@ -260,3 +261,57 @@ def test_metrics_count_tokens_and_durations_by_project_model_deployment_and_stat
         for p in durations
     )
     assert_nothing_private(recorded)
+
+
+def wire(envelope: Any) -> Any:
+    """An envelope as the exporter sends it, and as it keeps it on disk to retry."""
+    from azure.monitor.opentelemetry.exporter._generated.exporter._utils.model_base import SdkJSONEncoder
+
+    return json.loads(json.dumps(envelope, cls=SdkJSONEncoder, exclude_readonly=True)), envelope.as_dict()
+
+
+def exporters_envelope(span: ReadableSpan) -> Any:
+    from azure.monitor.opentelemetry.exporter.export.trace._exporter import _convert_span_to_envelope
+
+    envelope = _convert_span_to_envelope(span)
+    envelope.instrumentation_key = "ikey"
+    return envelope
+
+
+def test_application_insights_gets_the_envelopes_the_exporter_would_have_built(traced):
+    from shared.app_insights import fast_envelope
+
+    server, recorded = traced
+    client(server, "t-wire", traceparent=CALLER_TRACEPARENT).chat.completions.create(model="chat-a", messages=USER)
+    list(client(server, "t-wire-stream").chat.completions.create(model="chat-a", messages=USER, stream=True))
+    client(server, "t-wire-fallback").chat.completions.create(model="doomed", messages=USER)
+    with pytest.raises(openai.RateLimitError):
+        client(server, "t-wire-429").chat.completions.create(model="rate-limited", messages=USER)
+
+    traces = [recorded.trace(request_id) for request_id in ("t-wire", "t-wire-stream", "t-wire-fallback", "t-wire-429")]
+    spans = [span for root, attempts in traces for span in (root, *attempts)]
+    assert len(spans) == 9
+    for span in spans:
+        envelope = fast_envelope(span, telemetry.INSTRUMENTATION_NAME, "ikey")
+        assert envelope is not None, f"{span.name} {dict(span.attributes)} took the exporter's slow way"
+        assert wire(envelope) == wire(exporters_envelope(span)), span.name
+
+
+def test_a_sampled_span_and_a_span_of_another_shape_are_sent_as_the_exporter_would():
+    from azure.monitor.opentelemetry.exporter import ApplicationInsightsSampler
+
+    from shared.app_insights import fast_envelope
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ApplicationInsightsSampler(sampling_ratio=1.0))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer(telemetry.INSTRUMENTATION_NAME)
+    attributes = {"http.request.method": "POST", "http.route": "/v1/embeddings", "gateway.request_id": "r"}
+    tracer.start_span("POST /v1/embeddings", kind=SpanKind.SERVER, attributes=attributes).end()
+    tracer.start_span("chat dep-a", kind=SpanKind.CLIENT, attributes={"enduser.id": "someone"}).end()
+    sampled, foreign = spans.get_finished_spans()
+
+    assert sampled.attributes["_MS.sampleRate"] == 100.0
+    envelope = fast_envelope(sampled, telemetry.INSTRUMENTATION_NAME, "ikey")
+    assert envelope is not None and wire(envelope) == wire(exporters_envelope(sampled))
+    assert fast_envelope(foreign, telemetry.INSTRUMENTATION_NAME, "ikey") is None  # left to the exporter
