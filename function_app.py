@@ -9,7 +9,7 @@ for a GET route by itself (uptime probes send HEAD); the reply has no body.
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from shared import azure
+from shared import azure_paths
 from shared.lifecycle import close_on_termination
 from shared.service import gateway, handle, not_routed
 
@@ -93,32 +93,32 @@ async def manage_delete_model(req: Request) -> Response:
 
 
 # Azure OpenAI's paths, for code written for `openai.AzureOpenAI`: the same operations,
-# the deployment in the path being the catalog model (see shared/azure.py).
+# the deployment in the path being the catalog model (see shared/azure_paths.py).
 
 
 @app.route(route="openai/deployments/{model}/chat/completions", methods=["POST"])
 async def azure_chat_completions(req: Request) -> Response:
-    return await handle(req, azure.deployment(gateway.chat_completions))
+    return await handle(req, azure_paths.deployment(gateway.chat_completions))
 
 
 @app.route(route="openai/deployments/{model}/embeddings", methods=["POST"])
 async def azure_embeddings(req: Request) -> Response:
-    return await handle(req, azure.deployment(gateway.embeddings))
+    return await handle(req, azure_paths.deployment(gateway.embeddings))
 
 
 @app.route(route="openai/deployments/{model}/images/generations", methods=["POST"])
 async def azure_image_generations(req: Request) -> Response:
-    return await handle(req, azure.deployment(gateway.image_generations))
+    return await handle(req, azure_paths.deployment(gateway.image_generations))
 
 
 @app.route(route="openai/deployments/{model}/audio/speech", methods=["POST"])
 async def azure_speech(req: Request) -> Response:
-    return await handle(req, azure.deployment(gateway.speech))
+    return await handle(req, azure_paths.deployment(gateway.speech))
 
 
 @app.route(route="openai/deployments/{model}/audio/transcriptions", methods=["POST"])
 async def azure_transcriptions(req: Request) -> Response:
-    return await handle(req, azure.deployment(gateway.transcriptions))
+    return await handle(req, azure_paths.deployment(gateway.transcriptions))
 
 
 @app.route(route="openai/responses", methods=["POST"])
