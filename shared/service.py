@@ -1,12 +1,15 @@
-"""The composition root: builds the gateway from the settings, once per process.
+"""The composition root: builds the gateway, and what serves HTTP for it, from the settings.
 
-Building is cheap and does no I/O; clients connect on first use.
+`function_app.create_app` calls `compose` once per process; tests call it
+(or `build_gateway`) to build gateways in process. Building is cheap and does
+no I/O; clients connect on first use.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -84,15 +87,25 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-settings = Settings.from_environment()
-telemetry.configure(settings)
-gateway = build_gateway(settings)
-gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
+@dataclass(frozen=True)
+class Service:
+    """The gateway, and the gate and body limit every request passes first."""
+
+    settings: Settings
+    gateway: Gateway
+    gate: Gate
+
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        """Serve `request` with one of the gateway's endpoints."""
+        return await respond(request, endpoint, self.settings.max_request_bytes, self.gate)
 
 
-async def handle(request: Request, endpoint: Endpoint) -> Response:
-    """Serve `request` with one of the gateway's endpoints."""
-    return await respond(request, endpoint, settings.max_request_bytes, gate)
+def compose(settings: Settings) -> Service:
+    """Everything a Functions app serves, built from `settings`, telemetry configured."""
+    telemetry.configure(settings)
+    gateway = build_gateway(settings)
+    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
+    return Service(settings, gateway, gate)
 
 
 @functools.cache

@@ -172,9 +172,9 @@ IMPORTED_AFTER_A_CALL = """
 import json, sys
 from pathlib import Path
 from starlette.testclient import TestClient
-from shared.localhost import create_app
+from shared.localhost import local_app
 
-with TestClient(create_app(Path.cwd())) as client:
+with TestClient(local_app(Path.cwd())) as client:
     body = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
     answer = client.post("/v1/chat/completions", json=body)
     assert answer.status_code == 200, answer.text

@@ -449,11 +449,11 @@ from pathlib import Path
 
 import httpx
 
-from shared.localhost import create_app
+from shared.localhost import local_app
 
 
 async def main():
-    app = create_app(Path.cwd())
+    app = local_app(Path.cwd())
     body = {"model": "chat-a", "messages": [{"role": "user", "content": "hi"}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         plain = await client.post("/v1/chat/completions", json=body)

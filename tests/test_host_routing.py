@@ -8,7 +8,8 @@ import pytest
 from starlette.routing import Match, Route
 from starlette.testclient import TestClient
 
-from shared.localhost import create_app, host_order_key
+from shared.localhost import host_order_key
+from shared.localhost import local_app as starlette_app
 from tests.support import PROJECT_DIR
 from tests.test_errors import assert_openai_error
 
@@ -16,7 +17,7 @@ from tests.test_errors import assert_openai_error
 @pytest.fixture(scope="module")
 def local_app():
     """The local host's app, built once: a FunctionApp's functions can be listed only once."""
-    return create_app(Path(PROJECT_DIR))
+    return starlette_app(Path(PROJECT_DIR))
 
 
 def _sample_path(route: Route) -> str:
