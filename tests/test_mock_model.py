@@ -15,7 +15,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import gateway_env
 from tests.openapi import assert_conforms
-from tests.support import PROJECT_DIR, GatewayProcess, write_catalog, write_projects
+from tests.support import PROJECT_DIR, running_gateway, write_catalog, write_projects
 from tests.test_usage import wait_for_record
 from tests.test_wire_format import chat_chunks
 
@@ -51,9 +51,8 @@ def mocked(tmp_path_factory):
     catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
     projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a", OTHER_KEY: "team-b"})
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked):
