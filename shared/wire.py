@@ -19,6 +19,10 @@ cost estimate to `usage`. The rules, the same for every operation:
    `system_fingerprint`, `service_tier`, reasoning content...
 4. `model` is the catalog id the caller used; LiteLLM's `usage.cost` is
    dropped (the gateway prices calls from the catalog).
+
+The caller's stream events (`Event`, `Framed`) and the gateway's one JSON
+encoder (`json_bytes`) live here too, below both the transports that make
+them and the HTTP layer that sends them.
 """
 
 from __future__ import annotations
