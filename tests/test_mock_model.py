@@ -138,8 +138,11 @@ def test_the_mock_model_answers_the_responses_api_whole(mocked):
     assert record["operation"] == "Responses" and record["completion_tokens"] == response.usage.output_tokens
 
     with pytest.raises(openai.BadRequestError) as refused:
-        mocked.client(TEAM_KEY).responses.create(model="mock", input="Say hello", stream=True)
+        mocked.client(TEAM_KEY, request_id="mock-responses-stream").responses.create(
+            model="mock", input="Say hello", stream=True
+        )
     assert refused.value.body["param"] == "stream"
+    assert wait_for_record(mocked, "mock-responses-stream")["status"] == 400  # the Mock deployment refused it
 
 
 def test_mock_models_keep_keys_private_models_and_operations(mocked):
