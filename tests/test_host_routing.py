@@ -100,3 +100,13 @@ def test_method_not_allowed_lists_head_where_get_is_allowed(gateway):
     assert wrong.status_code == 405 and wrong.content == b""
     assert wrong.headers["allow"] == "POST"
     assert httpx.head(f"{gateway.url}/v1/nothing-here").status_code == 404
+
+
+def test_the_worker_finds_exactly_one_function_app_at_the_top_of_function_app_py():
+    """The Python worker indexes the one module-level `FunctionRegister` instance (loader.index_function_app)."""
+    from azure.functions import FunctionRegister
+
+    import function_app
+
+    apps = [value for value in vars(function_app).values() if isinstance(value, FunctionRegister)]
+    assert apps == [function_app.app]

@@ -52,18 +52,16 @@ class AzureRelay:
         self._session: aiohttp.ClientSession | None = None
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
-        if call.azure_relay is None:
-            return await self.fallback.whole(model, call, request)
         if request.operation is Operation.CHAT_COMPLETION:
-            return await self.completion(call.azure_relay, request.body, model.id)
+            return await self.completion(_relayed(call), request.body, model.id)
         if request.operation is Operation.EMBEDDINGS:
-            return await self.embeddings(call.azure_relay, request.body, model.id)
+            return await self.embeddings(_relayed(call), request.body, model.id)
         return await self.fallback.whole(model, call, request)
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
-        if call.azure_relay is None or request.operation is not Operation.CHAT_COMPLETION:
+        if request.operation is not Operation.CHAT_COMPLETION:
             return await self.fallback.stream(model, call, request)
-        return await self.open_stream(call.azure_relay, request.body, model.id, request.caller_wants_usage)
+        return await self.open_stream(_relayed(call), request.body, model.id, request.caller_wants_usage)
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -146,6 +144,12 @@ class AzureRelay:
         return Answer(
             body_for_caller, usage if isinstance(usage, dict) else None, model if isinstance(model, str) else None
         )
+
+
+def _relayed(call: ProviderCall) -> AzureDeployment:
+    """The deployment's address and headers: the mapper gives this transport only deployments that have them."""
+    assert call.azure_relay is not None, "a deployment the relay cannot address"
+    return call.azure_relay
 
 
 class RelayedStream:

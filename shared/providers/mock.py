@@ -23,8 +23,9 @@ class Mock:
         self.fallback = fallback
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
-        if request.operation is not Operation.EMBEDDINGS or call.mock_embedding is None:
+        if request.operation is not Operation.EMBEDDINGS:
             return await self.fallback.whole(model, call, request)
+        assert call.mock_embedding is not None, "the mapper gives every Mock deployment its vector"
         payload = mock_embeddings(call.mock_embedding, request.body["input"], model.id)
         usage = payload["usage"]
         if request.arguments.get("encoding_format") == "base64":
