@@ -3,13 +3,14 @@
 The gateway makes a `Call` per request once it knows the caller's model: the
 candidates (that model, then its usable fallbacks), the meter that writes the
 request's usage record, and the deadline. A call runs an *attempt* (one try
-on one deployment) on each candidate deployment in the router's order until
-one succeeds, all within the deadline. There are two kinds:
+on one deployment, by the deployment's transport: see `providers/base.py`)
+on each candidate deployment in the router's order until one succeeds, all
+within the deadline. There are two kinds:
 
-- `Call.whole(attempt)`: the attempt returns an `Answer`, the whole result
+- `Call.whole(request)`: the transport returns an `Answer`, the whole result
   and its token counts, within the first-byte budget of a whole answer, so
   a deployment that accepts and never answers is left for the next one.
-- `Call.stream(attempt)`: the attempt opens an `Upstream`, a provider stream.
+- `Call.stream(request)`: the transport opens an `Upstream`, a provider stream.
   The call waits for its first event within the first-byte budget, so a
   stream that fails to start can still move on to another deployment. Then
   it passes on the events, each one within the deadline.
@@ -22,22 +23,20 @@ hangs up midway is recorded with what was counted so far.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from . import telemetry
 from .domain import LLMModel
-from .errors import GatewayError, UpstreamTimeout
-from .http import CLIENT_CLOSED_STATUS
-from .providers import ProviderCall
+from .errors import CLIENT_CLOSED_STATUS, GatewayError, UpstreamTimeout
+from .providers.base import Answer, Attempt, Request, Upstream
+from .providers.mapper import ProviderCall
 from .routing import RETRYABLE, Router, health_key
 from .usage import Meter
 from .wire import Event
 
 T = TypeVar("T")
-#: One try on one deployment of one model; raises a gateway error when it fails.
-Attempt = Callable[[LLMModel, ProviderCall], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -45,44 +44,11 @@ class Limits:
     """Time budgets: the whole request; per attempt, a stream's first event and a
     whole answer's first byte (it comes when the provider has produced the answer).
     An attempt's connection has its own budget, kept by the HTTP clients
-    (`providers.ProviderCall.connect_seconds`)."""
+    (`providers.mapper.ProviderCall.connect_seconds`)."""
 
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
     whole_first_byte_seconds: float = 120.0
-
-
-@dataclass(frozen=True)
-class Answer(Generic[T]):
-    """A whole result for the caller, and what the meter reads of it."""
-
-    body: T
-    #: The provider's token counts (OpenAI's `usage` shape), if it gave them.
-    usage: Any = None
-    #: The provider's own name for the model that answered (telemetry's `gen_ai.response.model`).
-    model: str | None = None
-
-
-class Upstream(Protocol):
-    """A provider stream once opened, as the caller's events."""
-
-    @property
-    def usage(self) -> Any:
-        """The provider's latest token counts, once seen."""
-        ...
-
-    @property
-    def model(self) -> str | None:
-        """The provider's own name for the model that answers, once seen."""
-        ...
-
-    def events(self) -> AsyncIterator[Event | None]:
-        """Per item read from the provider, the caller's event for it (None when nothing is sent)."""
-        ...
-
-    async def close(self, completed: bool) -> None:
-        """Release the provider's response; `completed` when it was read to its end."""
-        ...
 
 
 class Call:
@@ -95,15 +61,15 @@ class Call:
         self.deadline = deadline
         self.limits = limits
 
-    async def whole(self, attempt: Attempt[Answer[T]]) -> tuple[LLMModel, T]:
+    async def whole(self, request: Request) -> tuple[LLMModel, Any]:
         """The model that answered and its answer's body; metered. An attempt
         without its answer within the first-byte budget is a timeout, so the
         next deployment is tried."""
 
-        async def answered(model: LLMModel, call: ProviderCall) -> Answer[T]:
+        async def answered(model: LLMModel, call: ProviderCall) -> Answer[Any]:
             try:
                 async with asyncio.timeout(self.limits.whole_first_byte_seconds):
-                    return await attempt(model, call)
+                    return await call.transport.whole(model, call, request)
             except TimeoutError:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
 
@@ -114,7 +80,7 @@ class Call:
         self.meter.finish(200)
         return model, answer.body
 
-    async def stream(self, attempt: Attempt[Upstream]) -> tuple[LLMModel, AsyncGenerator[Event, None]]:
+    async def stream(self, request: Request) -> tuple[LLMModel, AsyncGenerator[Event, None]]:
         """The model whose stream started and its events; metered when the stream
         ends (a stream the provider ends before any event, as soon as that is known)."""
 
@@ -125,7 +91,7 @@ class Call:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    events = self._events(model, call, await attempt(model, call))
+                    events = self._events(model, call, await call.transport.stream(model, call, request))
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:

@@ -20,13 +20,16 @@
     │   └── SecretStoreUnavailable  503 secret_store_unavailable
     └── ConfigurationError          500 api_error / configuration_error
 
-`shared.http` turns each into an OpenAI-shaped error body; `shared.upstream`
+`shared.http` turns each into an OpenAI-shaped error body; `shared.providers.errors`
 turns provider exceptions into these.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+#: nginx's status for a request whose client closed the connection first (metered and logged as such).
+CLIENT_CLOSED_STATUS = 499
 
 
 class GatewayError(Exception):

@@ -1,35 +1,32 @@
 """The gateway's use cases: one async method per operation.
 
-Each one reads the caller's request, routes it to the model the caller may
-use for the operation (a `calls.Call`), runs the call with the attempt that
-suits the provider, and shapes the result for the caller (`wire.py`).
-Azure OpenAI chat completions and embeddings are relayed without LiteLLM
-(`azure_openai.py`); every other call goes through LiteLLM
-(`litellm_calls.py`).
+Each one reads parse → admit → route → call → shape: it parses the caller's
+request (`payloads.py`), admits the caller (`projects.Authenticator`), routes
+it to the model the caller may use for the operation (a `calls.Call`), calls
+it (each deployment's transport, chosen when the catalog entry was mapped:
+`providers/`), and shapes the result for the caller, as JSON, as the
+provider's relayed bytes, or as a stream. No use case knows which provider
+answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import struct
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
-from . import azure_openai, litellm_calls, payloads, telemetry, wire
-from .calls import Answer, Call, Limits, Upstream
+from . import payloads, telemetry
+from .calls import Call, Limits
 from .catalog import Catalog
-from .domain import Caller, LLMModel, Operation, Provider
-from .errors import InvalidRequest, ModelNotFound, UnsupportedOperation
+from .domain import Caller, LLMModel, Operation
+from .errors import ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
-from .llm import litellm
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderCall, mock_embeddings, relayed
+from .providers.base import Request
+from .providers.mapper import load_litellm_for
 from .routing import Router
 from .usage import Meter, UsageRecorder
-from .vertex import VertexImagen
 
 ANSWERED_BY_HEADER = "x-gateway-model"
 
@@ -45,7 +42,6 @@ class Gateway:
         authenticator: Authenticator,
         management: Management,
         recorder: UsageRecorder,
-        imagen: VertexImagen,
         environment: str,
         limits: Limits | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
@@ -56,17 +52,13 @@ class Gateway:
         self.authenticator = authenticator
         self.management = management
         self.recorder = recorder
-        self.imagen = imagen
         self.environment = environment
         self._closers = closers
-        self.azure_openai = azure_openai.AzureOpenAI()
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
-        the clients the gateway opened (at shutdown)."""
+        the clients the gateway was given (at shutdown)."""
         await self.recorder.close(grace_seconds)
-        await self.imagen.close()
-        await self.azure_openai.close()
         for close in self._closers:
             await close()
 
@@ -90,95 +82,44 @@ class Gateway:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.chat_completion)
         stream = bool(body.get("stream"))
-        call = await self._route(
-            inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream, relayed=relayed
-        )
+        call = await self._route(inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
-            through_litellm = litellm_calls.whole("acompletion", arguments)
-
-            async def whole(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
-                if provider.azure_relay is None:
-                    return await through_litellm(model, provider)
-                return await self.azure_openai.completion(provider.azure_relay, body, model.id)
-
-            model, completion = await call.whole(whole)
-            if isinstance(completion, bytes):
-                return _relayed(completion, model)
-            return _json(wire.chat_completion(completion, model.id), model)
+            model, completion = await call.whole(Request(Operation.CHAT_COMPLETION, body, arguments))
+            return _answer(completion, model)
         # The gateway always asks for the usage chunk, to meter it; the caller gets it only if asked.
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        stream_options = (body.get("stream_options") or {}) | {"include_usage": True}
-        through_litellm_stream = litellm_calls.stream(
-            "acompletion",
-            arguments | {"stream_options": stream_options},
-            lambda model_id: wire.ChatStream(model_id, caller_wants_usage),
+        stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
+        request = Request(
+            Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage
         )
-        upstream_body = body | {"stream_options": stream_options}
-
-        async def streamed(model: LLMModel, provider: ProviderCall) -> Upstream:
-            if provider.azure_relay is None:
-                return await through_litellm_stream(model, provider)
-            return await self.azure_openai.stream(provider.azure_relay, upstream_body, model.id, caller_wants_usage)
-
-        model, events = await call.stream(streamed)
+        model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.embedding)
-        call = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS, relayed=relayed)
+        call = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
+        model, embedded = await call.whole(Request(Operation.EMBEDDINGS, body, arguments))
+        return _answer(embedded, model)
 
-        async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
-            if provider.azure_relay is not None:
-                return await self.azure_openai.embeddings(provider.azure_relay, body, model.id)
-            # LiteLLM refuses encoding_format for Vertex, and a Mock answers floats: ask for floats, encode them here.
-            encode_here = model.provider is not Provider.AZURE and arguments.get("encoding_format") == "base64"
-            if provider.mock_embedding is not None:
-                payload = mock_embeddings(provider.mock_embedding, body["input"], model.id)
-                answer: Answer[Any] = Answer(payload, payload["usage"])
-            else:
-                own = {k: v for k, v in arguments.items() if not (encode_here and k == "encoding_format")}
-                llm = await litellm()
-                answer = await litellm_calls.answered(
-                    model, provider, llm.aembedding(**provider.keyword_arguments(own))
-                )
-                answer = replace(answer, body=wire.embeddings(answer.body, model.id))
-            return replace(answer, body=_as_base64(answer.body) if encode_here else answer.body)
-
-        model, embedded = await call.whole(attempt)
-        if isinstance(embedded, bytes):
-            return _relayed(embedded, model)
-        return _json(embedded, model)
-
-    async def image_generations(self, inbound: Inbound) -> JSONResult:
+    async def image_generations(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.image_generation)
         call = await self._route(inbound, caller, body["model"], Operation.IMAGES)
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
-        llm = await litellm()
-
-        async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[dict[str, Any]]:
-            if model.provider is Provider.GOOGLE:
-                own = provider.arguments | {"timeout": provider.http_timeout()}
-                return Answer(await self.imagen.generate(model.id, provider.deployment.code, own, body))
-            answer = await litellm_calls.answered(
-                model, provider, llm.aimage_generation(**provider.keyword_arguments(arguments))
-            )
-            return replace(answer, body=wire.images(answer.body))
-
-        model, payload = await call.whole(attempt)
-        return _json(payload, model)
+        model, payload = await call.whole(Request(Operation.IMAGES, body, arguments))
+        return _answer(payload, model)
 
     async def speech(self, inbound: Inbound) -> Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.speech)
         call = await self._route(inbound, caller, body["model"], Operation.AUDIO_TTS)
         arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
-        model, response = await call.whole(litellm_calls.whole("aspeech", arguments))
+        model, audio = await call.whole(Request(Operation.AUDIO_TTS, body, arguments))
         media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
-        return Content(response.content, media_type, headers=_answered_by(model))
+        return Content(audio, media_type, headers=_answered_by(model))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
@@ -186,37 +127,19 @@ class Gateway:
         call = await self._route(inbound, caller, fields["model"], Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        llm = await litellm()
+        model, transcript = await call.whole(Request(Operation.AUDIO_STT, fields, arguments))
+        return _answer(transcript, model)
 
-        async def attempt(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
-            # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
-            azure = model.provider is Provider.AZURE
-            client = {"client": self.router.providers.azure_client(provider)} if azure else {}
-            return await litellm_calls.answered(
-                model, provider, llm.atranscription(**(provider.keyword_arguments(arguments) | client))
-            )
-
-        model, response = await call.whole(attempt)
-        if fields.get("response_format") in ("text", "srt", "vtt"):
-            return Content(response.text.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
-        return _json(wire.transcription(response), model)
-
-    async def responses(self, inbound: Inbound) -> JSONResult | EventStream:
+    async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.responses)
         stream = bool(body.get("stream"))
         call = await self._route(inbound, caller, body["model"], Operation.RESPONSES, stream=stream)
-        if stream and call.candidates[0].provider is Provider.MOCK:
-            raise InvalidRequest(
-                f"Model '{call.candidates[0].id}' is a Mock model: it answers the Responses API whole. "
-                "Set 'stream' to false.",
-                param="stream",
-            )
-        arguments = payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS)
+        request = Request(Operation.RESPONSES, body, payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS))
         if not stream:
-            model, response = await call.whole(litellm_calls.whole("aresponses", arguments))
-            return _json(wire.response(response, model.id), model)
-        model, events = await call.stream(litellm_calls.stream("aresponses", arguments, wire.ResponseEvents))
+            model, response = await call.whole(request)
+            return _answer(response, model)
+        model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model), done_marker=False)
 
     async def _route(
@@ -227,13 +150,11 @@ class Gateway:
         operation: Operation,
         *,
         stream: bool = False,
-        relayed: Callable[[LLMModel], bool] = lambda model: False,
     ) -> Call:
         """The call for the caller's model for `operation`: it and its usable
         fallbacks (those the cached catalog holds), a meter and a deadline. The
-        deadline starts once LiteLLM is loaded, if a candidate the gateway does
-        not relay needs it: its import (seconds, once per process) is the
-        gateway's cost, never the caller's time budget."""
+        deadline starts once LiteLLM is loaded, if a candidate needs it
+        (`providers.mapper.load_litellm_for`)."""
         model = await self._model_for(caller, model_id, operation)
         candidates = [model] + [
             fallback
@@ -248,8 +169,7 @@ class Gateway:
             operation=operation.value,
             stream=stream,
         )
-        if not all(relayed(candidate) for candidate in candidates):
-            await litellm()
+        await load_litellm_for(candidates, operation)
         deadline = asyncio.get_running_loop().time() + self.limits.request_seconds
         return Call(self.router, candidates, meter, deadline, self.limits)
 
@@ -286,23 +206,16 @@ def _model_object(model: LLMModel) -> dict[str, Any]:
     }
 
 
-def _as_base64(payload: dict[str, Any]) -> dict[str, Any]:
-    """Embeddings as OpenAI's base64 encoding: little-endian float32 arrays."""
-    for item in payload.get("data", []):
-        vector = item["embedding"]
-        item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return payload
-
-
 def _answered_by(model: LLMModel) -> dict[str, str]:
     """The header naming the catalog model that answered (a fallback, perhaps)."""
     return {ANSWERED_BY_HEADER: model.id}
 
 
-def _json(payload: dict[str, Any], model: LLMModel) -> JSONResult:
-    return JSONResult(payload, headers=_answered_by(model))
-
-
-def _relayed(body: bytes, model: LLMModel) -> Content:
-    """A relayed JSON body, sent as the bytes `wire.py` kept of the provider's."""
-    return Content(body, "application/json", headers=_answered_by(model))
+def _answer(body: dict[str, Any] | bytes | str, model: LLMModel) -> JSONResult | Content:
+    """A whole answer for the caller: a JSON object, a relayed JSON body (the
+    bytes `wire.py` kept of the provider's), or plain text (a transcript)."""
+    if isinstance(body, bytes):
+        return Content(body, "application/json", headers=_answered_by(model))
+    if isinstance(body, str):
+        return Content(body.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
+    return JSONResult(body, headers=_answered_by(model))

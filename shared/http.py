@@ -1,13 +1,12 @@
 """HTTP in and out: the one place that maps results and errors to responses.
 
-Handlers pass the Functions (Starlette) request and a gateway operation to
-`respond`; everything else about HTTP happens here.
+Handlers pass the Functions (Starlette) request and a gateway use case (an
+`Endpoint`) to `respond`; everything else about HTTP happens here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
@@ -21,22 +20,21 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from . import telemetry, validation
-from .errors import GatewayError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, RouteNotFound
+from .errors import (
+    CLIENT_CLOSED_STATUS,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+)
 from .gate import Gate
+from .wire import Event, Framed, json_bytes
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
-#: nginx's status for a request whose client closed the connection first.
-CLIENT_CLOSED_STATUS = 499
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Framed:
-    """An event payload that already is SSE bytes (one or more whole events), sent as it is."""
-
-    data: bytes
 
 
 @dataclass
@@ -48,7 +46,7 @@ class EventStream:
     `error` event.
     """
 
-    events: AsyncGenerator[tuple[str | None, Any], None]
+    events: AsyncGenerator[Event, None]
     headers: dict[str, str] = field(default_factory=dict)
     done_marker: bool = True
 
@@ -181,13 +179,14 @@ def request_id_for(request: Request) -> str:
     return given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-Operation = Callable[[Inbound], Awaitable[Result]]
+#: What serves one route: a gateway use case, or the 404/405 of `unrouted`.
+Endpoint = Callable[[Inbound], Awaitable[Result]]
 
 
-async def respond(request: Request, operation: Operation, max_body_bytes: int, gate: Gate) -> Response:
-    """Run `operation` for `request` and turn its result or error into a response.
+async def respond(request: Request, endpoint: Endpoint, max_body_bytes: int, gate: Gate) -> Response:
+    """Run `endpoint` for `request` and turn its result or error into a response.
 
-    A caller who hangs up while the operation runs cancels it, and so the
+    A caller who hangs up while the endpoint runs cancels it, and so the
     upstream call: no work goes on for a caller who left. A request the gate
     refuses is answered before anything else about it is looked at. HEAD
     (on the routes that declare it) is answered as GET is: the server, uvicorn
@@ -198,13 +197,13 @@ async def respond(request: Request, operation: Operation, max_body_bytes: int, g
     if (refusal := await gate.refusal(request.url.path, request.headers)) is not None:
         return error_response(refusal, request_id)
     return await telemetry.traced_request(
-        request, request_id, lambda: _respond(request, request_id, operation, max_body_bytes)
+        request, request_id, lambda: _respond(request, request_id, endpoint, max_body_bytes)
     )
 
 
-async def _respond(request: Request, request_id: str, operation: Operation, max_body_bytes: int) -> Response:
+async def _respond(request: Request, request_id: str, endpoint: Endpoint, max_body_bytes: int) -> Response:
     inbound = Inbound(request, request_id, max_body_bytes)
-    work = asyncio.ensure_future(operation(inbound))
+    work = asyncio.ensure_future(endpoint(inbound))
     watch = asyncio.ensure_future(_hang_up(request, inbound))
     try:
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -232,7 +231,7 @@ async def _respond(request: Request, request_id: str, operation: Operation, max_
 
 async def _hang_up(request: Request, inbound: Inbound) -> None:
     """Return when the caller disconnects (watched only once the body is read,
-    so the watcher never takes body chunks from the operation)."""
+    so the watcher never takes body chunks from the endpoint)."""
     await inbound.body_read.wait()
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -269,12 +268,6 @@ def to_response(result: Result, request_id: str) -> Response:
     return StreamingResponse(result.body, media_type=result.media_type, headers=headers)
 
 
-def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON. A lone surrogate (which UTF-8 cannot hold) is
-    written as its JSON escape, so any string can be encoded."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
-
-
 #: A function's route template (`v1/models/{model_id}`) and HTTP methods.
 Route = tuple[str, frozenset[str]]
 
@@ -287,20 +280,20 @@ def http_route(function: Any) -> Route | None:
     return trigger.route, frozenset(str(getattr(method, "value", method)) for method in trigger.methods or ["GET"])
 
 
-def unrouted(routes: list[Route]) -> Operation:
-    """The operation for a request no function serves: 405 (with `Allow`)
+def unrouted(routes: list[Route]) -> Endpoint:
+    """The endpoint for a request no function serves: 405 (with `Allow`)
     when its path exists for other methods, else 404. `routes` are the
     functions' route templates (`v1/models/{model_id}`) and methods."""
     patterns = [(_template_pattern(template), methods) for template, methods in routes]
 
-    async def operation(inbound: Inbound) -> Result:
+    async def endpoint(inbound: Inbound) -> Result:
         path = inbound.path.lstrip("/")
         allowed = sorted({m for pattern, methods in patterns if pattern.fullmatch(path) for m in methods})
         if allowed:
             raise MethodNotAllowed(inbound.method, inbound.path, allowed)
         raise RouteNotFound(inbound.method, inbound.path)
 
-    return operation
+    return endpoint
 
 
 def _template_pattern(template: str) -> re.Pattern[str]:

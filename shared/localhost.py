@@ -89,10 +89,11 @@ def routes_of(function_app: Any, prefix: str) -> list[Route]:
     return sorted(routes, key=lambda route: host_order_key(route.name))
 
 
-def create_app(project_dir: Path) -> Starlette:
+def local_app(project_dir: Path) -> Starlette:
+    """`function_app.app`'s functions on Starlette; its lifespan closes the gateway."""
     load_local_settings(project_dir / "local.settings.json")
     function_app = importlib.import_module("function_app")
-    from .service import gateway
+    gateway = function_app.app.service.gateway
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,7 +115,7 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=options.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     project_dir = Path.cwd()
-    app = create_app(project_dir)
+    app = local_app(project_dir)
     uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, access_log=False)
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .domain import Deployment, LLMModel
 from .errors import ConfigurationError, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
-from .providers import ProviderCall, ProviderMapper
+from .providers.base import Attempt
+from .providers.mapper import ProviderMapper
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Router:
     async def run(
         self,
         models: list[LLMModel],
-        attempt: Callable[[LLMModel, ProviderCall], Awaitable[T]],
+        attempt: Attempt[T],
         *,
         healthy_on_return: bool = True,
     ) -> tuple[LLMModel, T]:

@@ -1,13 +1,15 @@
-"""The composition root: builds the gateway from the settings, once per process.
+"""The composition root: builds the gateway, and what serves HTTP for it, from the settings.
 
-Building is cheap and does no I/O; clients connect on first use.
+`function_app.create_app` calls `compose` once per process; tests call it
+(or `build_gateway`) to build gateways in process. Building is cheap and does
+no I/O; clients connect on first use.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -18,17 +20,20 @@ from .calls import Limits
 from .catalog import Catalog
 from .gate import Gate
 from .gateway import Gateway
-from .http import Operation, Route, http_route, respond, unrouted
+from .http import Endpoint, Route, http_route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
-from .providers import ProviderMapper
+from .providers.azure_relay import AzureRelay, pooled_session
+from .providers.litellm_calls import LiteLLM
+from .providers.mapper import ProviderMapper, Transports
+from .providers.mock import Mock
+from .providers.vertex import GoogleTokens, Vertex, VertexImagen
 from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
 from .stores import Stores
 from .usage import UsageRecorder
-from .vertex import GoogleTokens, VertexImagen
 
 logger = logging.getLogger(__name__)
 #: The Azure SDKs log every HTTP request and response at INFO, the telemetry exporter every batch.
@@ -60,15 +65,18 @@ def build_gateway(settings: Settings) -> Gateway:
     catalog = Catalog(stores.catalog, settings.catalog_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
     secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
-    providers = ProviderMapper(secrets, tokens, settings.upstream_connect_seconds)
-    closers.append(providers.close)
+    litellm = LiteLLM()
+    relay = AzureRelay(pooled_session, fallback=litellm)
+    imagen = VertexImagen(GoogleTokens())
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, litellm), mock=Mock(litellm))
+    providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
+    closers += [relay.close, imagen.close, providers.close]
     return Gateway(
         catalog=catalog,
         router=Router(providers),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),
-        imagen=VertexImagen(GoogleTokens()),
         environment=settings.environment,
         limits=Limits(
             settings.request_timeout_seconds,
@@ -79,24 +87,29 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-settings = Settings.from_environment()
-telemetry.configure(settings)
-gateway = build_gateway(settings)
-gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
-# What start-up built lives as long as the process: the collector need not look at it
-# again. Each full collection would otherwise walk every object of every module
-# imported (with telemetry on, OpenTelemetry's and the exporter's too), a pause on
-# the event loop that grows with them.
-gc.freeze()
+@dataclass(frozen=True)
+class Service:
+    """The gateway, and the gate and body limit every request passes first."""
+
+    settings: Settings
+    gateway: Gateway
+    gate: Gate
+
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        """Serve `request` with one of the gateway's endpoints."""
+        return await respond(request, endpoint, self.settings.max_request_bytes, self.gate)
 
 
-async def handle(request: Request, operation: Operation) -> Response:
-    """Serve `request` with one of the gateway's operations."""
-    return await respond(request, operation, settings.max_request_bytes, gate)
+def compose(settings: Settings) -> Service:
+    """Everything a Functions app serves, built from `settings`, telemetry configured."""
+    telemetry.configure(settings)
+    gateway = build_gateway(settings)
+    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
+    return Service(settings, gateway, gate)
 
 
 @functools.cache
-def not_routed(function_app: Any) -> Operation:
+def not_routed(function_app: Any) -> Endpoint:
     """The 404/405 operation for requests none of `function_app`'s functions serve."""
     return unrouted(http_routes(function_app))
 

@@ -39,12 +39,12 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from .providers import ProviderCall
+    from .providers.base import Attempt
+    from .providers.mapper import ProviderCall
     from .settings import Settings
     from .usage import Meter
 
 T = TypeVar("T")
-Attempt = Callable[[LLMModel, "ProviderCall"], Awaitable[T]]
 
 INSTRUMENTATION_NAME = "llm-gateway"
 

@@ -19,20 +19,41 @@ cost estimate to `usage`. The rules, the same for every operation:
    `system_fingerprint`, `service_tier`, reasoning content...
 4. `model` is the catalog id the caller used; LiteLLM's `usage.cost` is
    dropped (the gateway prices calls from the catalog).
+
+The caller's stream events (`Event`, `Framed`) and the gateway's one JSON
+encoder (`json_bytes`) live here too, below both the transports that make
+them and the HTTP layer that sends them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import UpstreamError
 
-#: One server-sent event: its name (or None) and its payload.
+#: One server-sent event for the caller: its name (or None) and its payload.
 Event = tuple[str | None, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """An event payload that already is SSE bytes (one or more whole events), sent as it is."""
+
+    data: bytes
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON, the gateway's one encoder. A lone surrogate (which
+    UTF-8 cannot hold) is written as its JSON escape, so any string can be encoded."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
+
 
 _PROVIDER_FIELDS = "provider_specific_fields"
 #: Subtrees passed on untouched: already OpenAI's shape, where `null` is meaningful.
@@ -145,10 +166,6 @@ class ChatStream:
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null')
 
 
-def _encoded(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
-
-
 def _spliced(raw: bytes, parsed: dict[str, Any], model_id: str) -> bytes:
     """`raw` with its top-level `model` value replaced by `model_id`; re-encoded
     if that value does not occur exactly once as a `"model":` member."""
@@ -158,7 +175,7 @@ def _spliced(raw: bytes, parsed: dict[str, Any], model_id: str) -> bytes:
     old = json.dumps(upstream).encode()
     member = re.compile(rb'"model"\s*:\s*' + re.escape(old))
     spliced, count = member.subn(lambda found: found.group(0)[: -len(old)] + json.dumps(model_id).encode(), raw, 2)
-    return spliced if count == 1 else _encoded(parsed | {"model": model_id})
+    return spliced if count == 1 else json_bytes(parsed | {"model": model_id})
 
 
 def relayed_completion(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]]:
@@ -170,7 +187,7 @@ def relayed_completion(raw: bytes, model_id: str) -> tuple[bytes, dict[str, Any]
     )
     if complete:
         return _spliced(raw, parsed, model_id), parsed
-    return _encoded(chat_completion_defaults(parsed | {"model": model_id})), parsed
+    return json_bytes(chat_completion_defaults(parsed | {"model": model_id})), parsed
 
 
 def chat_completion_defaults(completion: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +278,7 @@ class RelayedChunks:
     def _reencoded(self, chunk: dict[str, Any]) -> bytes:
         if not self.caller_wants_usage:
             chunk.pop("usage", None)
-        return _encoded(chunk_defaults(chunk) | {"model": self.model_id})
+        return json_bytes(chunk_defaults(chunk) | {"model": self.model_id})
 
 
 def response(result: Any, model_id: str) -> dict[str, Any]:
@@ -313,6 +330,14 @@ def embeddings(result: Any, model_id: str) -> dict[str, Any]:
     shaped["model"] = model_id
     _usage(shaped)
     return shaped
+
+
+def base64_embeddings(payload: dict[str, Any]) -> dict[str, Any]:
+    """Embeddings as OpenAI's base64 encoding: little-endian float32 arrays."""
+    for item in payload.get("data", []):
+        vector = item["embedding"]
+        item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return payload
 
 
 def images(result: Any) -> dict[str, Any]:

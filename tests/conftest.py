@@ -13,7 +13,7 @@ from tests.fakes.azure_openai import FakeAzureOpenAI
 from tests.fakes.google_oauth import FakeGoogleOAuth, make_service_account
 from tests.fakes.server import ServerThread
 from tests.fakes.vertex import FakeVertexAI
-from tests.support import CosmosServer, GatewayProcess, write_catalog
+from tests.support import CosmosServer, GatewayProcess, running_gateway, write_catalog
 
 #: Upstream keys per fake deployment; the gateway reads them through `$KEY_*` references.
 UPSTREAM_KEYS = {
@@ -139,10 +139,9 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
     """A gateway on the embedded default: the catalog from MODELS_FILE."""
     directory = tmp_path_factory.mktemp("file-gateway")
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
-    process = GatewayProcess(gateway_env(MODELS_FILE=str(catalog)), directory / "gateway.log").start()
-    process.wait_until_answering("chat-a")  # tests time the answers: none may wait for the LiteLLM import
-    yield process
-    process.stop()
+    with running_gateway(directory, gateway_env(MODELS_FILE=str(catalog))) as process:
+        process.wait_until_answering("chat-a")  # tests time the answers: none may wait for the LiteLLM import
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -243,7 +242,6 @@ def vertex_gateway(
         NOT_A_SERVICE_ACCOUNT="not-json-but-secret-ish-9f8e7d",
         **{name: json.dumps(account) for name, account in accounts.items()},
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.accounts = accounts
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        process.accounts = accounts
+        yield process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,17 @@ class GatewayProcess:
     def stop(self) -> None:
         if self._process is not None:
             _stop(self._process)
+
+
+@contextlib.contextmanager
+def running_gateway(directory: Path, env: dict[str, str]) -> Iterator[GatewayProcess]:
+    """A gateway started with `env` (its log, usage and projects files in `directory`), stopped afterwards:
+    the one way the tests' fixtures start a gateway process."""
+    process = GatewayProcess(env, directory / "gateway.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 class CosmosServer:

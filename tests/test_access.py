@@ -12,7 +12,7 @@ import pytest
 
 from shared.projects import hash_key
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
-from tests.support import PROJECT_DIR, GatewayProcess, key_document, write_catalog, write_projects
+from tests.support import PROJECT_DIR, key_document, running_gateway, write_catalog, write_projects
 
 KEY_A = "sk-gw-team-a-key-0001"
 KEY_B = "sk-gw-team-b-key-0002"
@@ -46,10 +46,9 @@ def secured(fake_azure, tmp_path_factory):
         ],
     )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.projects_file = projects
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        process.projects_file = projects
+        yield process
 
 
 @pytest.mark.parametrize("key", ["sk-gw-unknown", DISABLED_KEY, EXPIRED_KEY, PAST_DATED_KEY, MALFORMED_EXPIRY_KEY])

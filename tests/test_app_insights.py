@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.server import ServerThread, free_port
-from tests.support import PROJECT_DIR, GatewayProcess, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, running_gateway, write_catalog
 
 PROMPT = "turquoise walrus sings opera"
 CALLER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -65,9 +65,8 @@ def exporting(ingestion, fake_azure, tmp_path_factory):
         APPLICATIONINSIGHTS_CONNECTION_STRING=connection_string(ingestion.url),
         **FAST_EXPORT,
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def eventually(
@@ -173,9 +172,9 @@ IMPORTED_AFTER_A_CALL = """
 import json, sys
 from pathlib import Path
 from starlette.testclient import TestClient
-from shared.localhost import create_app
+from shared.localhost import local_app
 
-with TestClient(create_app(Path.cwd())) as client:
+with TestClient(local_app(Path.cwd())) as client:
     body = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
     answer = client.post("/v1/chat/completions", json=body)
     assert answer.status_code == 200, answer.text

@@ -21,11 +21,13 @@ import httpx
 import openai
 import pytest
 
-from shared import azure_openai, payloads
+from shared import payloads
 from shared.domain import LLMModel
 from shared.errors import GatewayError
-from shared.llm import litellm
-from shared.providers import AzureDeployment, ProviderCall, ProviderMapper, relayable_azure
+from shared.providers import azure_relay
+from shared.providers.litellm_calls import LiteLLM
+from shared.providers.litellm_import import litellm
+from shared.providers.mapper import AzureDeployment, ProviderCall, ProviderMapper, Transports, relayable_azure
 from shared.routing import BREAKER_THRESHOLD
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import EMBEDDING_MODEL, FakeAzureOpenAI
@@ -66,13 +68,23 @@ def _model(parameters: dict[str, Any], code: str = "dep-a") -> LLMModel:
     )
 
 
+def _relay() -> azure_relay.AzureRelay:
+    return azure_relay.AzureRelay(azure_relay.pooled_session, fallback=LiteLLM())
+
+
+def _mapper() -> ProviderMapper:
+    litellm_transport = LiteLLM()
+    transports = Transports(litellm_transport, _relay(), litellm_transport, litellm_transport)
+    return ProviderMapper(_Literal(), _Token(), transports)  # type: ignore[arg-type]
+
+
 async def _call_for(parameters: dict[str, Any]) -> ProviderCall:
     model = _model(parameters)
-    return await ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0])  # type: ignore[arg-type]
+    return await _mapper().call_for(model, model.deployments[0])
 
 
 LiteLLMSide = Callable[[Any, ProviderCall], Awaitable[Any]]
-RelaySide = Callable[[azure_openai.AzureOpenAI, AzureDeployment], Awaitable[Any]]
+RelaySide = Callable[[azure_relay.AzureRelay, AzureDeployment], Awaitable[Any]]
 
 
 def _sent_both_ways(
@@ -92,7 +104,7 @@ def _sent_both_ways(
             await through_litellm(await litellm(), call)
         except Exception:
             assert refused  # the fake knows no token (401) and no /apim path (404): both sides are refused
-        transport = azure_openai.AzureOpenAI()
+        transport = _relay()
         try:
             await relayed(transport, call.azure_relay)
         except GatewayError:
@@ -139,8 +151,8 @@ def test_the_relay_sends_what_litellm_sends(
             async for _ in answer:
                 pass
 
-    async def relayed(transport: azure_openai.AzureOpenAI, deployment: AzureDeployment) -> None:
-        response = await transport.send(deployment, azure_openai.CHAT_COMPLETIONS, body, "chat-relay")
+    async def relayed(transport: azure_relay.AzureRelay, deployment: AzureDeployment) -> None:
+        response = await transport.send(deployment, azure_relay.CHAT_COMPLETIONS, body, "chat-relay")
         await response.read()
 
     refused = credential == "entra-id" or endpoint_suffix.startswith("/apim")
@@ -171,7 +183,7 @@ def test_relayed_embeddings_go_where_litellm_sends_them(
     async def through_litellm(llm: Any, call: ProviderCall) -> None:
         await llm.aembedding(**call.keyword_arguments(arguments))
 
-    async def relayed(transport: azure_openai.AzureOpenAI, deployment: AzureDeployment) -> None:
+    async def relayed(transport: azure_relay.AzureRelay, deployment: AzureDeployment) -> None:
         await transport.embeddings(deployment, body, "chat-relay")
 
     by_litellm, by_relay = _sent_both_ways(fake_azure, parameters, through_litellm, relayed, credential == "entra-id")
@@ -200,7 +212,7 @@ def test_shapes_the_relay_does_not_build_stay_with_litellm(endpoint: str, api_ve
     assert not relayable_azure(endpoint, api_version, code)
     parameters = {"endpoint": endpoint, "api_version": api_version, "api_key": "k"}
     model = _model(parameters, code)
-    call = asyncio.run(ProviderMapper(_Literal(), _Token()).call_for(model, model.deployments[0]))  # type: ignore[arg-type]
+    call = asyncio.run(_mapper().call_for(model, model.deployments[0]))
     assert call.azure_relay is None
 
 
@@ -437,11 +449,11 @@ from pathlib import Path
 
 import httpx
 
-from shared.localhost import create_app
+from shared.localhost import local_app
 
 
 async def main():
-    app = create_app(Path.cwd())
+    app = local_app(Path.cwd())
     body = {"model": "chat-a", "messages": [{"role": "user", "content": "hi"}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         plain = await client.post("/v1/chat/completions", json=body)

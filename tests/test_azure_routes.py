@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import API_VERSION, EVERY_OPERATION, azure_entry, gateway_env
 from tests.fakes.azure_openai import speech_bytes
 from tests.openapi import assert_conforms
-from tests.support import GatewayProcess, wav_bytes, write_catalog, write_projects
+from tests.support import GatewayProcess, running_gateway, wav_bytes, write_catalog, write_projects
 
 KEY_A = "sk-gw-azure-team-a-0001"
 KEY_B = "sk-gw-azure-team-b-0002"
@@ -37,9 +37,8 @@ def azure_gateway(fake_azure, tmp_path_factory):
         ],
     )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def azure_client(gateway: GatewayProcess, key: str = KEY_A, **options) -> openai.AzureOpenAI:

@@ -43,3 +43,30 @@ def test_the_tests_and_the_build_read_nothing_outside_the_repository() -> None:
     from tests.openapi import SPEC_PATH
 
     assert SPEC_PATH.is_file() and SPEC_PATH.resolve().is_relative_to(PROJECT_DIR.resolve())
+
+
+def readme_layout() -> set[str]:
+    """The paths the README's `## Layout` tree names (two spaces of indent per level)."""
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named, parents = set(), []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 8):  # a description's continuation
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        parents = [*parents[:depth], name]
+        named.add("".join(parents))
+    return named
+
+
+def test_the_readme_layout_names_every_module_and_only_modules_that_exist() -> None:
+    modules = {
+        path.relative_to(PROJECT_DIR).as_posix()
+        for path in [PROJECT_DIR / "function_app.py", *(PROJECT_DIR / "shared").rglob("*.py")]
+        if path.name != "__init__.py"
+    }
+    named = readme_layout()
+    assert modules - named == set(), "add these modules to the README's layout"
+    missing = {path for path in named if not (PROJECT_DIR / path).exists()}
+    assert missing == set(), "the README's layout names these, which do not exist"

@@ -10,7 +10,7 @@ import pytest
 from shared.catalog import CosmosCatalogSource
 from shared.cosmos import CosmosDatabase
 from tests.conftest import azure_entry, gateway_env
-from tests.support import CosmosServer, GatewayProcess
+from tests.support import CosmosServer, GatewayProcess, running_gateway
 
 USER = [{"role": "user", "content": "from cosmos"}]
 
@@ -32,9 +32,8 @@ def cosmos_gateway(cosmos, fake_azure, tmp_path_factory):
         ],
     )
     cosmos.seed("catalog-test", "projects", "/id", [])
-    process = GatewayProcess(cosmos_env(cosmos, "catalog-test"), tmp_path_factory.mktemp("cosmos") / "gateway.log")
-    yield process.start()
-    process.stop()
+    with running_gateway(tmp_path_factory.mktemp("cosmos"), cosmos_env(cosmos, "catalog-test")) as process:
+        yield process
 
 
 def test_chat_with_a_model_from_cosmos(cosmos_gateway, fake_azure):

@@ -80,8 +80,8 @@ def test_a_content_filter_refusal_keeps_azures_param_code_and_innererror(client,
 
 
 def test_an_upstream_error_body_never_carries_the_deployments_secret_or_address():
-    from shared.azure_openai import _status_error
-    from shared.providers import AzureDeployment
+    from shared.providers.azure_relay import _status_error
+    from shared.providers.mapper import AzureDeployment
 
     secret, endpoint = "key-in-the-body-5e1f", "https://private-resource.openai.azure.com"
     deployment = AzureDeployment(endpoint, "dep", "2024-10-21", {"api-key": secret}, 30.0, 5.0, secret)

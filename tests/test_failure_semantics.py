@@ -14,6 +14,7 @@ from tests.support import (
     CosmosServer,
     GatewayProcess,
     project_documents,
+    running_gateway,
     start_fake_upstream,
     write_catalog,
     write_projects,
@@ -42,9 +43,8 @@ def tenants(fake_azure, tmp_path_factory):
         ],
     )
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def chat(gateway, key, body, **kwargs):
@@ -100,10 +100,9 @@ def apart(tmp_path_factory):
     parameters = {"endpoint": f"http://127.0.0.1:{port}", "api_version": "2024-10-21", "api_key": "$BENCH_KEY"}
     catalog = write_catalog(directory / "models.json", [azure_entry("bench", "bench", "", parameters=parameters)])
     env = gateway_env(MODELS_FILE=str(catalog), BENCH_KEY=BENCH_KEY)
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.wait_until_answering("bench")
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        process.wait_until_answering("bench")
+        yield process
     upstream.terminate()
     upstream.wait()
 

@@ -14,7 +14,7 @@ from shared.gate import HEADER, Gate
 from shared.secrets import SecretResolver
 from shared.settings import Settings
 from tests.conftest import azure_entry, gateway_env
-from tests.support import GatewayProcess, write_catalog, write_projects
+from tests.support import running_gateway, write_catalog, write_projects
 
 SECRET = "Qm9vdHN0cmFwIHNlY3JldCBmb3IgdGVzdHMgb25seQ"
 PROJECT_KEY = "sk-gw-gated-project-0001"
@@ -295,9 +295,8 @@ def gated(fake_azure, tmp_path_factory):
         APIM_SHARED_SECRET=SECRET,
         MAX_REQUEST_BYTES="1000",
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def through_apim(gated, **headers):

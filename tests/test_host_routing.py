@@ -8,7 +8,8 @@ import pytest
 from starlette.routing import Match, Route
 from starlette.testclient import TestClient
 
-from shared.localhost import create_app, host_order_key
+from shared.localhost import host_order_key
+from shared.localhost import local_app as starlette_app
 from tests.support import PROJECT_DIR
 from tests.test_errors import assert_openai_error
 
@@ -16,7 +17,7 @@ from tests.test_errors import assert_openai_error
 @pytest.fixture(scope="module")
 def local_app():
     """The local host's app, built once: a FunctionApp's functions can be listed only once."""
-    return create_app(Path(PROJECT_DIR))
+    return starlette_app(Path(PROJECT_DIR))
 
 
 def _sample_path(route: Route) -> str:
@@ -99,3 +100,13 @@ def test_method_not_allowed_lists_head_where_get_is_allowed(gateway):
     assert wrong.status_code == 405 and wrong.content == b""
     assert wrong.headers["allow"] == "POST"
     assert httpx.head(f"{gateway.url}/v1/nothing-here").status_code == 404
+
+
+def test_the_worker_finds_exactly_one_function_app_at_the_top_of_function_app_py():
+    """The Python worker indexes the one module-level `FunctionRegister` instance (loader.index_function_app)."""
+    from azure.functions import FunctionRegister
+
+    import function_app
+
+    apps = [value for value in vars(function_app).values() if isinstance(value, FunctionRegister)]
+    assert apps == [function_app.app]

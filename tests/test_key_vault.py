@@ -17,7 +17,7 @@ from tests.conftest import API_VERSION, azure_entry, gateway_env
 from tests.fakes.key_vault import FakeKeyVault, tls_files
 from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
-from tests.support import GatewayProcess, write_catalog
+from tests.support import running_gateway, write_catalog
 
 VAULT_KEY = "vault-held-key-5d1c9e2a7b"
 ROTATED_KEY = "vault-rotated-key-88f0c3a1"
@@ -102,9 +102,8 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
     )
     fake_azure.keys |= {"dep-vault": VAULT_KEY, "dep-keyless": "no-key-accepted"}
     fake_azure.accepts_token = managed_identity_token
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
     fake_azure.accepts_token = lambda token: False
 
 
@@ -246,9 +245,8 @@ def gated_vault_gateway(vault, identity, tmp_path_factory):
         APIM_SHARED_SECRET_PREVIOUS="$apim-shared-secret-previous",
         **identity.environment(identity.url),
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def test_the_gate_reads_the_current_and_previous_secret_from_the_vault(gated_vault_gateway, vault):

@@ -15,7 +15,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import gateway_env
 from tests.openapi import assert_conforms
-from tests.support import PROJECT_DIR, GatewayProcess, write_catalog, write_projects
+from tests.support import PROJECT_DIR, running_gateway, write_catalog, write_projects
 from tests.test_usage import wait_for_record
 from tests.test_wire_format import chat_chunks
 
@@ -51,9 +51,8 @@ def mocked(tmp_path_factory):
     catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
     projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a", OTHER_KEY: "team-b"})
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def test_the_shipped_mock_model_answers_a_chat_and_leaves_a_usage_record(mocked):
@@ -139,8 +138,11 @@ def test_the_mock_model_answers_the_responses_api_whole(mocked):
     assert record["operation"] == "Responses" and record["completion_tokens"] == response.usage.output_tokens
 
     with pytest.raises(openai.BadRequestError) as refused:
-        mocked.client(TEAM_KEY).responses.create(model="mock", input="Say hello", stream=True)
+        mocked.client(TEAM_KEY, request_id="mock-responses-stream").responses.create(
+            model="mock", input="Say hello", stream=True
+        )
     assert refused.value.body["param"] == "stream"
+    assert wait_for_record(mocked, "mock-responses-stream")["status"] == 400  # the Mock deployment refused it
 
 
 def test_mock_models_keep_keys_private_models_and_operations(mocked):

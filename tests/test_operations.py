@@ -12,7 +12,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import EVERY_OPERATION, UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.azure_openai import SPEECH_TYPES, speech_bytes
-from tests.support import GatewayProcess, wav_bytes, write_catalog
+from tests.support import running_gateway, wav_bytes, write_catalog
 
 # Embeddings
 
@@ -161,9 +161,8 @@ def small_bodies(fake_azure, tmp_path_factory):
         directory / "models.json", [azure_entry("stt-model", "dep-a", fake_azure.url, operations=["audio_stt"])]
     )
     env = gateway_env(MODELS_FILE=str(catalog), MAX_REQUEST_BYTES=str(SMALL_REQUEST_BYTES))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def test_an_upload_over_max_request_bytes_is_the_same_413_as_a_json_body(small_bodies, fake_azure):

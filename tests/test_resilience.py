@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import API_VERSION, azure_entry, gateway_env
-from tests.support import GatewayProcess, write_catalog
+from tests.support import GatewayProcess, running_gateway, write_catalog
 
 USER = [{"role": "user", "content": "keep answering"}]
 
@@ -73,10 +73,9 @@ def resilient(fake_azure, tmp_path_factory):
         REQUEST_TIMEOUT_SECONDS="3",
         STREAM_FIRST_BYTE_TIMEOUT_SECONDS="1",
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.wait_until_answering("rescuer")
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        process.wait_until_answering("rescuer")
+        yield process
 
 
 def test_failing_deployments_are_absorbed_and_skipped_while_they_cool_down(resilient, fake_azure):

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ACCOUNT_ONE, API_VERSION, azure_entry, gateway_env, vertex_entry
 from tests.fakes.google_oauth import make_service_account
-from tests.support import GatewayProcess, write_catalog
+from tests.support import GatewayProcess, running_gateway, write_catalog
 
 USER = [{"role": "user", "content": "hello there"}]
 CONNECT_SECONDS = 0.5
@@ -115,11 +115,10 @@ def budgeted(black_hole, silent, fake_azure, google, tmp_path_factory) -> Iterat
         STREAM_FIRST_BYTE_TIMEOUT_SECONDS="10",
         REQUEST_TIMEOUT_SECONDS="15",
     )
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    process.wait_until_answering("ready")
-    process.wait_until_answering("gemini-ready")  # LiteLLM is loaded: the timings below are the budgets'
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        process.wait_until_answering("ready")
+        process.wait_until_answering("gemini-ready")  # LiteLLM is loaded: the timings below are the budgets'
+        yield process
 
 
 def timed_chat(gateway: GatewayProcess, model: str, **extra: object) -> tuple[httpx.Response, float]:

@@ -8,7 +8,14 @@ import pytest
 
 from shared.settings import COSMOS_CONTAINERS, Settings
 from tests.conftest import catalog_documents, gateway_env
-from tests.support import CosmosServer, GatewayProcess, project_documents, write_catalog, write_projects
+from tests.support import (
+    CosmosServer,
+    GatewayProcess,
+    project_documents,
+    running_gateway,
+    write_catalog,
+    write_projects,
+)
 
 TEAM_KEY = "sk-gw-usage-team-0001"
 ADMIN_KEY = "sk-gw-usage-admin-0002"
@@ -26,9 +33,8 @@ def metered(fake_azure, tmp_path_factory):
     projects = write_projects(directory / "projects.json", KEYS, admins={"platform"})
     catalog = write_catalog(directory / "models.json", catalog_documents(fake_azure.url))
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
-    process = GatewayProcess(env, directory / "gateway.log").start()
-    yield process
-    process.stop()
+    with running_gateway(directory, env) as process:
+        yield process
 
 
 def wait_for_record(gateway, request_id, timeout=10.0):

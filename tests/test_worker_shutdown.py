@@ -55,7 +55,7 @@ WORKER = textwrap.dedent("""
 
     async def worker(http_streams):
         import function_app
-        from shared.service import gateway
+        gateway = function_app.app.service.gateway
         in_flight = await start_http_streams() if http_streams else None
         gateway.recorder.store = SlowStore(gateway.recorder.store)
         gateway.recorder.batch_size = 1

@@ -4,7 +4,8 @@ LiteLLM's Imagen call copies every extra argument, `vertex_credentials`
 included, into the request body it sends to Google, sends no token at all when
 `api_base` is set, and fetches a new OAuth token on every call. So image
 generation on Vertex goes through this small adapter: Imagen's `:predict`
-with a bearer token from credentials cached per service account.
+with a bearer token from credentials cached per service account. `Vertex` is
+the transport of Vertex deployments: Imagen for images, LiteLLM for the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import json
 import time
 from typing import Any
 
-from .errors import ConfigurationError, UpstreamError, UpstreamTimeout
-from .upstream import from_status, scrub
+from ..domain import LLMModel, Operation
+from ..errors import ConfigurationError, UpstreamError, UpstreamTimeout
+from .base import Answer, Request, Transport, Upstream
+from .errors import from_status, lowered, scrub
+from .mapper import ProviderCall
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -104,9 +108,7 @@ class VertexImagen:
             raise UpstreamError(f"Model '{model_id}' could not be reached: {type(exc).__name__}") from None
         if response.status_code >= 400:
             message = scrub(response.text, [token, str((account or {}).get("private_key", ""))])
-            raise from_status(
-                response.status_code, message, {k.lower(): v for k, v in response.headers.items()}, model_id
-            )
+            raise from_status(response.status_code, message, lowered(response.headers), model_id)
         predictions = response.json().get("predictions", [])
         return {
             "created": int(time.time()),
@@ -116,6 +118,23 @@ class VertexImagen:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+class Vertex:
+    """The transport of Vertex AI deployments: images from Imagen, every other operation through `fallback`."""
+
+    def __init__(self, imagen: VertexImagen, fallback: Transport) -> None:
+        self.imagen = imagen
+        self.fallback = fallback
+
+    async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
+        if request.operation is not Operation.IMAGES:
+            return await self.fallback.whole(model, call, request)
+        arguments = call.arguments | {"timeout": call.http_timeout()}
+        return Answer(await self.imagen.generate(model.id, call.deployment.code, arguments, request.body))
+
+    async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
+        return await self.fallback.stream(model, call, request)
 
 
 def _aspect_ratio(size: str) -> str:

@@ -1,6 +1,7 @@
-"""The one place that turns a catalog entry into a provider call: LiteLLM's
-arguments, and for Azure OpenAI deployments the URL and headers the
-gateway's relay (`azure_openai.py`) sends chat completions and embeddings with.
+"""The one place that turns a catalog entry into a provider call: the
+transport that calls the deployment (chosen here, once per deployment),
+LiteLLM's arguments, and for Azure OpenAI deployments the URL and headers the
+gateway's relay (`azure_relay.py`) sends chat completions and embeddings with.
 
 Every credential is passed explicitly on every call: LiteLLM falls back to its
 globals and to environment variables for any credential left out, and that
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .domain import Deployment, LLMModel, ModelType, Provider
-from .errors import ConfigurationError
-from .secrets import SecretResolver
+from ..domain import Deployment, LLMModel, ModelType, Operation, Provider
+from ..errors import ConfigurationError
+from ..secrets import SecretResolver
+from .base import Transport
+from .litellm_import import litellm
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 #: The longest wait for a connection to a provider (TCP and TLS), per attempt (`UPSTREAM_CONNECT_SECONDS`).
@@ -108,12 +111,16 @@ def relayable_azure(endpoint: Any, api_version: Any, deployment_code: str) -> bo
     )
 
 
-def relayed(model: LLMModel) -> bool:
-    """Whether every deployment of `model` is relayed for chat completions and
-    embeddings (judged from the catalog entry; a secret reference is not a URL,
-    so it is not)."""
+#: The operations the relay sends itself; the relay's deployments go through LiteLLM for the others.
+RELAYED_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+
+
+def relayed(model: LLMModel, operation: Operation) -> bool:
+    """Whether every deployment of `model` is relayed for `operation` (judged
+    from the catalog entry; a secret reference is not a URL, so it is not)."""
     return (
-        model.provider is Provider.AZURE
+        operation in RELAYED_OPERATIONS
+        and model.provider is Provider.AZURE
         and model.model_type is ModelType.AZURE_OPENAI
         and all(
             relayable_azure(
@@ -124,14 +131,25 @@ def relayed(model: LLMModel) -> bool:
     )
 
 
+async def load_litellm_for(models: list[LLMModel], operation: Operation) -> None:
+    """Import LiteLLM now if a call of `operation` to one of `models` may need
+    it: its import (seconds, once per process) is the gateway's cost, never a
+    caller's time budget, so the gateway does it before a call's deadline starts."""
+    if not all(relayed(model, operation) for model in models):
+        await litellm()
+
+
 @dataclass(frozen=True)
 class ProviderCall:
-    """Arguments for one LiteLLM call to one deployment, and the secret values in them."""
+    """One deployment, ready to be called: its transport, LiteLLM's arguments for
+    it, and the secret values in them."""
 
     deployment: Deployment
+    #: How this deployment is called (`ProviderMapper` chooses it).
+    transport: Transport = field(repr=False, compare=False)
     arguments: dict[str, Any]
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    #: A Mock model's vector, the gateway's answer to embeddings (see `mock_embeddings`).
+    #: A Mock model's vector, the gateway's answer to embeddings (see `mock.mock_embeddings`).
     mock_embedding: list[float] | None = None
     #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
     raw_messages: bool = False
@@ -141,6 +159,8 @@ class ProviderCall:
     connect_seconds: float = DEFAULT_CONNECT_SECONDS
     #: LiteLLM's HTTP client for this call, when the `timeout` argument cannot carry the connect budget.
     litellm_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    #: An Azure deployment's `AsyncAzureOpenAI` client, for LiteLLM's transcriptions (`ProviderMapper.azure_client`).
+    azure_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def http_timeout(self) -> Any:
         """The attempt's `httpx.Timeout`: the connect budget, then the model's
@@ -174,22 +194,41 @@ class ProviderCall:
         return merged
 
 
+@dataclass(frozen=True)
+class Transports:
+    """The ways of calling a provider, built in the composition root; each deployment gets one."""
+
+    litellm: Transport
+    #: Azure OpenAI deployments the relay can address (`relayable_azure`).
+    azure_relay: Transport
+    #: Vertex AI deployments (Imagen for images).
+    vertex: Transport
+    mock: Transport
+
+
 class ProviderMapper:
     def __init__(
-        self, secrets: SecretResolver, tokens: TokenSource, connect_seconds: float = DEFAULT_CONNECT_SECONDS
+        self,
+        secrets: SecretResolver,
+        tokens: TokenSource,
+        transports: Transports,
+        connect_seconds: float = DEFAULT_CONNECT_SECONDS,
     ) -> None:
         self.secrets = secrets
         self.tokens = tokens
+        self.transports = transports
         self.connect_seconds = connect_seconds
         self._azure_clients: dict[tuple[str, str, str], Any] = {}
         self._vertex_clients: dict[float, Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
+        """The deployment ready to be called, with the transport that calls it."""
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
         if model.provider is Provider.AZURE:
             call = await self._azure(model, deployment, parameters)
+            call = replace(call, azure_client=functools.partial(self.azure_client, call))
         elif model.provider is Provider.MOCK:
-            call = _mock(model, deployment, parameters)
+            call = _mock(model, deployment, parameters, self.transports.mock)
         else:
             call = self._vertex(model, deployment, parameters)
         return replace(call, connect_seconds=self.connect_seconds)
@@ -224,7 +263,8 @@ class ProviderMapper:
                 min(self.connect_seconds, arguments["timeout"]),
                 secret,
             )
-        return ProviderCall(deployment, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
+        transport = self.transports.litellm if relay is None else self.transports.azure_relay
+        return ProviderCall(deployment, transport, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`
@@ -299,7 +339,7 @@ class ProviderMapper:
         client = functools.partial(self.vertex_client, arguments["timeout"])
         credentials = parameters.get("secret_name")
         if not credentials:
-            return ProviderCall(deployment, arguments, litellm_client=client)
+            return ProviderCall(deployment, self.transports.vertex, arguments, litellm_client=client)
         try:
             account = json.loads(credentials)
         except ValueError:
@@ -309,10 +349,10 @@ class ProviderMapper:
             ) from None
         arguments["vertex_credentials"] = account
         secrets = (credentials, str(account.get("private_key", "")))
-        return ProviderCall(deployment, arguments, secrets, litellm_client=client)
+        return ProviderCall(deployment, self.transports.vertex, arguments, secrets, litellm_client=client)
 
 
-def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
+def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any], transport: Transport) -> ProviderCall:
     """LiteLLM answers from `mock_response` before any provider is called; the
     placeholder key keeps it from looking for one in the environment."""
     dimensions = int(parameters.get("dimensions", MOCK_DEFAULT_DIMENSIONS))
@@ -321,20 +361,7 @@ def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -
         "api_key": "mock",
     }
     # A unit vector, so cosine similarity works in callers' tests.
-    return ProviderCall(deployment, arguments, mock_embedding=[1 / math.sqrt(dimensions)] * dimensions)
-
-
-def mock_embeddings(vector: list[float], given: Any, model_id: str) -> dict[str, Any]:
-    """A Mock model's `CreateEmbeddingResponse`: `vector` for each input (LiteLLM's
-    mock answers one vector whatever the input), a token per word or token id."""
-    inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
-    tokens = sum(len(item) if isinstance(item, list) else max(1, len(item.split())) for item in inputs)
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": index, "embedding": list(vector)} for index in range(len(inputs))],
-        "model": model_id,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    return ProviderCall(deployment, transport, arguments, mock_embedding=[1 / math.sqrt(dimensions)] * dimensions)
 
 
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 Importing LiteLLM costs seconds and hundreds of MB, so it happens in a worker
 thread the first time a request needs it (health checks, model listings and
-relayed Azure OpenAI chat completions never do), with the flags that keep it
-off the internet set first. It is not preloaded: a worker that only relays
-never pays for it, and an import in the background would hold the GIL
-against the calls being served meanwhile.
+relayed Azure OpenAI chat completions and embeddings never do; the gateway
+loads it before a call's deadline starts: `mapper.load_litellm_for`), with
+the flags that keep it off the internet set first. It is not preloaded: a
+worker that only relays never pays for it, and an import in the background
+would hold the GIL against the calls being served meanwhile.
 """
 
 from __future__ import annotations

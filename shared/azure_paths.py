@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from .http import Inbound, Operation, Result
+from .http import Endpoint, Inbound, Result
 
 DEPLOYMENT_PARAM = "model"
 
@@ -41,10 +41,10 @@ class _DeploymentInbound:
         return await self._inbound.form(limit) | {"model": self._model}
 
 
-def deployment(operation: Operation) -> Operation:
-    """`operation` for a `/openai/deployments/{model}/...` path."""
+def deployment(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` for a `/openai/deployments/{model}/...` path."""
 
     async def in_deployment(inbound: Inbound) -> Result:
-        return await operation(cast(Inbound, _DeploymentInbound(inbound)))
+        return await endpoint(cast(Inbound, _DeploymentInbound(inbound)))
 
     return in_deployment

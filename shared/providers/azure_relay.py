@@ -3,10 +3,11 @@ streamed) and embeddings.
 
 Azure OpenAI already speaks OpenAI's wire format, so the gateway sends the
 caller's (validated) body with the deployment as `model`, to the URL and with
-the headers `providers.py` built, and relays the provider's bytes. This
+the headers `mapper.py` built, and relays the provider's bytes. This
 module moves bytes and turns failures into gateway errors; what callers get
 of those bytes is `wire.py`'s business. It never imports LiteLLM, so an
-Azure-only worker starts without it.
+Azure-only worker starts without it: `AzureRelay`, the transport of every
+deployment the relay can address, hands its other operations to LiteLLM.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 import aiohttp
 
-from . import wire
-from .calls import Answer, Event
-from .errors import GatewayError, UpstreamError, UpstreamTimeout
-from .http import Framed
-from .providers import AzureDeployment
-from .upstream import from_status, provider_error
+from .. import wire
+from ..domain import LLMModel, Operation
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout
+from ..wire import Event, Framed, json_bytes
+from .base import Answer, Request, Transport, Upstream
+from .errors import from_status, lowered, provider_error
+from .mapper import AzureDeployment, ProviderCall
 
 CHAT_COMPLETIONS = "chat/completions"
 EMBEDDINGS = "embeddings"
@@ -31,18 +33,39 @@ EMBEDDINGS = "embeddings"
 MAX_ERROR_BYTES = 64 * 1024
 
 
-class AzureOpenAI:
-    """One connection pool for every Azure deployment of the process, opened on first use."""
+def pooled_session() -> aiohttp.ClientSession:
+    """The relay's connection pool: unbounded, DNS cached, connections kept alive (made on the event loop)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
+        skip_auto_headers=("User-Agent",),
+    )
 
-    def __init__(self) -> None:
+
+class AzureRelay:
+    """The relay's transport: chat completions and embeddings sent by the
+    gateway itself, through one connection pool for every Azure deployment of
+    the process (`session()` makes it, on first use); other operations go to `fallback`."""
+
+    def __init__(self, session: Callable[[], aiohttp.ClientSession], fallback: Transport) -> None:
+        self._new_session = session
+        self.fallback = fallback
         self._session: aiohttp.ClientSession | None = None
+
+    async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
+        if request.operation is Operation.CHAT_COMPLETION:
+            return await self.completion(_relayed(call), request.body, model.id)
+        if request.operation is Operation.EMBEDDINGS:
+            return await self.embeddings(_relayed(call), request.body, model.id)
+        return await self.fallback.whole(model, call, request)
+
+    async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
+        if request.operation is not Operation.CHAT_COMPLETION:
+            return await self.fallback.stream(model, call, request)
+        return await self.open_stream(_relayed(call), request.body, model.id, request.caller_wants_usage)
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
-                skip_auto_headers=("User-Agent",),
-            )
+            self._session = self._new_session()
         return self._session
 
     async def close(self) -> None:
@@ -64,9 +87,7 @@ class AzureOpenAI:
         the catalog's `timeout` bounds each wait for bytes from the provider
         (as LiteLLM's does for its reads); the caller's budget is the gateway's.
         """
-        payload = json.dumps(body | {"model": deployment.deployment}, separators=(",", ":"), ensure_ascii=False).encode(
-            errors="backslashreplace"
-        )
+        payload = json_bytes(body | {"model": deployment.deployment})
         headers = deployment.headers | {"Content-Type": "application/json"}
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=deployment.connect_seconds, sock_read=deployment.timeout
@@ -95,7 +116,7 @@ class AzureOpenAI:
         """Embeddings, in the encoding the caller asked for (see `wire.relayed_embeddings`)."""
         return await self._whole(deployment, EMBEDDINGS, body, model_id, wire.relayed_embeddings)
 
-    async def stream(
+    async def open_stream(
         self, deployment: AzureDeployment, body: dict[str, Any], model_id: str, caller_wants_usage: bool
     ) -> RelayedStream:
         """A chat stream, opened (see `wire.RelayedChunks` for what the caller gets of it)."""
@@ -125,8 +146,14 @@ class AzureOpenAI:
         )
 
 
+def _relayed(call: ProviderCall) -> AzureDeployment:
+    """The deployment's address and headers: the mapper gives this transport only deployments that have them."""
+    assert call.azure_relay is not None, "a deployment the relay cannot address"
+    return call.azure_relay
+
+
 class RelayedStream:
-    """A relayed chat stream (a `calls.Upstream`): one frame of kept chunks per read from the provider."""
+    """A relayed chat stream (a `base.Upstream`): one frame of kept chunks per read from the provider."""
 
     def __init__(self, response: aiohttp.ClientResponse, chunks: wire.RelayedChunks) -> None:
         self.response = response
@@ -194,7 +221,7 @@ def failure(exc: BaseException, model_id: str) -> BaseException:
 
 def _status_error(status: int, raw: bytes, headers: Any, model_id: str, deployment: AzureDeployment) -> GatewayError:
     """Azure's `{"error": {"code", "message", "param", "innererror"}}` as the
-    gateway's error (see `upstream.from_status`); the deployment's credential
+    gateway's error (see `errors.from_status`); the deployment's credential
     and endpoint are removed from what is passed on."""
     try:
         error = json.loads(raw).get("error")
@@ -202,5 +229,4 @@ def _status_error(status: int, raw: bytes, headers: Any, model_id: str, deployme
         error = None
     found = provider_error(error, (deployment.secret, deployment.endpoint))
     message = found.message or f"The provider answered with status {status}."
-    lowered = {str(key).lower(): str(value) for key, value in headers.items()}
-    return from_status(status, message, lowered, model_id, found)
+    return from_status(status, message, lowered(headers), model_id, found)

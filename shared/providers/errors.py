@@ -1,15 +1,17 @@
-"""Provider (LiteLLM) exceptions translated into gateway errors."""
+"""Provider failures translated into gateway errors: LiteLLM's exceptions
+(`translate`) and the HTTP error statuses of the calls the gateway makes
+itself (`from_status`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
+from ..errors import GatewayError, InvalidRequest, RateLimited, UpstreamError, UpstreamRejected, UpstreamTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +32,17 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def lowered(headers: Mapping[Any, Any] | None) -> dict[str, str]:
+    """A provider's response headers with lower-cased names (as `from_status` reads them)."""
+    return {str(name).lower(): str(value) for name, value in (headers or {}).items()}
+
+
 def _headers(exc: Exception) -> dict[str, str]:
     headers: Any = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
-    return {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
+    return lowered(dict(headers or {}))
 
 
 def _message(exc: Exception, secrets: Iterable[str]) -> str:
