@@ -206,7 +206,7 @@ def test_the_exporter_is_imported_only_with_a_connection_string(tmp_path, config
 SPAN_PIPELINE = """
 import json
 from opentelemetry import trace
-import shared.service
+import function_app  # builds the app, which configures telemetry
 
 processors = trace.get_tracer_provider()._active_span_processor._span_processors
 exporters = [type(p._batch_processor._exporter).__name__ for p in processors if hasattr(p, "_batch_processor")]
