@@ -4,7 +4,9 @@ Each one reads the caller's request, routes it to the model the caller may
 use for the operation (a `calls.Call`), runs the call with the attempt that
 suits the provider, and shapes the result for the caller (`wire.py`).
 Azure OpenAI chat completions and embeddings are relayed without LiteLLM
-(`azure_openai.py`); every other call goes through LiteLLM
+(`azure_openai.py`); Gemini and Claude chat completions on Vertex are
+translated by LiteLLM's provider classes and sent by the gateway
+(`translated.py`); every other call goes through LiteLLM
 (`litellm_calls.py`).
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import azure_openai, litellm_calls, payloads, telemetry, wire
+from . import azure_openai, litellm_calls, payloads, telemetry, translated, wire
 from .calls import Answer, Call, Limits, Upstream
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation, Provider
@@ -60,6 +62,7 @@ class Gateway:
         self.environment = environment
         self._closers = closers
         self.azure_openai = azure_openai.AzureOpenAI()
+        self.vertex_chat = translated.VertexChat(imagen.tokens)
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
@@ -67,6 +70,7 @@ class Gateway:
         await self.recorder.close(grace_seconds)
         await self.imagen.close()
         await self.azure_openai.close()
+        await self.vertex_chat.close()
         for close in self._closers:
             await close()
 
@@ -99,6 +103,8 @@ class Gateway:
 
             async def whole(model: LLMModel, provider: ProviderCall) -> Answer[Any]:
                 if provider.azure_relay is None:
+                    if translated.serves(model, body):
+                        return await self.vertex_chat.completion(model, provider, body)
                     return await through_litellm(model, provider)
                 return await self.azure_openai.completion(provider.azure_relay, body, model.id)
 
@@ -118,6 +124,8 @@ class Gateway:
 
         async def streamed(model: LLMModel, provider: ProviderCall) -> Upstream:
             if provider.azure_relay is None:
+                if translated.serves(model, body):
+                    return await self.vertex_chat.stream(model, provider, body, caller_wants_usage)
                 return await through_litellm_stream(model, provider)
             return await self.azure_openai.stream(provider.azure_relay, upstream_body, model.id, caller_wants_usage)
 

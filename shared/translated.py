@@ -1,0 +1,439 @@
+"""Chat completions on Vertex AI's Gemini and Claude, without `litellm.acompletion`.
+
+LiteLLM's provider classes still do the provider's part: its parameter
+mapping, request and response translation, URLs and its stream parsers
+(`VertexGeminiConfig` and Gemini's `ModelResponseIterator`; for Claude,
+`VertexAIAnthropicConfig` and Anthropic's `ModelResponseIterator`). The
+gateway does the rest itself: its Google tokens (`vertex.GoogleTokens`, one
+cache with Imagen), its HTTP client (an aiohttp pool with the connect budget
+per attempt), the error mapping (`upstream.from_status`) and a stream's
+shape. What `litellm.acompletion` adds around the provider call is not paid:
+its executor thread, logging object and callbacks, cost calculation,
+generic parameter checks and its stream wrapper, about two thirds of the CPU
+of a call.
+
+Only requests this path translates as LiteLLM would take it (`serves`): text
+and tool-call messages, and the parameters in `FIELDS`. Anything else (images,
+audio, response formats, other parameters, and so LiteLLM's own refusals of
+unsupported ones) goes through `litellm.acompletion` as before. Not done here
+either: Gemini's long-decode continuations, context caching and thought-
+signature retries (`VertexLLM.async_completion`), which the requests served
+here do not use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .azure_openai import failure, sse_data
+from .calls import Answer, Event
+from .domain import LLMModel, ModelType
+from .errors import GatewayError, UpstreamError
+from .llm import litellm
+from .providers import ProviderCall
+from .upstream import from_status, provider_error, scrub
+from .vertex import GoogleTokens
+from .wire import ChatStream
+
+#: The request fields this path translates (anything else goes through `litellm.acompletion`).
+FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+    }
+)
+#: The model types served, and how their model ids start.
+_FAMILIES = {ModelType.GOOGLE_VERTEX: "gemini-", ModelType.GOOGLE_VERTEX_CLAUDE: "claude"}
+#: Fields of a request that are not LiteLLM's OpenAI parameters.
+_NOT_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options"})
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+#: Error bodies are small; only this much of one is read.
+MAX_ERROR_BYTES = 64 * 1024
+
+
+def serves(model: LLMModel, body: dict[str, Any]) -> bool:
+    """Whether this path answers `body` for `model`: Gemini or Claude on Vertex,
+    the fields in `FIELDS`, messages of text and tool calls."""
+    prefix = _FAMILIES.get(model.model_type)
+    if prefix is None or not all(deployment.code.startswith(prefix) for deployment in model.deployments):
+        return False
+    return body.keys() <= FIELDS and all(_plain_message(message) for message in body["messages"])
+
+
+def _plain_message(message: Any) -> bool:
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    )
+
+
+class _Logging:
+    """What LiteLLM's provider classes read of a logging object (nothing is logged)."""
+
+    def __init__(self) -> None:
+        self.optional_params: dict[str, Any] = {}
+        self.litellm_params: dict[str, Any] = {}
+        self.model_call_details: dict[str, Any] = {}
+
+    def pre_call(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def post_call(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One provider request, translated: where, what, and how to read the answer."""
+
+    url: str
+    headers: dict[str, str]
+    payload: bytes
+    claude: bool
+    code: str
+    messages: list[Any]
+    optional_params: dict[str, Any]
+    #: What no error passed on may carry.
+    secrets: tuple[str, ...]
+
+
+class VertexChat:
+    """Gemini and Claude chat completions on Vertex AI, one connection pool for the process."""
+
+    def __init__(self, tokens: GoogleTokens) -> None:
+        self.tokens = tokens
+        self._session: aiohttp.ClientSession | None = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def completion(self, model: LLMModel, call: ProviderCall, body: dict[str, Any]) -> Answer[Any]:
+        """A whole chat completion as LiteLLM's `ModelResponse` (shaped by `wire.chat_completion`)."""
+        request = await self._request(model, call, body, stream=False)
+        response = await self._send(model.id, call, request)
+        try:
+            raw = await response.read()
+        except Exception as exc:
+            raise failure(exc, model.id) from None
+        finally:
+            response.release()
+        try:
+            result = _result(request, response, raw)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise _provider_failure(exc, model.id, request.secrets) from None
+        served = getattr(result, "model", None)
+        return Answer(result, getattr(result, "usage", None), served if isinstance(served, str) else None)
+
+    async def stream(
+        self, model: LLMModel, call: ProviderCall, body: dict[str, Any], caller_wants_usage: bool
+    ) -> VertexStream:
+        """A chat stream, opened (see `VertexStream` for its chunks)."""
+        request = await self._request(model, call, body, stream=True)
+        response = await self._send(model.id, call, request)
+        return VertexStream(response, request, _parser(request), ChatStream(model.id, caller_wants_usage))
+
+    async def _request(self, model: LLMModel, call: ProviderCall, body: dict[str, Any], stream: bool) -> _Request:
+        await litellm()  # configured and imported (once per process) before its provider classes are used
+        arguments = call.arguments
+        account = arguments.get("vertex_credentials")
+        token = await self.tokens.token(account, model.id)
+        secrets = (*call.undisclosed, token)
+        code = call.deployment.code
+        # LiteLLM's translation rewrites what it is given; the caller's body may serve a fallback next.
+        messages = json.loads(json.dumps(body["messages"]))
+        parameters = {key: value for key, value in body.items() if key not in _NOT_PARAMETERS}
+        try:
+            if model.model_type is ModelType.GOOGLE_VERTEX_CLAUDE:
+                return _claude(code, arguments, token, messages, parameters, stream, secrets)
+            return _gemini(code, arguments, token, messages, parameters, stream, secrets)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise _provider_failure(exc, model.id, secrets) from None
+
+    async def _send(self, model_id: str, call: ProviderCall, request: _Request) -> aiohttp.ClientResponse:
+        """POST the request; the response once its status is below 400, else the gateway error for it.
+        A new connection gets the connect budget, each wait for bytes the model's `timeout`."""
+        read_seconds = float(call.arguments["timeout"])
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(call.connect_seconds, read_seconds), sock_read=read_seconds
+        )
+        try:
+            response = await self._pool().post(
+                request.url, data=request.payload, headers=request.headers, timeout=timeout
+            )
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        if response.status < 400:
+            return response
+        try:
+            raw = await response.content.read(MAX_ERROR_BYTES)
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        finally:
+            response.release()
+        raise _status_error(response.status, raw, response.headers, model_id, request.secrets)
+
+
+def _gemini(
+    code: str,
+    arguments: dict[str, Any],
+    token: str,
+    messages: list[Any],
+    parameters: dict[str, Any],
+    stream: bool,
+    secrets: tuple[str, ...],
+) -> _Request:
+    from litellm.llms.vertex_ai.gemini.transformation import _with_default_output_budget, transform_request_body
+    from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import VertexGeminiConfig, VertexLLM
+
+    optional = VertexGeminiConfig().map_openai_params(parameters, {}, code, drop_params=False)
+    body = transform_request_body(
+        messages=messages,
+        model=code,
+        optional_params=optional,
+        custom_llm_provider="vertex_ai",
+        litellm_params={},
+        cached_content=None,
+    )
+    body = _with_default_output_budget(body, code, "vertex_ai", None)
+    _, url = VertexLLM()._get_token_and_url(
+        model=code,
+        auth_header=token,
+        gemini_api_key=None,
+        vertex_project=arguments.get("vertex_project"),
+        vertex_location=arguments.get("vertex_location"),
+        vertex_credentials=None,
+        stream=stream,
+        custom_llm_provider="vertex_ai",
+        api_base=arguments.get("api_base"),
+    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return _Request(url, headers, _encoded(body), False, code, messages, optional, secrets)
+
+
+def _claude(
+    code: str,
+    arguments: dict[str, Any],
+    token: str,
+    messages: list[Any],
+    parameters: dict[str, Any],
+    stream: bool,
+    secrets: tuple[str, ...],
+) -> _Request:
+    from litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation import VertexAIAnthropicConfig
+    from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
+    from litellm.types.llms.vertex_ai import VertexPartnerProvider
+
+    config = VertexAIAnthropicConfig()
+    optional = config.map_openai_params(parameters, {}, code, drop_params=False)
+    optional |= {"anthropic_version": ANTHROPIC_VERSION, "is_vertex_request": True}
+    project = arguments.get("vertex_project")
+    url = VertexBase().get_complete_vertex_url(
+        custom_api_base=arguments.get("api_base"),
+        vertex_location=arguments.get("vertex_location"),
+        vertex_project=project,
+        project_id=project,
+        partner=VertexPartnerProvider.claude,
+        stream=stream,
+        model=code,
+    )
+    headers = config.validate_environment(
+        headers={"Authorization": f"Bearer {token}"},
+        model=code,
+        messages=messages,
+        optional_params=optional,
+        litellm_params={},
+        api_key=token,
+        api_base=url,
+    )
+    data = config.transform_request(
+        model=code, messages=messages, optional_params=dict(optional), litellm_params={}, headers=headers
+    )
+    if stream:
+        data["stream"] = True
+    return _Request(url, headers, _encoded(data), True, code, messages, optional, secrets)
+
+
+def _encoded(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
+
+
+def _result(request: _Request, response: aiohttp.ClientResponse, raw: bytes) -> Any:
+    """The provider's whole answer as LiteLLM's `ModelResponse`."""
+    import httpx
+    from litellm.types.utils import ModelResponse
+
+    raw_response = httpx.Response(
+        response.status, headers=list(response.headers.items()), content=raw, request=httpx.Request("POST", request.url)
+    )
+    if request.claude:
+        from litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation import VertexAIAnthropicConfig
+
+        return VertexAIAnthropicConfig().transform_response(
+            model=request.code,
+            raw_response=raw_response,
+            model_response=ModelResponse(),
+            logging_obj=_Logging(),  # type: ignore[arg-type]
+            request_data={},
+            messages=request.messages,
+            optional_params=request.optional_params,
+            litellm_params={},
+            encoding=None,
+            json_mode=False,
+        )
+    from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import VertexGeminiConfig
+
+    return VertexGeminiConfig().transform_google_generate_content_to_openai_model_response(
+        completion_response=json.loads(raw),
+        model_response=ModelResponse(),
+        model=request.code,
+        logging_obj=_Logging(),  # type: ignore[arg-type]
+        raw_response=raw_response,
+    )
+
+
+def _parser(request: _Request) -> Any:
+    """LiteLLM's stream parser for the provider: `chunk_parser(event)` gives a `ModelResponseStream`."""
+    if request.claude:
+        from litellm.llms.anthropic.chat.handler import ModelResponseIterator as AnthropicChunks
+
+        return AnthropicChunks(streaming_response=None, sync_stream=False, json_mode=False)
+    from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import ModelResponseIterator
+
+    return ModelResponseIterator(streaming_response=None, sync_stream=False, logging_obj=_Logging())  # type: ignore[arg-type]
+
+
+class VertexStream:
+    """A Gemini or Claude stream (a `calls.Upstream`), as OpenAI's chunks.
+
+    As LiteLLM's stream wrapper does: the first chunk with something in it
+    carries `role: assistant`, the finish reason comes in a chunk of its own
+    at the end (`tool_calls` when the model called tools), and the usage (the provider's latest count) in a choiceless
+    chunk after it, which `wire.ChatStream` passes on only to a caller who
+    asked for it.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, request: _Request, parser: Any, chunks: ChatStream) -> None:
+        self.response = response
+        self.request = request
+        self.parser = parser
+        self.chunks = chunks
+        self._role_sent = False
+        self._tool_calls = False
+        self._finish: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self._last: dict[str, Any] = {}
+
+    @property
+    def usage(self) -> Any:
+        return self.chunks.usage
+
+    @property
+    def model(self) -> str | None:
+        return self.chunks.model
+
+    async def events(self) -> AsyncGenerator[Event | None, None]:
+        model_id = self.chunks.model_id
+        async for data in sse_data(self.response, model_id):
+            for payload in data:
+                if payload == b"[DONE]":
+                    continue
+                try:
+                    chunk = self._chunk(self.parser.chunk_parser(json.loads(payload)))
+                except GatewayError:
+                    raise
+                except Exception as exc:
+                    raise _provider_failure(exc, model_id, self.request.secrets) from None
+                yield self.chunks.event(chunk) if chunk is not None else None
+        finish = self._finish or "stop"
+        yield self.chunks.event(self._ending("tool_calls" if finish == "stop" and self._tool_calls else finish))
+        if self._usage:
+            yield self.chunks.event(self._ending(None) | {"choices": [], "usage": self._usage})
+
+    def _chunk(self, parsed: Any) -> dict[str, Any] | None:
+        """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send."""
+        if parsed is None:
+            return None
+        chunk = parsed.model_dump(mode="json", warnings=False)
+        usage = chunk.pop("usage", None)
+        if usage:
+            self._usage = usage
+        kept = []
+        for choice in chunk.get("choices") or []:
+            self._finish = choice.pop("finish_reason", None) or self._finish
+            delta = choice.get("delta") or {}
+            if not any(value not in (None, "", [], {}) for key, value in delta.items() if key != "role"):
+                continue
+            self._tool_calls = self._tool_calls or bool(delta.get("tool_calls"))
+            if self._role_sent:
+                delta.pop("role", None)
+            else:
+                delta["role"] = "assistant"
+                self._role_sent = True
+            choice["delta"], choice["finish_reason"] = delta, None
+            kept.append(choice)
+        self._last = {key: chunk[key] for key in ("id", "created", "model", "object") if chunk.get(key)}
+        return chunk | {"choices": kept} if kept else None
+
+    def _ending(self, finish: str | None) -> dict[str, Any]:
+        choices = [{"index": 0, "delta": {}, "finish_reason": finish}] if finish else []
+        return {"object": "chat.completion.chunk"} | self._last | {"choices": choices}
+
+    async def close(self, completed: bool) -> None:
+        """The connection goes back to the pool when the stream was read to its end, else it is dropped."""
+        if completed:
+            self.response.release()
+        else:
+            self.response.close()
+
+
+def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets: tuple[str, ...]) -> GatewayError:
+    """Google's `{"error": {"code", "message", "status"}}` as the gateway's error
+    (see `upstream.from_status`), the secrets and the upstream's address removed."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    found = provider_error(error, secrets)
+    message = found.message or f"The provider answered with status {status}."
+    lowered = {str(key).lower(): str(value) for key, value in headers.items()}
+    return from_status(status, message, lowered, model_id, found)
+
+
+def _provider_failure(exc: Exception, model_id: str, secrets: tuple[str, ...]) -> GatewayError:
+    """A failure of LiteLLM's translation, or an error the provider sent within
+    a 200 answer (a stream's error event): the provider's status when it has one."""
+    status = getattr(exc, "status_code", None)
+    message = scrub(str(getattr(exc, "message", None) or exc), secrets)
+    if isinstance(status, int) and status >= 400:
+        return from_status(status, message, {}, model_id)
+    return UpstreamError(f"Model '{model_id}' answered with something the gateway cannot read.")
