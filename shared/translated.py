@@ -287,14 +287,28 @@ def _encoded(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
 
 
+class _Raw:
+    """What LiteLLM's response translation reads of an `httpx.Response`
+    (building one costs more than the rest of reading the answer)."""
+
+    def __init__(self, status: int, headers: Any, content: bytes) -> None:
+        self.status_code = status
+        self.headers = headers  # aiohttp's, case-insensitive like httpx's
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 def _result(request: _Request, response: aiohttp.ClientResponse, raw: bytes) -> Any:
     """The provider's whole answer as LiteLLM's `ModelResponse`."""
-    import httpx
     from litellm.types.utils import ModelResponse
 
-    raw_response = httpx.Response(
-        response.status, headers=list(response.headers.items()), content=raw, request=httpx.Request("POST", request.url)
-    )
+    raw_response: Any = _Raw(response.status, response.headers, raw)
     if request.claude:
         from litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation import VertexAIAnthropicConfig
 
@@ -313,7 +327,7 @@ def _result(request: _Request, response: aiohttp.ClientResponse, raw: bytes) -> 
     from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import VertexGeminiConfig
 
     return VertexGeminiConfig().transform_google_generate_content_to_openai_model_response(
-        completion_response=json.loads(raw),
+        completion_response=raw_response.json(),
         model_response=ModelResponse(),
         model=request.code,
         logging_obj=_Logging(),  # type: ignore[arg-type]
