@@ -192,3 +192,35 @@ def test_a_malformed_service_account_names_the_reference_never_the_secret(vertex
     message = response.json()["error"]["message"]
     assert "$NOT_A_SERVICE_ACCOUNT" in message and "bad-secret" in message
     assert "not-json-but-secret-ish" not in message + vertex_gateway.log()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_refusal_carries_the_providers_own_message(vertex_gateway, stream):
+    body = {"model": "gemini-invalid", "messages": USER, "stream": stream}
+    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == "Request contains an invalid argument."
+
+
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_the_callers_parameters_reach_the_model(client, google, family):
+    messages = [{"role": "system", "content": "be brief"}, *USER]
+    client.chat.completions.create(model=family, messages=messages, max_tokens=40, temperature=0.25, stop=["END"])
+    (upstream,) = google[1].requests
+    sent = upstream.json
+    if family == "gemini":
+        config = sent["generationConfig"]
+        assert (config["max_output_tokens"], config["temperature"], config["stop_sequences"]) == (40, 0.25, ["END"])
+        # LiteLLM's map says gemini-2.0-flash on Vertex takes no system instruction: it leads the user's turn.
+        assert sent["contents"][0]["parts"][0] == {"text": "be brief"}
+    else:
+        assert (sent["max_tokens"], sent["temperature"], sent["stop_sequences"]) == (40, 0.25, ["END"])
+        assert sent["system"] == [{"type": "text", "text": "be brief"}]
+
+
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_a_parameter_vertex_does_not_take_is_refused_by_name(vertex_gateway, family):
+    body = {"model": family, "messages": USER, "logit_bias": {"1": 2}}
+    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert "logit_bias" in response.json()["error"]["message"]
