@@ -351,7 +351,7 @@ class VertexStream:
 
     As LiteLLM's stream wrapper does: the first chunk with something in it
     carries `role: assistant`, the finish reason comes in a chunk of its own
-    at the end (`tool_calls` when the model called tools), and the usage (the provider's latest count) in a choiceless
+    at the end, and the usage (the provider's latest count) in a choiceless
     chunk after it, which `wire.ChatStream` passes on only to a caller who
     asked for it.
     """
@@ -362,7 +362,6 @@ class VertexStream:
         self.parser = parser
         self.chunks = chunks
         self._role_sent = False
-        self._tool_calls = False
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
         self._last: dict[str, Any] = {}
@@ -388,8 +387,7 @@ class VertexStream:
                 except Exception as exc:
                     raise _provider_failure(exc, model_id, self.request.secrets) from None
                 yield self.chunks.event(chunk) if chunk is not None else None
-        finish = self._finish or "stop"
-        yield self.chunks.event(self._ending("tool_calls" if finish == "stop" and self._tool_calls else finish))
+        yield self.chunks.event(self._ending(self._finish or "stop"))
         if self._usage:
             yield self.chunks.event(self._ending(None) | {"choices": [], "usage": self._usage})
 
@@ -407,7 +405,6 @@ class VertexStream:
             delta = choice.get("delta") or {}
             if not any(value not in (None, "", [], {}) for key, value in delta.items() if key != "role"):
                 continue
-            self._tool_calls = self._tool_calls or bool(delta.get("tool_calls"))
             if self._role_sent:
                 delta.pop("role", None)
             else:
