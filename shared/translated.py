@@ -410,7 +410,7 @@ class VertexStream:
             else:
                 delta["role"] = "assistant"
                 self._role_sent = True
-            choice["delta"], choice["finish_reason"] = delta, None
+            choice["delta"] = delta
             kept.append(choice)
         self._last = {key: chunk[key] for key in ("id", "created", "model", "object") if chunk.get(key)}
         return chunk | {"choices": kept} if kept else None
