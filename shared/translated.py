@@ -24,7 +24,7 @@ here do not use.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ import aiohttp
 from .azure_openai import failure, sse_data
 from .calls import Answer, Event
 from .domain import LLMModel, ModelType
-from .errors import GatewayError, UpstreamError
+from .errors import GatewayError, InvalidRequest, UpstreamError
 from .llm import litellm
 from .providers import ProviderCall
 from .upstream import from_status, provider_error, scrub
@@ -177,7 +177,7 @@ class VertexChat:
         except GatewayError:
             raise
         except Exception as exc:
-            raise _provider_failure(exc, model.id, secrets) from None
+            raise _provider_failure(exc, model.id, secrets, before_sending=True) from None
 
     async def _send(self, model_id: str, call: ProviderCall, request: _Request) -> aiohttp.ClientResponse:
         """POST the request; the response once its status is below 400, else the gateway error for it.
@@ -256,7 +256,7 @@ def _claude(
     config = VertexAIAnthropicConfig()
     optional = config.map_openai_params(parameters, {}, code, drop_params=False)
     optional |= {"anthropic_version": ANTHROPIC_VERSION, "is_vertex_request": True}
-    project = arguments.get("vertex_project")
+    project = str(arguments.get("vertex_project") or "")  # the catalog requires `gcp_project`
     url = VertexBase().get_complete_vertex_url(
         custom_api_base=arguments.get("api_base"),
         vertex_location=arguments.get("vertex_location"),
@@ -283,7 +283,7 @@ def _claude(
     return _Request(url, headers, _encoded(data), True, code, messages, optional, secrets)
 
 
-def _encoded(payload: dict[str, Any]) -> bytes:
+def _encoded(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
 
 
@@ -440,11 +440,18 @@ def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets:
     return from_status(status, message, lowered, model_id, found)
 
 
-def _provider_failure(exc: Exception, model_id: str, secrets: tuple[str, ...]) -> GatewayError:
+def _provider_failure(
+    exc: Exception, model_id: str, secrets: tuple[str, ...], before_sending: bool = False
+) -> GatewayError:
     """A failure of LiteLLM's translation, or an error the provider sent within
-    a 200 answer (a stream's error event): the provider's status when it has one."""
+    a 200 answer (a stream's error event), with the status LiteLLM gave it (its
+    refusal of a parameter is a 400). Without one, a request that could not be
+    translated is the caller's 400, an answer that could not be read a 502."""
     status = getattr(exc, "status_code", None)
     message = scrub(str(getattr(exc, "message", None) or exc), secrets)
     if isinstance(status, int) and status >= 400:
         return from_status(status, message, {}, model_id)
+    if before_sending:
+        first_line = (message.strip().splitlines() or [type(exc).__name__])[0]
+        return InvalidRequest(f"The request could not be prepared for model '{model_id}': {first_line[:500]}")
     return UpstreamError(f"Model '{model_id}' answered with something the gateway cannot read.")
