@@ -12,10 +12,11 @@ its executor thread, logging object and callbacks, cost calculation,
 generic parameter checks and its stream wrapper, about two thirds of the CPU
 of a call.
 
-Only requests this path translates as LiteLLM would take it (`serves`): text
-and tool-call messages, and the parameters in `FIELDS`. Anything else (images,
-audio, response formats, other parameters, and so LiteLLM's own refusals of
-unsupported ones) goes through `litellm.acompletion` as before. Not done here
+Only requests this path translates as LiteLLM would take it (`serves`): text,
+inline images and tool-call messages, and the parameters in `FIELDS`.
+Anything else (images by URL, audio, files, prompt-caching marks, response
+formats, other parameters, and so LiteLLM's own refusals of unsupported ones)
+goes through `litellm.acompletion` as before. Not done here
 either: Gemini's long-decode continuations, context caching and thought-
 signature retries (`VertexLLM.async_completion`), which the requests served
 here do not use.
@@ -67,7 +68,7 @@ MAX_ERROR_BYTES = 64 * 1024
 
 def serves(model: LLMModel, body: dict[str, Any]) -> bool:
     """Whether this path answers `body` for `model`: Gemini or Claude on Vertex,
-    the fields in `FIELDS`, messages of text and tool calls."""
+    the fields in `FIELDS`, messages of text, inline images and tool calls."""
     prefix = _FAMILIES.get(model.model_type)
     if prefix is None or not all(deployment.code.startswith(prefix) for deployment in model.deployments):
         return False
@@ -75,11 +76,25 @@ def serves(model: LLMModel, body: dict[str, Any]) -> bool:
 
 
 def _plain_message(message: Any) -> bool:
+    """Text, or parts of text and of images sent inline (`data:` URLs): nothing to fetch, nothing to cache."""
     content = message.get("content")
     if content is None or isinstance(content, str):
         return True
-    return isinstance(content, list) and all(
-        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    return isinstance(content, list) and all(_plain_part(part) for part in content)
+
+
+def _plain_part(part: Any) -> bool:
+    if not isinstance(part, dict):
+        return False
+    if part.get("type") == "text":
+        return part.keys() == {"type", "text"} and isinstance(part["text"], str)
+    image = part.get("image_url")
+    return (
+        part.get("type") == "image_url"
+        and part.keys() == {"type", "image_url"}
+        and isinstance(image, dict)
+        and image.keys() <= {"url", "detail"}
+        and str(image.get("url", "")).startswith("data:")
     )
 
 

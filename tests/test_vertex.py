@@ -73,7 +73,8 @@ def test_tool_calling(client, family):
     assert json.loads(call.function.arguments) == {"echo": "hello there"}
 
 
-def test_image_parts_reach_gemini(client, google):
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_image_parts_reach_the_model(client, google, family):
     image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
     messages = [
         {
@@ -81,10 +82,14 @@ def test_image_parts_reach_gemini(client, google):
             "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image}}],
         }
     ]
-    completion = client.chat.completions.create(model="gemini", messages=messages)
+    completion = client.chat.completions.create(model=family, messages=messages, max_tokens=20)
     assert completion.usage.prompt_tokens == 2  # one text word + one image part
-    parts = google[1].requests[0].json["contents"][0]["parts"]
-    assert any("inline_data" in part or "inlineData" in part for part in parts)
+    sent = google[1].requests[0].json
+    if family == "gemini":
+        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
+    else:
+        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
+        assert image_block["source"]["type"] == "base64"
 
 
 def test_gemini_embeddings(client, google):
