@@ -24,14 +24,16 @@ here do not use.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import json
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 
-from .azure_openai import failure, sse_data
+from .azure_openai import failure
 from .calls import Answer, Event
 from .domain import LLMModel, ModelType
 from .errors import GatewayError, InvalidRequest, UpstreamError
@@ -119,6 +121,8 @@ class _Request:
 
     url: str
     headers: dict[str, str]
+    #: The translated request, as data and as the bytes sent.
+    body: Mapping[str, Any]
     payload: bytes
     claude: bool
     code: str
@@ -151,15 +155,12 @@ class VertexChat:
     async def completion(self, model: LLMModel, call: ProviderCall, body: dict[str, Any]) -> Answer[Any]:
         """A whole chat completion as LiteLLM's `ModelResponse` (shaped by `wire.chat_completion`)."""
         request = await self._request(model, call, body, stream=False)
-        response = await self._send(model.id, call, request)
+        first = await self._read(model.id, call, request)
         try:
-            raw = await response.read()
-        except Exception as exc:
-            raise failure(exc, model.id) from None
-        finally:
-            response.release()
-        try:
-            result = _result(request, response, raw)
+            if request.claude:
+                result = _claude_result(request, first)
+            else:
+                result = await _gemini_result(request, first, functools.partial(self._hop, model.id, call, request))
         except GatewayError:
             raise
         except Exception as exc:
@@ -172,8 +173,36 @@ class VertexChat:
     ) -> VertexStream:
         """A chat stream, opened (see `VertexStream` for its chunks)."""
         request = await self._request(model, call, body, stream=True)
-        response = await self._send(model.id, call, request)
-        return VertexStream(response, request, _parser(request), ChatStream(model.id, caller_wants_usage))
+        text = _Text(await self._send(model.id, call, request), model.id)
+        open_hop = functools.partial(self._streamed_hop, model.id, call, request)
+        return VertexStream(text, request, _parser(request, text, open_hop), ChatStream(model.id, caller_wants_usage))
+
+    async def _read(self, model_id: str, call: ProviderCall, request: _Request) -> _Raw:
+        """The whole answer to `request`."""
+        response = await self._send(model_id, call, request)
+        try:
+            return _Raw(response.status, response.headers, await response.read())
+        except Exception as exc:
+            raise failure(exc, model_id) from None
+        finally:
+            response.release()
+
+    async def _hop(self, model_id: str, call: ProviderCall, request: _Request, body: Mapping[str, Any]) -> _Raw:
+        """The next hop of a Gemini long decode (LiteLLM gives its body); a failure
+        is a `VertexAIError`, on which LiteLLM keeps the hops it had."""
+        try:
+            return await self._read(model_id, call, _continued(request, body))
+        except GatewayError as error:
+            raise _hop_failure(error) from None
+
+    async def _streamed_hop(
+        self, model_id: str, call: ProviderCall, request: _Request, body: Mapping[str, Any]
+    ) -> _Text:
+        """The stream of the next hop of a Gemini long decode (see `_hop`)."""
+        try:
+            return _Text(await self._send(model_id, call, _continued(request, body)), model_id)
+        except GatewayError as error:
+            raise _hop_failure(error) from None
 
     async def _request(self, model: LLMModel, call: ProviderCall, body: dict[str, Any], stream: bool) -> _Request:
         await litellm()  # configured and imported (once per process) before its provider classes are used
@@ -252,7 +281,7 @@ def _gemini(
         api_base=arguments.get("api_base"),
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    return _Request(url, headers, _encoded(body), False, code, messages, optional, secrets)
+    return _Request(url, headers, body, _encoded(body), False, code, messages, optional, secrets)
 
 
 def _claude(
@@ -295,7 +324,7 @@ def _claude(
     )
     if stream:
         data["stream"] = True
-    return _Request(url, headers, _encoded(data), True, code, messages, optional, secrets)
+    return _Request(url, headers, data, _encoded(data), True, code, messages, optional, secrets)
 
 
 def _encoded(payload: Mapping[str, Any]) -> bytes:
@@ -319,46 +348,104 @@ class _Raw:
         return json.loads(self.content)
 
 
-def _result(request: _Request, response: aiohttp.ClientResponse, raw: bytes) -> Any:
-    """The provider's whole answer as LiteLLM's `ModelResponse`."""
+class _Text:
+    """What LiteLLM's stream parsers read of an `httpx.Response`: its text as it
+    arrives (a failure to read it is the gateway's error), and `aclose`."""
+
+    def __init__(self, response: aiohttp.ClientResponse, model_id: str) -> None:
+        self.response = response
+        self.model_id = model_id
+        self.headers = response.headers
+
+    async def aiter_text(self) -> AsyncGenerator[str, None]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces = self.response.content.iter_any()
+        while True:
+            try:
+                piece = await anext(pieces)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise failure(exc, self.model_id) from None
+            yield decoder.decode(piece)
+        yield decoder.decode(b"", final=True)
+
+    async def aclose(self) -> None:
+        """The connection goes back to the pool when the answer was read to its end, else it is dropped."""
+        self.response.release()
+
+
+def _continued(request: _Request, body: Mapping[str, Any]) -> _Request:
+    """`request` with LiteLLM's body for the next hop of a long decode, to the URL that takes it."""
+    from litellm.llms.vertex_ai.gemini.long_decode import url_for
+
+    return replace(request, url=url_for(request.url, body), body=body, payload=_encoded(body))  # type: ignore[arg-type]
+
+
+def _hop_failure(error: GatewayError) -> Exception:
+    from litellm.llms.vertex_ai.common_utils import VertexAIError
+
+    return VertexAIError(status_code=error.status, message=error.message, headers=None)
+
+
+def _claude_result(request: _Request, raw: _Raw) -> Any:
+    """Claude's whole answer as LiteLLM's `ModelResponse`."""
+    from litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation import VertexAIAnthropicConfig
     from litellm.types.utils import ModelResponse
 
-    raw_response: Any = _Raw(response.status, response.headers, raw)
-    if request.claude:
-        from litellm.llms.vertex_ai.vertex_ai_partner_models.anthropic.transformation import VertexAIAnthropicConfig
-
-        return VertexAIAnthropicConfig().transform_response(
-            model=request.code,
-            raw_response=raw_response,
-            model_response=ModelResponse(),
-            logging_obj=_Logging(),  # type: ignore[arg-type]
-            request_data={},
-            messages=request.messages,
-            optional_params=request.optional_params,
-            litellm_params={},
-            encoding=None,
-            json_mode=False,
-        )
-    from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import VertexGeminiConfig
-
-    return VertexGeminiConfig().transform_google_generate_content_to_openai_model_response(
-        completion_response=raw_response.json(),
-        model_response=ModelResponse(),
+    return VertexAIAnthropicConfig().transform_response(
         model=request.code,
+        raw_response=raw,  # type: ignore[arg-type]
+        model_response=ModelResponse(),
         logging_obj=_Logging(),  # type: ignore[arg-type]
-        raw_response=raw_response,
+        request_data={},
+        messages=request.messages,
+        optional_params=request.optional_params,
+        litellm_params={},
+        encoding=None,
+        json_mode=False,
     )
 
 
-def _parser(request: _Request) -> Any:
-    """LiteLLM's stream parser for the provider: `chunk_parser(event)` gives a `ModelResponseStream`."""
+async def _gemini_result(request: _Request, first: _Raw, hop: Callable[[Mapping[str, Any]], Awaitable[_Raw]]) -> Any:
+    """Gemini's whole answer as LiteLLM's `ModelResponse`: LiteLLM asks for the
+    next hops of a long decode (an answer cut off to be continued) and merges them."""
+    from litellm.llms.vertex_ai.gemini.long_decode import collect_hops_async
+    from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import _transform_long_decode_hops
+    from litellm.types.utils import ModelResponse
+
+    hops = await collect_hops_async(first.json(), request.body, hop)  # type: ignore[arg-type]
+    return _transform_long_decode_hops(
+        model=request.code,
+        hops=hops,
+        first_response=first,  # type: ignore[arg-type]
+        model_response=ModelResponse(),
+        logging_obj=_Logging(),  # type: ignore[arg-type]
+        request_body=request.body,  # type: ignore[arg-type]
+        messages=request.messages,
+    )
+
+
+def _parser(request: _Request, text: _Text, open_hop: Callable[[Mapping[str, Any]], Awaitable[_Text]]) -> Any:
+    """LiteLLM's stream parser for the provider, over `text`: SSE lines to `ModelResponseStream`s
+    (Gemini's opens the next hops of a long decode with `open_hop`)."""
+    from litellm.llms.custom_httpx.sse_lines import aiter_sse_lines
+
+    lines = aiter_sse_lines(text.aiter_text())
     if request.claude:
         from litellm.llms.anthropic.chat.handler import ModelResponseIterator as AnthropicChunks
 
-        return AnthropicChunks(streaming_response=None, sync_stream=False, json_mode=False)
+        return AnthropicChunks(streaming_response=lines, sync_stream=False, json_mode=False)
+    from litellm.llms.vertex_ai.gemini.long_decode import AsyncStreamResume
     from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import ModelResponseIterator
 
-    return ModelResponseIterator(streaming_response=None, sync_stream=False, logging_obj=_Logging())  # type: ignore[arg-type]
+    return ModelResponseIterator(
+        streaming_response=lines,
+        sync_stream=False,
+        logging_obj=_Logging(),  # type: ignore[arg-type]
+        response=text,  # type: ignore[arg-type]
+        resume=AsyncStreamResume(request_body=request.body, open_hop=open_hop),  # type: ignore[arg-type]
+    )
 
 
 class VertexStream:
@@ -371,8 +458,8 @@ class VertexStream:
     asked for it.
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, request: _Request, parser: Any, chunks: ChatStream) -> None:
-        self.response = response
+    def __init__(self, text: _Text, request: _Request, parser: Any, chunks: ChatStream) -> None:
+        self.text = text
         self.request = request
         self.parser = parser
         self.chunks = chunks
@@ -390,25 +477,25 @@ class VertexStream:
         return self.chunks.model
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
-        model_id = self.chunks.model_id
-        async for data in sse_data(self.response, model_id):
-            for payload in data:
-                if payload == b"[DONE]":
-                    continue
-                try:
-                    chunk = self._chunk(self.parser.chunk_parser(json.loads(payload)))
-                except GatewayError:
-                    raise
-                except Exception as exc:
-                    raise _provider_failure(exc, model_id, self.request.secrets) from None
-                yield self.chunks.event(chunk) if chunk is not None else None
+        parsed = aiter(self.parser)
+        while True:
+            try:
+                chunk = self._chunk(await anext(parsed))
+            except StopAsyncIteration:
+                break
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise _provider_failure(exc, self.chunks.model_id, self.request.secrets) from None
+            yield self.chunks.event(chunk) if chunk is not None else None
         yield self.chunks.event(self._ending(self._finish or "stop"))
         if self._usage:
             yield self.chunks.event(self._ending(None) | {"choices": [], "usage": self._usage})
 
     def _chunk(self, parsed: Any) -> dict[str, Any] | None:
-        """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send."""
-        if parsed is None:
+        """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send
+        (Anthropic's parser gives an empty dict for a line that is not data)."""
+        if parsed is None or isinstance(parsed, dict):
             return None
         chunk = parsed.model_dump(mode="json", warnings=False)
         usage = chunk.pop("usage", None)
@@ -435,11 +522,13 @@ class VertexStream:
         return {"object": "chat.completion.chunk"} | self._last | {"choices": choices}
 
     async def close(self, completed: bool) -> None:
-        """The connection goes back to the pool when the stream was read to its end, else it is dropped."""
+        """The connection goes back to the pool when the stream was read to its end, else it is dropped.
+        (A long decode's earlier hops were released when the next one opened.)"""
+        response = getattr(self.parser, "response", None) or self.text
         if completed:
-            self.response.release()
+            response.response.release()
         else:
-            self.response.close()
+            response.response.close()
 
 
 def _status_error(status: int, raw: bytes, headers: Any, model_id: str, secrets: tuple[str, ...]) -> GatewayError:

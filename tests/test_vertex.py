@@ -229,3 +229,21 @@ def test_a_parameter_vertex_does_not_take_is_refused_by_name(vertex_gateway, fam
     response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 400, response.text
     assert "logit_bias" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_long_decode_is_continued_to_its_end(vertex_gateway, google, stream):
+    google[1].clear()
+    body = {"model": "gemini-long-decode", "messages": USER, "max_tokens": 100, "stream": stream}
+    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    if stream:
+        chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+        text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+        finish = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1]
+    else:
+        choice = response.json()["choices"][0]
+        text, finish = choice["message"]["content"], choice["finish_reason"]
+    assert (text, finish) == ("echo: hello there", "stop")
+    first, hop = google[1].requests
+    assert "continuationToken" not in first.json and hop.json["continuationToken"] == "hop-2"
