@@ -16,10 +16,12 @@ Only requests this path translates as LiteLLM would take it (`serves`): text,
 inline images and tool-call messages, and the parameters in `FIELDS`.
 Anything else (images by URL, audio, files, prompt-caching marks, response
 formats, other parameters, and so LiteLLM's own refusals of unsupported ones)
-goes through `litellm.acompletion` as before. Not done here
-either: Gemini's long-decode continuations, context caching and thought-
-signature retries (`VertexLLM.async_completion`), which the requests served
-here do not use.
+goes through `litellm.acompletion` as before. What LiteLLM's Gemini handler
+(`VertexLLM.async_completion`) does around its translation is kept, with its
+own functions: a long decode is continued hop by hop to its end, and a
+replayed thought signature Gemini refuses is sent again as Google's
+placeholder. Its context caching is not needed: a message carrying a
+`cache_control` mark goes through `litellm.acompletion`.
 """
 
 from __future__ import annotations
@@ -29,19 +31,21 @@ import functools
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from .azure_openai import failure
 from .calls import Answer, Event
 from .domain import LLMModel, ModelType
-from .errors import GatewayError, InvalidRequest, UpstreamError
+from .errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from .llm import litellm
 from .providers import ProviderCall
 from .upstream import from_status, provider_error, scrub
 from .vertex import GoogleTokens
 from .wire import ChatStream
+
+T = TypeVar("T")
 
 #: The request fields this path translates (anything else goes through `litellm.acompletion`).
 FIELDS = frozenset(
@@ -155,7 +159,7 @@ class VertexChat:
     async def completion(self, model: LLMModel, call: ProviderCall, body: dict[str, Any]) -> Answer[Any]:
         """A whole chat completion as LiteLLM's `ModelResponse` (shaped by `wire.chat_completion`)."""
         request = await self._request(model, call, body, stream=False)
-        first = await self._read(model.id, call, request)
+        request, first = await self._accepted(model.id, call, request, self._read)
         try:
             if request.claude:
                 result = _claude_result(request, first)
@@ -173,9 +177,47 @@ class VertexChat:
     ) -> VertexStream:
         """A chat stream, opened (see `VertexStream` for its chunks)."""
         request = await self._request(model, call, body, stream=True)
-        text = _Text(await self._send(model.id, call, request), model.id)
+        request, response = await self._accepted(model.id, call, request, self._send)
+        text = _Text(response, model.id)
         open_hop = functools.partial(self._streamed_hop, model.id, call, request)
         return VertexStream(text, request, _parser(request, text, open_hop), ChatStream(model.id, caller_wants_usage))
+
+    async def _accepted(
+        self,
+        model_id: str,
+        call: ProviderCall,
+        request: _Request,
+        send: Callable[[str, ProviderCall, _Request], Awaitable[T]],
+    ) -> tuple[_Request, T]:
+        """The request sent and what `send` made of it. Gemini refuses a thought
+        signature another backend minted: the request then goes once more with
+        Google's placeholder in place of the replayed signatures (LiteLLM's rule)."""
+        if request.claude:
+            return request, await send(model_id, call, request)
+        from litellm.llms.vertex_ai.gemini.rejected_thought_signature_retry import (
+            post_with_accepted_thought_signatures_async,
+            with_placeholder_thought_signatures,
+        )
+
+        async def post(body: Mapping[str, Any]) -> T:
+            try:
+                return await send(model_id, call, _with_body(request, body))
+            except UpstreamRejected as refusal:
+                raise _hop_failure(refusal) from refusal  # what LiteLLM's rule reads; the refusal if it stands
+
+        try:
+            sent, answer = await post_with_accepted_thought_signatures_async(
+                request.body,
+                with_placeholder_thought_signatures,
+                None,
+                post,
+                lambda body: None,
+            )
+        except Exception as exc:
+            if isinstance(exc.__cause__, GatewayError):
+                raise exc.__cause__ from None
+            raise
+        return _with_body(request, sent), answer
 
     async def _read(self, model_id: str, call: ProviderCall, request: _Request) -> _Raw:
         """The whole answer to `request`."""
@@ -191,7 +233,7 @@ class VertexChat:
         """The next hop of a Gemini long decode (LiteLLM gives its body); a failure
         is a `VertexAIError`, on which LiteLLM keeps the hops it had."""
         try:
-            return await self._read(model_id, call, _continued(request, body))
+            return await self._read(model_id, call, _with_body(request, body))
         except GatewayError as error:
             raise _hop_failure(error) from None
 
@@ -200,7 +242,7 @@ class VertexChat:
     ) -> _Text:
         """The stream of the next hop of a Gemini long decode (see `_hop`)."""
         try:
-            return _Text(await self._send(model_id, call, _continued(request, body)), model_id)
+            return _Text(await self._send(model_id, call, _with_body(request, body)), model_id)
         except GatewayError as error:
             raise _hop_failure(error) from None
 
@@ -375,8 +417,8 @@ class _Text:
         self.response.release()
 
 
-def _continued(request: _Request, body: Mapping[str, Any]) -> _Request:
-    """`request` with LiteLLM's body for the next hop of a long decode, to the URL that takes it."""
+def _with_body(request: _Request, body: Mapping[str, Any]) -> _Request:
+    """`request` with another body of LiteLLM's (the resent one, a long decode's next hop), to the URL that takes it."""
     from litellm.llms.vertex_ai.gemini.long_decode import url_for
 
     return replace(request, url=url_for(request.url, body), body=body, payload=_encoded(body))  # type: ignore[arg-type]

@@ -231,19 +231,48 @@ def test_a_parameter_vertex_does_not_take_is_refused_by_name(vertex_gateway, fam
     assert "logit_bias" in response.json()["error"]["message"]
 
 
+def answered(gateway, body):
+    """The text and the finish reason of a chat completion, whole or streamed."""
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    if not body.get("stream"):
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"]
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    return text, [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_long_decode_is_continued_to_its_end(vertex_gateway, google, stream):
     google[1].clear()
     body = {"model": "gemini-long-decode", "messages": USER, "max_tokens": 100, "stream": stream}
-    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
-    assert response.status_code == 200, response.text
-    if stream:
-        chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
-        text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
-        finish = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1]
-    else:
-        choice = response.json()["choices"][0]
-        text, finish = choice["message"]["content"], choice["finish_reason"]
-    assert (text, finish) == ("echo: hello there", "stop")
+    assert answered(vertex_gateway, body) == ("echo: hello there", "stop")
     first, hop = google[1].requests
     assert "continuationToken" not in first.json and hop.json["continuationToken"] == "hop-2"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_replayed_thought_signature_gemini_refuses_is_sent_again_as_the_placeholder(vertex_gateway, google, stream):
+    google[1].clear()
+    call_id = "call_1__thought__" + base64.b64encode(b"minted-elsewhere").decode()
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "lookup_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny"},
+    ]
+    body = {"model": "gemini-signature-check", "messages": messages, "tools": TOOLS, "stream": stream}
+    assert answered(vertex_gateway, body) == ("echo: sunny", "stop")
+    refused, accepted = google[1].requests
+    signatures = [
+        [part.get("thoughtSignature") for content in request.json["contents"] for part in content["parts"]]
+        for request in (refused, accepted)
+    ]
+    assert base64.b64encode(b"minted-elsewhere").decode() in signatures[0]
+    assert base64.b64encode(b"skip_thought_signature_validator").decode() in signatures[1]

@@ -31,7 +31,8 @@ PERMISSION_DENIED), `broken` (503 UNAVAILABLE); for Gemini, `blocked` answers
 200 with `promptFeedback.blockReason: SAFETY` and no candidates, and `unsafe`
 answers 200 with a candidate whose `finishReason` is SAFETY; `long-decode` answers in two
 hops (`finishReason: CONTINUATION` with a `continuationToken`, then the rest for the call that
-sends the token back, as LiteLLM's Gemini long decoding expects).
+sends the token back, as LiteLLM's Gemini long decoding expects); `signature-check` refuses
+(400) a history replaying a thought signature other than Google's skip-validator placeholder.
 """
 
 from __future__ import annotations
@@ -292,9 +293,21 @@ def gemini_hops(body: dict[str, Any], turn: Turn, model: str, stream: bool) -> I
     yield from gemini_chunks(body, Turn(turn.prompt_tokens, rest, None), model, stream)
 
 
+#: Google's documented placeholder that skips thought-signature validation.
+SKIP_SIGNATURE = base64.b64encode(b"skip_thought_signature_validator").decode()
+
+
+def foreign_signature(body: dict[str, Any]) -> bool:
+    """Whether the history replays a thought signature this backend did not mint (any but the placeholder)."""
+    parts = [part for content in body.get("contents") or [] for part in content.get("parts") or []]
+    return any(field(part, "thoughtSignature") not in (None, SKIP_SIGNATURE) for part in parts)
+
+
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
+    if "signature-check" in model and foreign_signature(body):
+        return google_error(400, "Invalid thought signature.")
     turn = gemini_turn(body)
     if "blocked" in model:
         blocked = gemini_envelope(
