@@ -65,6 +65,8 @@ FIELDS = frozenset(
 )
 #: The model types served, and how their model ids start.
 _FAMILIES = {ModelType.GOOGLE_VERTEX: "gemini-", ModelType.GOOGLE_VERTEX_CLAUDE: "claude"}
+#: The message fields this path translates (a `cache_control` mark, say, goes through `litellm.acompletion`).
+_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 #: Fields of a request that are not LiteLLM's OpenAI parameters.
 _NOT_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options"})
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -82,7 +84,10 @@ def serves(model: LLMModel, body: dict[str, Any]) -> bool:
 
 
 def _plain_message(message: Any) -> bool:
-    """Text, or parts of text and of images sent inline (`data:` URLs): nothing to fetch, nothing to cache."""
+    """Text, or parts of text and of images sent inline (`data:` URLs), and tool calls:
+    nothing to fetch, nothing to cache."""
+    if not message.keys() <= _MESSAGE_FIELDS:
+        return False
     content = message.get("content")
     if content is None or isinstance(content, str):
         return True
