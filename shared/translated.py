@@ -208,7 +208,7 @@ class VertexChat:
             try:
                 return await send(model_id, call, _with_body(request, body))
             except UpstreamRejected as refusal:
-                raise _hop_failure(refusal) from refusal  # what LiteLLM's rule reads; the refusal if it stands
+                raise _as_litellm_error(refusal) from refusal  # what LiteLLM's rule reads; the refusal if it stands
 
         try:
             sent, answer = await post_with_accepted_thought_signatures_async(
@@ -240,7 +240,7 @@ class VertexChat:
         try:
             return await self._read(model_id, call, _with_body(request, body))
         except GatewayError as error:
-            raise _hop_failure(error) from None
+            raise _as_litellm_error(error) from None
 
     async def _streamed_hop(
         self, model_id: str, call: ProviderCall, request: _Request, body: Mapping[str, Any]
@@ -249,7 +249,7 @@ class VertexChat:
         try:
             return _Text(await self._send(model_id, call, _with_body(request, body)), model_id)
         except GatewayError as error:
-            raise _hop_failure(error) from None
+            raise _as_litellm_error(error) from None
 
     async def _request(self, model: LLMModel, call: ProviderCall, body: dict[str, Any], stream: bool) -> _Request:
         await litellm()  # configured and imported (once per process) before its provider classes are used
@@ -429,7 +429,8 @@ def _with_body(request: _Request, body: Mapping[str, Any]) -> _Request:
     return replace(request, url=url_for(request.url, body), body=body, payload=_encoded(body))  # type: ignore[arg-type]
 
 
-def _hop_failure(error: GatewayError) -> Exception:
+def _as_litellm_error(error: GatewayError) -> Exception:
+    """A gateway error as LiteLLM's `VertexAIError`: what its rules for hops and resends read."""
     from litellm.llms.vertex_ai.common_utils import VertexAIError
 
     return VertexAIError(status_code=error.status, message=error.message, headers=None)
