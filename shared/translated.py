@@ -528,7 +528,10 @@ class VertexStream:
         parsed = aiter(self.parser)
         while True:
             try:
-                chunk = self._chunk(await anext(parsed))
+                item = await anext(parsed)
+                if isinstance(item, dict):
+                    continue  # Anthropic's parser answers an SSE line that is not data (`event:`) with a dict
+                chunk = self._chunk(item)
             except StopAsyncIteration:
                 break
             except GatewayError:
@@ -541,9 +544,8 @@ class VertexStream:
             yield self.chunks.event(self._ending(None) | {"choices": [], "usage": self._usage})
 
     def _chunk(self, parsed: Any) -> dict[str, Any] | None:
-        """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send
-        (Anthropic's parser gives an empty dict for a line that is not data)."""
-        if parsed is None or isinstance(parsed, dict):
+        """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send."""
+        if parsed is None:
             return None
         chunk = parsed.model_dump(mode="json", warnings=False)
         usage = chunk.pop("usage", None)
