@@ -20,9 +20,13 @@ stand-in for Application Insights' ingestion endpoint, shows what telemetry
 costs (the `gateway+otel` rows); then both, running side by side, take turns
 at chat and streams at concurrency 32, twice (the `telemetry off`/`on` rows),
 for the CPU and throughput telemetry adds, and the stand-in counts the calls
-that arrived traced.
+that arrived traced. Then the translated path, through the fake
+Vertex AI: a fresh gateway per model (`gateway/gemini`, Gemini 2.0 Flash;
+`gateway/claude`, Claude on Vertex) answers plain and 21-chunk streamed chat
+completions at concurrency 1 and 32, with its CPU per call and per chunk and
+its RSS after its first call; and the cold start to a first Claude answer.
 
-    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH]
+    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH] [--only vertex]
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ LOADS = (
     Load("embed", 1, False, operation="embeddings"),
     Load("embed", 32, False, operation="embeddings"),
 )
+#: What the Vertex models answer (chat completions only).
+VERTEX_LOADS = tuple(load for load in LOADS if load.operation == "chat")
+#: The translated models: the gateway's target name and the catalog id.
+VERTEX_MODELS = (("gateway/gemini", "bench-gemini"), ("gateway/claude", "bench-claude"))
 EMBEDDING_DIMENSIONS = 1536
 #: The loads telemetry's cost is judged by, each run with it off and on in turn, twice.
 TELEMETRY_LOADS = (Load("chat", 32, False), Load("sse", 32, True))
@@ -290,6 +298,10 @@ class Setup:
              "code": "gemini-2.0-flash", "operations": ["ChatCompletion"],
              "parameters": {"gcp_project": "bench", "location": "us-central1", "secret_name": "$BENCH_GOOGLE_SA",
                             "api_base": f"http://127.0.0.1:{self.vertex_port}"}},
+            {"id": "bench-claude", "name": "bench-claude", "provider": "Google", "model_type": "GoogleVertexClaude",
+             "code": "claude-3-5-sonnet-v2@20241022", "operations": ["ChatCompletion"],
+             "parameters": {"gcp_project": "bench", "location": "us-east5", "secret_name": "$BENCH_GOOGLE_SA",
+                            "api_base": f"http://127.0.0.1:{self.vertex_port}"}},
         ])  # fmt: skip
 
     def gateway_env(self) -> dict[str, str]:
@@ -362,9 +374,9 @@ def print_figure(target: str, what: str, value: str) -> None:
     print(f"{target:<17} {what:<40} {value}", flush=True)
 
 
-def run_loads(target: Target, requests: int) -> dict[tuple[str, int], Figures]:
+def run_loads(target: Target, requests: int, loads: tuple[Load, ...] = LOADS) -> dict[tuple[str, int], Figures]:
     results = {}
-    for load in LOADS:
+    for load in loads:
         figures = measure(target, load, requests)
         results[(load.name, load.concurrency)] = figures
         print_row(target.name, load.name, load.concurrency, figures)
@@ -390,6 +402,28 @@ def server_rounds(target: Target, requests: int) -> tuple[dict[tuple[str, int], 
         "RSS after round 1 / round 2": f"{rss_first:.0f} MB / {rss_second:.0f} MB",
         "CPU per relayed chunk (marginal)": f"{per_chunk:.3f} ms",
     }
+
+
+def vertex_rounds(gateway_env: dict[str, str], workdir: Path, requests: int) -> dict[str, dict[str, str]]:
+    """Per translated model, a fresh gateway: its RSS after one call, its loads and its CPU per chunk."""
+    summary: dict[str, dict[str, str]] = {}
+    for name, model in VERTEX_MODELS:
+        gateway = GatewayProcess(gateway_env, workdir / f"{name.replace('/', '-')}.log").start()
+        try:
+            rss_idle = rss_mb(gateway.pid)
+            gateway.wait_until_answering(model, timeout=120)
+            rss_one = rss_mb(gateway.pid)
+            target = Target(name, openai_urls(gateway.url), {}, model, gateway.pid)
+            run_loads(target, requests, VERTEX_LOADS)
+            per_chunk = chunk_cpu_ms(target, requests)
+            summary[name] = {
+                "RSS idle / after one call / after loads": f"{rss_idle:.0f} MB / {rss_one:.0f} MB / "
+                f"{rss_mb(gateway.pid):.0f} MB",
+                "CPU per streamed chunk (marginal)": f"{per_chunk:.3f} ms",
+            }
+        finally:
+            gateway.stop()
+    return summary
 
 
 def overhead(server: dict[tuple[str, int], Figures], base: dict[tuple[str, int], Figures]) -> str:
@@ -450,7 +484,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per measured load")
     parser.add_argument("--proxy", type=Path, default=DEFAULT_PROXY, help="LiteLLM proxy server executable")
+    parser.add_argument(
+        "--only", choices=("vertex",), help="only the translated path: the Vertex models' rows and cold starts"
+    )
     options = parser.parse_args()
+    everything = options.only is None
 
     setup = Setup(Path(tempfile.mkdtemp(prefix="bench-")), free_port(), free_port(), free_port())
     upstream_command = [
@@ -478,50 +516,20 @@ def main() -> None:
             operation: f"{deployment}/{path}?api-version={API_VERSION}"
             for operation, path in (("chat", "chat/completions"), ("embeddings", "embeddings"))
         }
-        direct = run_loads(Target("direct", direct_urls, {"api-key": BENCH_KEY}, "bench", None), options.requests)
-
-        gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
-        ingestion = FakeIngestion()
-        try:
-            target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
-            figures, summary["gateway"] = server_rounds(target, options.requests)
-            summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
-            with ServerThread(ingestion.app) as ingestion_server:
-                traced = GatewayProcess(
-                    gateway_env | telemetry_env(ingestion_server.url), setup.workdir / "otel.log"
-                ).start()
-                try:
-                    traced_target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
-                    traced_figures = run_loads(traced_target, options.requests)
-                    summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
-                    summary["gateway"] |= telemetry_pairs(target, traced_target, options.requests)
-                    made = calls_made(len(LOADS) + TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), options.requests)
-                    summary["gateway"]["calls traced, telemetry on"] = traced_calls(ingestion, made)
-                finally:
-                    traced.stop()
-        finally:
-            gateway.stop()
-
-        if options.proxy.exists():
-            port = free_port()
-            command = proxy_command(options.proxy, setup.proxy_config(), port)
-            with running(command, _proxy_env(), setup.workdir / "proxy.log") as proxy:
-                wait_for(accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
-                target = Target(
-                    "litellm-proxy", openai_urls(f"http://127.0.0.1:{port}"), PROXY_AUTH, "bench", proxy.pid
-                )
-                figures, summary["litellm-proxy"] = server_rounds(target, options.requests)
-                summary["litellm-proxy"]["p50 added over direct, c=1"] = overhead(figures, direct)
+        if everything:
+            azure_rounds(setup, gateway_env, direct_urls, options, summary)
+        summary |= vertex_rounds(gateway_env, setup.workdir, options.requests)
 
         chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        gemini = json.dumps({"model": "bench-gemini", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        for name, body in (("Azure", chat), ("Vertex", gemini)):
+        summary.setdefault("gateway", {})
+        for name, model in (("Azure", "bench"), ("Vertex", "bench-gemini"), ("Claude", "bench-claude")):
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
             cold = GatewayProcess(gateway_env, setup.workdir / f"cold-{name}.log")
             seconds = time_to_first_answer(
                 functools.partial(start_local_host, cold), _answers(f"{cold.url}/v1/chat/completions", {}, body)
             )
             summary["gateway"][f"cold start to first {name} answer"] = f"{seconds:.2f} s"
-        if options.proxy.exists():
+        if everything and options.proxy.exists():
             port = free_port()
             command = proxy_command(options.proxy, setup.proxy_config(), port)
             seconds = time_to_first_answer(
@@ -535,6 +543,48 @@ def main() -> None:
     for server, figures in summary.items():
         for what, value in figures.items():
             print_figure(server, what, value)
+
+
+def azure_rounds(
+    setup: Setup,
+    gateway_env: dict[str, str],
+    direct_urls: dict[str, str],
+    options: argparse.Namespace,
+    summary: dict[str, dict[str, str]],
+) -> None:
+    """The Azure OpenAI rows: direct, the gateway (twice), the gateway with telemetry, LiteLLM's proxy."""
+    direct = run_loads(Target("direct", direct_urls, {"api-key": BENCH_KEY}, "bench", None), options.requests)
+
+    gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
+    ingestion = FakeIngestion()
+    try:
+        target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
+        figures, summary["gateway"] = server_rounds(target, options.requests)
+        summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
+        with ServerThread(ingestion.app) as ingestion_server:
+            traced = GatewayProcess(
+                gateway_env | telemetry_env(ingestion_server.url), setup.workdir / "otel.log"
+            ).start()
+            try:
+                traced_target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
+                traced_figures = run_loads(traced_target, options.requests)
+                summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
+                summary["gateway"] |= telemetry_pairs(target, traced_target, options.requests)
+                made = calls_made(len(LOADS) + TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), options.requests)
+                summary["gateway"]["calls traced, telemetry on"] = traced_calls(ingestion, made)
+            finally:
+                traced.stop()
+    finally:
+        gateway.stop()
+
+    if options.proxy.exists():
+        port = free_port()
+        command = proxy_command(options.proxy, setup.proxy_config(), port)
+        with running(command, _proxy_env(), setup.workdir / "proxy.log") as proxy:
+            wait_for(accepting(port), "LiteLLM's proxy server", proxy, timeout=120)
+            target = Target("litellm-proxy", openai_urls(f"http://127.0.0.1:{port}"), PROXY_AUTH, "bench", proxy.pid)
+            figures, summary["litellm-proxy"] = server_rounds(target, options.requests)
+            summary["litellm-proxy"]["p50 added over direct, c=1"] = overhead(figures, direct)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock
 from .providers.vertex import GoogleTokens, Vertex, VertexImagen
+from .providers.vertex_chat import VertexChat
 from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
@@ -67,10 +68,12 @@ def build_gateway(settings: Settings) -> Gateway:
     secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     litellm = LiteLLM()
     relay = AzureRelay(pooled_session, fallback=litellm)
-    imagen = VertexImagen(GoogleTokens())
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, litellm), mock=Mock(litellm))
+    google = GoogleTokens()
+    imagen = VertexImagen(google)
+    vertex_chat = VertexChat(google, fallback=litellm)
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
-    closers += [relay.close, imagen.close, providers.close]
+    closers += [relay.close, imagen.close, vertex_chat.close, providers.close]
     return Gateway(
         catalog=catalog,
         router=Router(providers),

@@ -82,9 +82,12 @@ _IMAGE_USAGE_FIELDS = frozenset({"input_tokens", "output_tokens", "total_tokens"
 
 
 def _plain(result: Any) -> dict[str, Any]:
-    """A LiteLLM result as JSON-ready data (enums as their values). Its pydantic
-    serialisation warnings are silenced: LiteLLM stores dicts where its models
-    declare objects (a Responses `usage`), and the shaping below is what counts."""
+    """A LiteLLM result as JSON-ready data (enums as their values), or such data
+    as it is. Its pydantic serialisation warnings are silenced: LiteLLM stores
+    dicts where its models declare objects (a Responses `usage`), and the
+    shaping below is what counts."""
+    if isinstance(result, dict):
+        return result
     return result.model_dump(mode="json", warnings=False)
 
 

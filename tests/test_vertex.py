@@ -73,7 +73,8 @@ def test_tool_calling(client, family):
     assert json.loads(call.function.arguments) == {"echo": "hello there"}
 
 
-def test_image_parts_reach_gemini(client, google):
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_image_parts_reach_the_model(client, google, family):
     image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
     messages = [
         {
@@ -81,10 +82,14 @@ def test_image_parts_reach_gemini(client, google):
             "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image}}],
         }
     ]
-    completion = client.chat.completions.create(model="gemini", messages=messages)
+    completion = client.chat.completions.create(model=family, messages=messages, max_tokens=20)
     assert completion.usage.prompt_tokens == 2  # one text word + one image part
-    parts = google[1].requests[0].json["contents"][0]["parts"]
-    assert any("inline_data" in part or "inlineData" in part for part in parts)
+    sent = google[1].requests[0].json
+    if family == "gemini":
+        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
+    else:
+        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
+        assert image_block["source"]["type"] == "base64"
 
 
 def test_gemini_embeddings(client, google):
@@ -192,3 +197,82 @@ def test_a_malformed_service_account_names_the_reference_never_the_secret(vertex
     message = response.json()["error"]["message"]
     assert "$NOT_A_SERVICE_ACCOUNT" in message and "bad-secret" in message
     assert "not-json-but-secret-ish" not in message + vertex_gateway.log()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_refusal_carries_the_providers_own_message(vertex_gateway, stream):
+    body = {"model": "gemini-invalid", "messages": USER, "stream": stream}
+    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == "Request contains an invalid argument."
+
+
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_the_callers_parameters_reach_the_model(client, google, family):
+    messages = [{"role": "system", "content": "be brief"}, *USER]
+    client.chat.completions.create(model=family, messages=messages, max_tokens=40, temperature=0.25, stop=["END"])
+    (upstream,) = google[1].requests
+    sent = upstream.json
+    if family == "gemini":
+        config = sent["generationConfig"]
+        assert (config["max_output_tokens"], config["temperature"], config["stop_sequences"]) == (40, 0.25, ["END"])
+        # LiteLLM's map says gemini-2.0-flash on Vertex takes no system instruction: it leads the user's turn.
+        assert sent["contents"][0]["parts"][0] == {"text": "be brief"}
+    else:
+        assert (sent["max_tokens"], sent["temperature"], sent["stop_sequences"]) == (40, 0.25, ["END"])
+        assert sent["system"] == [{"type": "text", "text": "be brief"}]
+
+
+@pytest.mark.parametrize("family", ["gemini", "claude"])
+def test_a_parameter_vertex_does_not_take_is_refused_by_name(vertex_gateway, family):
+    body = {"model": family, "messages": USER, "logit_bias": {"1": 2}}
+    response = httpx.post(f"{vertex_gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert "logit_bias" in response.json()["error"]["message"]
+
+
+def answered(gateway, body):
+    """The text and the finish reason of a chat completion, whole or streamed."""
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    if not body.get("stream"):
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"]
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    return text, [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_long_decode_is_continued_to_its_end(vertex_gateway, google, stream):
+    google[1].clear()
+    body = {"model": "gemini-long-decode", "messages": USER, "max_tokens": 100, "stream": stream}
+    assert answered(vertex_gateway, body) == ("echo: hello there", "stop")
+    first, hop = google[1].requests
+    assert "continuationToken" not in first.json and hop.json["continuationToken"] == "hop-2"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_replayed_thought_signature_gemini_refuses_is_sent_again_as_the_placeholder(vertex_gateway, google, stream):
+    google[1].clear()
+    call_id = "call_1__thought__" + base64.b64encode(b"minted-elsewhere").decode()
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "lookup_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny"},
+    ]
+    body = {"model": "gemini-signature-check", "messages": messages, "tools": TOOLS, "stream": stream}
+    assert answered(vertex_gateway, body) == ("echo: sunny", "stop")
+    refused, accepted = google[1].requests
+    signatures = [
+        [part.get("thoughtSignature") for content in request.json["contents"] for part in content["parts"]]
+        for request in (refused, accepted)
+    ]
+    assert base64.b64encode(b"minted-elsewhere").decode() in signatures[0]
+    assert base64.b64encode(b"skip_thought_signature_validator").decode() in signatures[1]

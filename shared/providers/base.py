@@ -2,7 +2,8 @@
 
 Each way of calling a provider is a `Transport` (httpx's transports are the
 model): the Azure OpenAI relay (`azure_relay.py`), LiteLLM
-(`litellm_calls.py`), Vertex Imagen (`vertex.py`) and the Mock (`mock.py`).
+(`litellm_calls.py`), Vertex Imagen (`vertex.py`), Gemini and Claude chat
+on Vertex (`vertex_chat.py`) and the Mock (`mock.py`).
 `mapper.ProviderMapper` gives each deployment its transport once, when it
 maps the catalog entry to a `mapper.ProviderCall`; the gateway asks the
 call's transport for a whole answer or a stream, whatever the provider.

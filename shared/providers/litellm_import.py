@@ -7,11 +7,16 @@ loads it before a call's deadline starts: `mapper.load_litellm_for`), with
 the flags that keep it off the internet set first. It is not preloaded: a
 worker that only relays never pays for it, and an import in the background
 would hold the GIL against the calls being served meanwhile.
+
+LiteLLM looks a model's capabilities up in its price list several times per
+call (most of the CPU of translating a Claude request); offline, the list is
+the one bundled and never changes, so each answer is kept (`_memoized`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -46,8 +51,21 @@ def _import_litellm() -> ModuleType:
             litellm.drop_params = False
             litellm.disable_streaming_logging = True
             logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+            _memoized()
             _module = litellm
     return _module
+
+
+def _memoized() -> None:
+    """Keep the answers of LiteLLM's capability look-ups (true or false, per model,
+    provider and capability) that its Vertex Gemini and Claude translation asks for."""
+    import litellm.utils
+    from litellm.llms.anthropic.common_utils import AnthropicModelInfo
+
+    litellm.utils.supports_factory = functools.lru_cache(maxsize=4096)(litellm.utils.supports_factory)
+    AnthropicModelInfo._supports_model_capability = staticmethod(  # type: ignore[method-assign]
+        functools.lru_cache(maxsize=4096)(AnthropicModelInfo._supports_model_capability)
+    )
 
 
 async def litellm() -> ModuleType:

@@ -201,7 +201,7 @@ class Transports:
     litellm: Transport
     #: Azure OpenAI deployments the relay can address (`relayable_azure`).
     azure_relay: Transport
-    #: Vertex AI deployments (Imagen for images).
+    #: Vertex AI deployments (Imagen for images, Gemini and Claude chat translated by the gateway).
     vertex: Transport
     mock: Transport
 

@@ -29,7 +29,10 @@ A model name containing a fault word produces it: `rate-limited` (429
 RESOURCE_EXHAUSTED), `invalid` (400 INVALID_ARGUMENT), `forbidden` (403
 PERMISSION_DENIED), `broken` (503 UNAVAILABLE); for Gemini, `blocked` answers
 200 with `promptFeedback.blockReason: SAFETY` and no candidates, and `unsafe`
-answers 200 with a candidate whose `finishReason` is SAFETY.
+answers 200 with a candidate whose `finishReason` is SAFETY; `long-decode` answers in two
+hops (`finishReason: CONTINUATION` with a `continuationToken`, then the rest for the call that
+sends the token back, as LiteLLM's Gemini long decoding expects); `signature-check` refuses
+(400) a history replaying a thought signature other than Google's skip-validator placeholder.
 """
 
 from __future__ import annotations
@@ -275,9 +278,36 @@ def gemini_chunks(body: dict[str, Any], turn: Turn, model: str, stream: bool) ->
             yield gemini_envelope(model, response_id, candidates=[last], usageMetadata=gemini_usage(turn))
 
 
+def gemini_hops(body: dict[str, Any], turn: Turn, model: str, stream: bool) -> Iterable[dict[str, Any]]:
+    """A long decode in two hops: the first call's answer stops after its first word with
+    `finishReason: CONTINUATION` and a `continuationToken`; the call that sends the token back
+    gets the rest. Each hop's usage counts its own output."""
+    first, rest = turn.reply.split(" ", 1)
+    if body.get("continuationToken") != "hop-2":
+        candidate = {"content": {"role": "model", "parts": [{"text": first + " "}]}, "finishReason": "CONTINUATION"}
+        usage = gemini_usage(turn, 1)
+        yield gemini_envelope(
+            model, new_id(), candidates=[candidate | {"continuationToken": "hop-2"}], usageMetadata=usage
+        )
+        return
+    yield from gemini_chunks(body, Turn(turn.prompt_tokens, rest, None), model, stream)
+
+
+#: Google's documented placeholder that skips thought-signature validation.
+SKIP_SIGNATURE = base64.b64encode(b"skip_thought_signature_validator").decode()
+
+
+def foreign_signature(body: dict[str, Any]) -> bool:
+    """Whether the history replays a thought signature this backend did not mint (any but the placeholder)."""
+    parts = [part for content in body.get("contents") or [] for part in content.get("parts") or []]
+    return any(field(part, "thoughtSignature") not in (None, SKIP_SIGNATURE) for part in parts)
+
+
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
+    if "signature-check" in model and foreign_signature(body):
+        return google_error(400, "Invalid thought signature.")
     turn = gemini_turn(body)
     if "blocked" in model:
         blocked = gemini_envelope(
@@ -290,6 +320,8 @@ def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     elif "unsafe" in model:
         candidate = {"finishReason": "SAFETY", "safetyRatings": SAFETY_RATINGS}
         chunks = [gemini_envelope(model, new_id(), candidates=[candidate], usageMetadata=gemini_usage(turn, 0))]
+    elif "long-decode" in model:
+        chunks = list(gemini_hops(body, turn, model, stream))
     else:
         chunks = list(gemini_chunks(body, turn, model, stream))
     if stream:
