@@ -283,6 +283,9 @@ class UsageRecorder:
         self._delay = retry_initial_seconds
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The drain's write under way and how many queued records it holds: it may land
+        #: although the drain is cancelled (a thread, a request already sent).
+        self._writing: tuple[asyncio.Future[None], int] | None = None
 
     @property
     def pending(self) -> int:
@@ -317,7 +320,7 @@ class UsageRecorder:
                     await self._back_off()
                 batch = self._head()
                 try:
-                    await self.store.write(batch)
+                    await self._write(batch)
                 except RecordDeferred as deferred:
                     self._written_before(batch, deferred.record)
                     self._pending.append(self._pending.popleft())
@@ -353,6 +356,16 @@ class UsageRecorder:
                 attempts = 0
                 self._delay = self.retry_initial_seconds
 
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Write `batch`, shielded: `close` learns from `_writing` whether it landed."""
+        writing = asyncio.ensure_future(self.store.write(batch))
+        self._writing = (writing, len(batch))
+        try:
+            await asyncio.shield(writing)
+        finally:
+            if self._writing is not None and self._writing[0] is writing:
+                self._writing = None
+
     async def _back_off(self) -> None:
         await asyncio.sleep(self._delay)
         self._delay = min(self._delay * 2, self.retry_max_seconds)
@@ -384,11 +397,23 @@ class UsageRecorder:
             self._pending.popleft()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (at shutdown) within `timeout`; log whatever the store will not take."""
+        """Write what is queued (at shutdown) within `timeout`; log whatever the store will not take.
+
+        A batch the drain was writing is waited for, not written again: once it lands, it is off the queue."""
+        writing, self._writing = self._writing, None
         if self._task is not None:
             self._task.cancel()
         try:
             async with asyncio.timeout(timeout):
+                if writing is not None:
+                    landed, count = writing
+                    try:
+                        await landed
+                    except Exception:
+                        pass  # its records are still queued: written (or logged) below
+                    else:
+                        for _ in range(count):
+                            self._pending.popleft()
                 while self._pending:
                     batch = self._head()
                     try:

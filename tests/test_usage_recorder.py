@@ -93,6 +93,42 @@ def test_shutdown_flushes_or_logs_everything_left():
     assert {r["id"] for r in store.written} == {"r1", "r2"}
 
 
+class LandingStore(FlakyStore):
+    """A store whose write, once started, lands even if its caller is cancelled
+    (a thread, as the file store's; a request already sent, as Cosmos')."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, records):
+        self.started.set()
+        await asyncio.shield(self._land(records))
+
+    async def _land(self, records):
+        await self.release.wait()
+        self.written.extend(records)
+
+
+def test_a_batch_being_written_at_shutdown_is_stored_once():
+    store = LandingStore()
+
+    async def scenario():
+        recorder = UsageRecorder(store)
+        for number in range(3):
+            recorder.record(record(number))
+        await store.started.wait()
+        closing = asyncio.create_task(recorder.close(timeout=5))
+        await asyncio.sleep(0)
+        store.release.set()
+        await closing
+        return recorder.pending
+
+    assert asyncio.run(scenario()) == 0
+    assert [written["id"] for written in store.written] == ["r0", "r1", "r2"]
+
+
 def test_shutdown_with_the_store_down_logs_the_records(caplog):
     store = FlakyStore()
     store.failing = True
