@@ -13,8 +13,9 @@ deployment the relay can address, hands its other operations to LiteLLM.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -92,21 +93,8 @@ class AzureRelay:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=deployment.connect_seconds, sock_read=deployment.timeout
         )
-        try:
-            response = await self._pool().post(
-                deployment.url(operation), data=payload, headers=headers, timeout=timeout
-            )
-        except Exception as exc:
-            raise failure(exc, model_id) from None
-        if response.status < 400:
-            return response
-        try:
-            raw = await response.content.read(MAX_ERROR_BYTES)
-        except Exception as exc:
-            raise failure(exc, model_id) from None
-        finally:
-            response.release()
-        raise _status_error(response.status, raw, response.headers, model_id, deployment)
+        refused = functools.partial(_status_error, model_id=model_id, deployment=deployment)
+        return await post(self._pool(), deployment.url(operation), payload, headers, timeout, model_id, refused)
 
     async def completion(self, deployment: AzureDeployment, body: dict[str, Any], model_id: str) -> Answer[bytes]:
         """A chat completion answered whole (see `wire.relayed_completion`)."""
@@ -202,6 +190,33 @@ async def sse_data(response: aiohttp.ClientResponse, model_id: str) -> AsyncGene
                 if line.startswith(b"data:"):
                     data.append(line[5:].lstrip(b" "))
         yield data
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    model_id: str,
+    refused: Callable[[int, bytes, Any], GatewayError],
+) -> aiohttp.ClientResponse:
+    """POST `payload` to `url`: the response once its status is below 400; else the
+    start of its body (`MAX_ERROR_BYTES`) read and the error `refused` makes of it
+    (status, body, headers) raised. A failure to send or read is `failure`'s."""
+    try:
+        response = await session.post(url, data=payload, headers=headers, timeout=timeout)
+    except Exception as exc:
+        raise failure(exc, model_id) from None
+    if response.status < 400:
+        return response
+    try:
+        raw = await response.content.read(MAX_ERROR_BYTES)
+    except Exception as exc:
+        raise failure(exc, model_id) from None
+    finally:
+        response.release()
+    raise refused(response.status, raw, response.headers)
 
 
 def failure(exc: BaseException, model_id: str) -> BaseException:

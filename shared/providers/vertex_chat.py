@@ -39,7 +39,7 @@ from .. import wire
 from ..domain import LLMModel, ModelType, Operation
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from ..wire import ChatStream, Event
-from .azure_relay import failure
+from .azure_relay import failure, post
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, provider_error, scrub
 from .litellm_import import litellm
@@ -71,8 +71,6 @@ _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call
 #: Fields of a request that are not LiteLLM's OpenAI parameters.
 _NOT_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options"})
 ANTHROPIC_VERSION = "vertex-2023-10-16"
-#: Error bodies are small; only this much of one is read.
-MAX_ERROR_BYTES = 64 * 1024
 
 
 def serves(model: LLMModel, body: dict[str, Any]) -> bool:
@@ -291,21 +289,8 @@ class VertexChat:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=min(call.connect_seconds, read_seconds), sock_read=read_seconds
         )
-        try:
-            response = await self._pool().post(
-                request.url, data=request.payload, headers=request.headers, timeout=timeout
-            )
-        except Exception as exc:
-            raise failure(exc, model_id) from None
-        if response.status < 400:
-            return response
-        try:
-            raw = await response.content.read(MAX_ERROR_BYTES)
-        except Exception as exc:
-            raise failure(exc, model_id) from None
-        finally:
-            response.release()
-        raise _status_error(response.status, raw, response.headers, model_id, request.secrets)
+        refused = functools.partial(_status_error, model_id=model_id, secrets=request.secrets)
+        return await post(self._pool(), request.url, request.payload, request.headers, timeout, model_id, refused)
 
 
 def _gemini(
