@@ -351,8 +351,7 @@ class UsageRecorder:
                         continue
                     await self._write_one_by_one(len(batch), at_shutdown=False)
                 else:
-                    for _ in batch:
-                        self._pending.popleft()
+                    self._dequeue(len(batch))
                 attempts = 0
                 self._delay = self.retry_initial_seconds
 
@@ -365,6 +364,11 @@ class UsageRecorder:
         finally:
             if self._writing is not None and self._writing[0] is writing:
                 self._writing = None
+
+    def _dequeue(self, count: int) -> None:
+        """Take the first `count` queued records off the queue (they are stored)."""
+        for _ in range(count):
+            self._pending.popleft()
 
     async def _back_off(self) -> None:
         await asyncio.sleep(self._delay)
@@ -412,8 +416,7 @@ class UsageRecorder:
                     except Exception:
                         pass  # its records are still queued: written (or logged) below
                     else:
-                        for _ in range(count):
-                            self._pending.popleft()
+                        self._dequeue(count)
                 while self._pending:
                     batch = self._head()
                     try:
@@ -421,8 +424,7 @@ class UsageRecorder:
                     except Exception:
                         await self._write_one_by_one(len(batch), at_shutdown=True)
                     else:
-                        for _ in batch:
-                            self._pending.popleft()
+                        self._dequeue(len(batch))
         except TimeoutError:
             _log_lost(self._pending, f"{self.store.description} did not take them before shutdown")
             self._pending.clear()
