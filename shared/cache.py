@@ -84,9 +84,9 @@ class StaleWhileRevalidate(Generic[K, V]):
     async def get(self, key: K) -> V:
         """The value of `key`: fresh, or stale while a background refresh runs, or fetched now."""
         entry, now = self._entries.get(key), self._clock()
-        if entry is not None and now < entry.fetched_at + self._fresh_for(entry.value):
+        if entry is not None and self._is_fresh(entry, now):
             return entry.value
-        if entry is not None and entry.value is not None and now < self._served_until(entry):
+        if entry is not None and self._is_stale(entry, now):
             self._refresh_in_background(key, entry, now)
             return entry.value
         return await self._wait(key, entry)
@@ -95,8 +95,8 @@ class StaleWhileRevalidate(Generic[K, V]):
         """The value of `key` no older than `ttl_seconds`, waiting for a refresh
         if the one held is older; the value held is served only if that refresh
         fails (or failed less than `retry_seconds` ago)."""
-        entry, now = self._entries.get(key), self._clock()
-        if entry is not None and now < entry.fetched_at + self._fresh_for(entry.value):
+        entry = self._entries.get(key)
+        if entry is not None and self._is_fresh(entry, self._clock()):
             return entry.value
         return await self._wait(key, entry)
 
@@ -106,14 +106,10 @@ class StaleWhileRevalidate(Generic[K, V]):
 
     def cached(self, key: K) -> Entry[V] | None:
         """What the cache holds for `key` and may still serve, without a fetch."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        usable = now < entry.fetched_at + self._fresh_for(entry.value) or (
-            entry.value is not None and now < self._served_until(entry)
-        )
-        return entry if usable else None
+        entry, now = self._entries.get(key), self._clock()
+        if entry is not None and (self._is_fresh(entry, now) or self._is_stale(entry, now)):
+            return entry
+        return None
 
     def prefetch(self, key: K) -> asyncio.Task[V] | None:
         """Start fetching `key` in the background unless a fetch is under way;
@@ -121,6 +117,13 @@ class StaleWhileRevalidate(Generic[K, V]):
         if self._flights.running(key):
             return None
         return self._flights.start(key)
+
+    def _is_fresh(self, entry: Entry[V], now: float) -> bool:
+        return now < entry.fetched_at + self._fresh_for(entry.value)
+
+    def _is_stale(self, entry: Entry[V], now: float) -> bool:
+        """Past its freshness, a value (not a miss) that may still be served while it is refreshed."""
+        return entry.value is not None and now < self._served_until(entry)
 
     def _fresh_for(self, value: V) -> float:
         return self.ttl_seconds if value is not None else self.miss_seconds
