@@ -18,9 +18,10 @@ that matches none is compared once more with secrets read within the TTL, so
 a rotation never refuses what API Management sends because an instance had
 not been asked for a while. The app reads it with its own Key Vault
 client, not through a platform Key Vault reference, which does not resolve
-on Flex Consumption once the vault is network-restricted. `APIM_SHARED_SECRET_PREVIOUS` (same forms, optional) is a
-second secret accepted during a rotation, while API Management still sends
-the old one; a reference to a secret that does not exist means "none".
+on Flex Consumption once the vault is network-restricted.
+`APIM_SHARED_SECRET_PREVIOUS` (same forms, optional) is a second secret
+accepted during a rotation, while API Management still sends the old one;
+a reference to a secret that does not exist means "none".
 """
 
 from __future__ import annotations
