@@ -24,7 +24,7 @@ from .http import Endpoint, Route, http_route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
-from .providers.azure_relay import AzureRelay, pooled_session
+from .providers.azure_relay import AzureRelay, ConnectionPool
 from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock
@@ -67,13 +67,14 @@ def build_gateway(settings: Settings) -> Gateway:
     authenticator = Authenticator(stores.projects, settings.allow_anonymous, stale_seconds=settings.store_stale_seconds)
     secrets = SecretResolver(secret_source, settings.secret_ttl_seconds, stale_seconds=settings.store_stale_seconds)
     litellm = LiteLLM()
-    relay = AzureRelay(pooled_session, fallback=litellm)
+    pool = ConnectionPool()
+    relay = AzureRelay(pool, fallback=litellm)
     google = GoogleTokens()
     imagen = VertexImagen(google)
-    vertex_chat = VertexChat(google, fallback=litellm)
+    vertex_chat = VertexChat(google, pool, fallback=litellm)
     transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
-    closers += [relay.close, imagen.close, vertex_chat.close, providers.close]
+    closers += [pool.close, imagen.close, providers.close]
     return Gateway(
         catalog=catalog,
         router=Router(providers),

@@ -69,7 +69,7 @@ def _model(parameters: dict[str, Any], code: str = "dep-a") -> LLMModel:
 
 
 def _relay() -> azure_relay.AzureRelay:
-    return azure_relay.AzureRelay(azure_relay.pooled_session, fallback=LiteLLM())
+    return azure_relay.AzureRelay(azure_relay.ConnectionPool(), fallback=LiteLLM())
 
 
 def _mapper() -> ProviderMapper:
@@ -110,7 +110,7 @@ def _sent_both_ways(
         except GatewayError:
             assert refused
         finally:
-            await transport.close()
+            await transport.pool.close()
 
     asyncio.run(both())
     by_litellm, by_relay = fake_azure.requests

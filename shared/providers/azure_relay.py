@@ -34,23 +34,36 @@ EMBEDDINGS = "embeddings"
 MAX_ERROR_BYTES = 64 * 1024
 
 
-def pooled_session() -> aiohttp.ClientSession:
-    """The relay's connection pool: unbounded, DNS cached, connections kept alive (made on the event loop)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
-        skip_auto_headers=("User-Agent",),
-    )
+class ConnectionPool:
+    """One aiohttp connection pool for the provider calls the gateway sends itself:
+    unbounded, DNS cached, connections kept alive. It is made on first use (aiohttp
+    wants the running event loop) and closed at shutdown."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class AzureRelay:
     """The relay's transport: chat completions and embeddings sent by the
-    gateway itself, through one connection pool for every Azure deployment of
-    the process (`session()` makes it, on first use); other operations go to `fallback`."""
+    gateway itself, through the process's connection pool (`pool`); other
+    operations go to `fallback`."""
 
-    def __init__(self, session: Callable[[], aiohttp.ClientSession], fallback: Transport) -> None:
-        self._new_session = session
+    def __init__(self, pool: ConnectionPool, fallback: Transport) -> None:
+        self.pool = pool
         self.fallback = fallback
-        self._session: aiohttp.ClientSession | None = None
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         if request.operation is Operation.CHAT_COMPLETION:
@@ -63,16 +76,6 @@ class AzureRelay:
         if request.operation is not Operation.CHAT_COMPLETION:
             return await self.fallback.stream(model, call, request)
         return await self.open_stream(_relayed(call), request.body, model.id, request.caller_wants_usage)
-
-    def _pool(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._new_session()
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def send(
         self,
@@ -94,7 +97,7 @@ class AzureRelay:
             total=None, sock_connect=deployment.connect_seconds, sock_read=deployment.timeout
         )
         refused = functools.partial(_status_error, model_id=model_id, deployment=deployment)
-        return await post(self._pool(), deployment.url(operation), payload, headers, timeout, model_id, refused)
+        return await post(self.pool.session(), deployment.url(operation), payload, headers, timeout, model_id, refused)
 
     async def completion(self, deployment: AzureDeployment, body: dict[str, Any], model_id: str) -> Answer[bytes]:
         """A chat completion answered whole (see `wire.relayed_completion`)."""

@@ -39,7 +39,7 @@ from .. import wire
 from ..domain import LLMModel, ModelType, Operation
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from ..wire import ChatStream, Event
-from .azure_relay import failure, post
+from .azure_relay import ConnectionPool, failure, post
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, provider_error, scrub
 from .litellm_import import litellm
@@ -142,12 +142,13 @@ class _Request:
 
 class VertexChat:
     """The transport of Vertex AI deployments' chat completions that `serves` takes
-    (one connection pool for the process); every other request goes to `fallback`."""
+    (sent through the process's connection pool, `pool`); every other request
+    goes to `fallback`."""
 
-    def __init__(self, tokens: GoogleTokens, fallback: Transport) -> None:
+    def __init__(self, tokens: GoogleTokens, pool: ConnectionPool, fallback: Transport) -> None:
         self.tokens = tokens
+        self.pool = pool
         self.fallback = fallback
-        self._session: aiohttp.ClientSession | None = None
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         if request.operation is Operation.CHAT_COMPLETION and serves(model, request.body):
@@ -159,19 +160,6 @@ class VertexChat:
         if request.operation is Operation.CHAT_COMPLETION and serves(model, request.body):
             return await self.chat_stream(model, call, request.body, request.caller_wants_usage)
         return await self.fallback.stream(model, call, request)
-
-    def _pool(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=120),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def completion(self, model: LLMModel, call: ProviderCall, body: dict[str, Any]) -> Answer[Any]:
         """A whole chat completion as LiteLLM's `ModelResponse` (shaped by `wire.chat_completion`)."""
@@ -290,7 +278,9 @@ class VertexChat:
             total=None, sock_connect=min(call.connect_seconds, read_seconds), sock_read=read_seconds
         )
         refused = functools.partial(_status_error, model_id=model_id, secrets=request.secrets)
-        return await post(self._pool(), request.url, request.payload, request.headers, timeout, model_id, refused)
+        return await post(
+            self.pool.session(), request.url, request.payload, request.headers, timeout, model_id, refused
+        )
 
 
 def _gemini(
