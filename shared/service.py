@@ -24,7 +24,8 @@ from .http import Endpoint, Route, http_route, respond, unrouted
 from .identity import AzureTokenSource
 from .management import Management
 from .projects import Authenticator
-from .providers.azure_relay import AzureRelay, ConnectionPool
+from .providers.aiohttp_client import ConnectionPool
+from .providers.azure_relay import AzureRelay
 from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock

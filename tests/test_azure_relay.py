@@ -25,6 +25,7 @@ from shared import payloads
 from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.providers import azure_relay
+from shared.providers.aiohttp_client import ConnectionPool
 from shared.providers.litellm_calls import LiteLLM
 from shared.providers.litellm_import import litellm
 from shared.providers.mapper import AzureDeployment, ProviderCall, ProviderMapper, Transports, relayable_azure
@@ -69,7 +70,7 @@ def _model(parameters: dict[str, Any], code: str = "dep-a") -> LLMModel:
 
 
 def _relay() -> azure_relay.AzureRelay:
-    return azure_relay.AzureRelay(azure_relay.ConnectionPool(), fallback=LiteLLM())
+    return azure_relay.AzureRelay(ConnectionPool(), fallback=LiteLLM())
 
 
 def _mapper() -> ProviderMapper:

@@ -39,7 +39,7 @@ from .. import wire
 from ..domain import LLMModel, ModelType, Operation
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from ..wire import ChatStream, Event
-from .azure_relay import ConnectionPool, failure, post
+from .aiohttp_client import ConnectionPool, failure, post
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, provider_error, scrub
 from .litellm_import import litellm
