@@ -227,6 +227,7 @@ var gatewaySettings = {
   COSMOS_CONTAINER_ID: 'models' // container ids: modules/cosmos.bicep
   COSMOS_PROJECTS_CONTAINER_ID: 'projects'
   COSMOS_USAGE_CONTAINER_ID: 'usage-by-day'
+  COSMOS_LIMITS_CONTAINER_ID: 'limits'
   USAGE_RETENTION_DAYS: string(usageRetentionDays)
   COSMOS_VERIFY_TLS: 'true'
   KEY_VAULT_URL: keyVault.outputs.uri

@@ -17,21 +17,26 @@ within the deadline. There are two kinds:
 
 Only this module counts and finishes the meter. A whole answer is metered
 when it returns. A stream is metered when it ends, however it ends: a caller who
-hangs up midway is recorded with what was counted so far.
+hangs up midway, before the provider's usage chunk, is recorded with the
+prompt's estimate (`quota.prompt_tokens`) and a completion token per event
+received. When the caller has limits, the meter's finish settles the call's
+`limits.Admission`, and every answer and error carries its x-ratelimit headers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import telemetry
 from .domain import LLMModel
 from .errors import CLIENT_CLOSED_STATUS, GatewayError, UpstreamTimeout
+from .limits import Admission
 from .providers.base import Answer, Attempt, Request, Upstream
 from .providers.mapper import ProviderCall
+from .quota import prompt_tokens
 from .routing import RETRYABLE, Router, health_key
 from .usage import Meter
 from .wire import Event
@@ -54,12 +59,28 @@ class Limits:
 class Call:
     """The requested model then its fallbacks, the meter and the deadline of one request."""
 
-    def __init__(self, router: Router, candidates: list[LLMModel], meter: Meter, deadline: float, limits: Limits):
+    def __init__(
+        self,
+        router: Router,
+        candidates: list[LLMModel],
+        meter: Meter,
+        deadline: float,
+        limits: Limits,
+        admission: Admission | None = None,
+    ):
         self.router = router
         self.candidates = candidates
         self.meter = meter
         self.deadline = deadline
         self.limits = limits
+        #: The caller's reservations against its budgets and rate limits, settled when the meter finishes.
+        self.admission = admission
+        if admission is not None:
+            meter.observers.append(_settle(admission))
+
+    def headers(self) -> dict[str, str]:
+        """The x-ratelimit headers of the caller's limits (none without limits)."""
+        return self.admission.headers() if self.admission is not None else {}
 
     async def whole(self, request: Request) -> tuple[LLMModel, Any]:
         """The model that answered and its answer's body; metered. An attempt
@@ -91,7 +112,7 @@ class Call:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    events = self._events(model, call, await call.transport.stream(model, call, request))
+                    events = self._events(model, call, await call.transport.stream(model, call, request), request)
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
@@ -124,6 +145,7 @@ class Call:
             raise UpstreamTimeout(f"Model '{model_id}' did not answer within the request's time budget.") from None
         except GatewayError as error:
             self.meter.finish(error.status)
+            error.headers = self.headers() | error.headers
             raise
         except asyncio.CancelledError:
             self.meter.finish(CLIENT_CLOSED_STATUS)
@@ -134,7 +156,9 @@ class Call:
         self.meter.model = model
         return model, result
 
-    async def _events(self, model: LLMModel, call: ProviderCall, upstream: Upstream) -> AsyncGenerator[Event, None]:
+    async def _events(
+        self, model: LLMModel, call: ProviderCall, upstream: Upstream, request: Request
+    ) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
         sent, the stream is metered when it ends, with the status the caller saw
         (one that ends before its first event is `stream`'s to finish, once the
@@ -143,7 +167,7 @@ class Call:
         was read to its end, one failure more when the provider broke it off."""
         deployment = health_key(model, call.deployment)
         reads = aiter(upstream.events())
-        sent = False
+        sent = 0
         status = CLIENT_CLOSED_STATUS
         try:
             while True:
@@ -161,7 +185,7 @@ class Call:
                         self.router.health.failed(deployment, error)
                     raise
                 if event is not None:
-                    sent = True
+                    sent += 1
                     yield event
             status = 200
             self.router.health.succeeded(deployment)
@@ -179,9 +203,21 @@ class Call:
             if sent or status == 200:
                 if upstream.usage:
                     self.meter.count(upstream.usage)
+                elif sent:  # the caller left before the usage chunk: what it received
+                    self.meter.count({"prompt_tokens": prompt_tokens(request.body), "completion_tokens": sent})
                 self.meter.response_model = upstream.model
             if sent:
                 self.meter.finish(status)
+
+
+def _settle(admission: Admission) -> Callable[[Meter, int], None]:
+    """The meter's observer that settles `admission` at the call's real cost (a failed call's is nothing)."""
+
+    def settle(meter: Meter, status: int) -> None:
+        cost = meter.model.calculate_cost(meter.prompt_tokens, meter.completion_tokens)
+        admission.settle(meter.prompt_tokens, meter.completion_tokens, cost)
+
+    return settle
 
 
 async def _chain(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .quota import Scope
+
 
 class Provider(str, Enum):
     AZURE = "Azure"
@@ -67,6 +69,8 @@ class Caller:
     project: str | None = None
     #: May use the admin API (the project document says `"admin": true`).
     admin: bool = False
+    #: The budgets and rate limits that apply (`shared.quota.Scope`): the project's, then the key's.
+    limits: tuple[Scope, ...] = ()
 
 
 #: How a Vertex model id (`code`) must begin for LiteLLM to route it to its family.
@@ -139,6 +143,8 @@ class LLMModel:
     created: int = 0
     deployments: tuple[Deployment, ...] = ()
     fallbacks: tuple[str, ...] = ()
+    #: Completion tokens a call is reserved at against a budget or token limit when the caller sets no cap.
+    max_output_tokens: int | None = None
 
     def supports_operation(self, operation: Operation) -> bool:
         return operation in self.operations
@@ -218,6 +224,11 @@ class LLMModel:
         created = document.get("created", document.get("_ts", 0))
         if not isinstance(created, int) or isinstance(created, bool):
             raise fail("created", "must be a Unix timestamp (integer)")
+        max_output_tokens = document.get("max_output_tokens")
+        if max_output_tokens is not None and (
+            not isinstance(max_output_tokens, int) or isinstance(max_output_tokens, bool) or max_output_tokens < 1
+        ):
+            raise fail("max_output_tokens", "must be a whole number, 1 or more")
         name = document.get("name", model_id)
         if not isinstance(name, str):
             raise fail("name", "must be a string")
@@ -246,6 +257,7 @@ class LLMModel:
             created=created,
             deployments=deployments,
             fallbacks=tuple(fallbacks),
+            max_output_tokens=max_output_tokens,
         )
 
 

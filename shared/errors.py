@@ -12,11 +12,14 @@
     ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
     ├── UpstreamRejected            upstream 4xx, status, param, code and innererror passed on
     │   └── RateLimited             429 rate_limit_error, Retry-After passed on
+    ├── BudgetExhausted             429 insufficient_quota, x-should-retry: false
+    ├── LimitReached                429 requests|tokens / rate_limit_exceeded, Retry-After
     ├── UpstreamError               502 api_error / upstream_error
     ├── UpstreamTimeout             504 api_error / timeout
     ├── StoreUnavailable            503 api_error
     │   ├── CatalogUnavailable      503 catalog_unavailable
     │   ├── KeyStoreUnavailable     503 key_store_unavailable
+    │   ├── LimitsStoreUnavailable  503 limits_store_unavailable
     │   └── SecretStoreUnavailable  503 secret_store_unavailable
     └── ConfigurationError          500 api_error / configuration_error
 
@@ -150,6 +153,28 @@ class RateLimited(UpstreamRejected):
         super().__init__(429, message, **kwargs)
 
 
+class BudgetExhausted(GatewayError):
+    """A project's or key's budget is spent for its period (`shared.limits`): the SDKs do not retry."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
+class LimitReached(GatewayError):
+    """A rate limit of the gateway's own (`shared.limits`) is reached: retry after `retry_after` seconds."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, retry_after: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=(headers or {}) | {"Retry-After": str(max(1, retry_after))})
+        self.type = kind
+
+
 class UpstreamError(GatewayError):
     status = 502
     code = "upstream_error"
@@ -173,6 +198,10 @@ class CatalogUnavailable(StoreUnavailable):
 
 class KeyStoreUnavailable(StoreUnavailable):
     code = "key_store_unavailable"
+
+
+class LimitsStoreUnavailable(StoreUnavailable):
+    code = "limits_store_unavailable"
 
 
 class SecretStoreUnavailable(StoreUnavailable):

@@ -21,10 +21,12 @@ from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation
 from .errors import ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
+from .limits import Limiter
 from .management import Management
 from .projects import Authenticator
 from .providers.base import Request
 from .providers.mapper import load_litellm_for
+from .quota import worst_case
 from .routing import Router
 from .usage import Meter, UsageRecorder
 
@@ -43,10 +45,12 @@ class Gateway:
         management: Management,
         recorder: UsageRecorder,
         environment: str,
+        limiter: Limiter,
         limits: Limits | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.limits = limits or Limits()
+        self.limiter = limiter
         self.catalog = catalog
         self.router = router
         self.authenticator = authenticator
@@ -58,6 +62,7 @@ class Gateway:
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
         the clients the gateway was given (at shutdown)."""
+        await self.limiter.close(grace_seconds / 2)
         await self.recorder.close(grace_seconds)
         for close in self._closers:
             await close()
@@ -82,11 +87,11 @@ class Gateway:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.chat_completion)
         stream = bool(body.get("stream"))
-        call = await self._route(inbound, caller, body["model"], Operation.CHAT_COMPLETION, stream=stream)
+        call = await self._route(inbound, caller, body, Operation.CHAT_COMPLETION, stream=stream)
         arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
         if not stream:
             model, completion = await call.whole(Request(Operation.CHAT_COMPLETION, body, arguments))
-            return _answer(completion, model)
+            return _answer(completion, model, call)
         # The gateway always asks for the usage chunk, to meter it; the caller gets it only if asked.
         caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
@@ -94,67 +99,69 @@ class Gateway:
             Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage
         )
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model))
+        return EventStream(events, headers=_answered_by(model, call))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.embedding)
-        call = await self._route(inbound, caller, body["model"], Operation.EMBEDDINGS)
+        call = await self._route(inbound, caller, body, Operation.EMBEDDINGS)
         arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
         model, embedded = await call.whole(Request(Operation.EMBEDDINGS, body, arguments))
-        return _answer(embedded, model)
+        return _answer(embedded, model, call)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.image_generation)
-        call = await self._route(inbound, caller, body["model"], Operation.IMAGES)
+        call = await self._route(inbound, caller, body, Operation.IMAGES)
         arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
         model, payload = await call.whole(Request(Operation.IMAGES, body, arguments))
-        return _answer(payload, model)
+        return _answer(payload, model, call)
 
     async def speech(self, inbound: Inbound) -> Content:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.speech)
-        call = await self._route(inbound, caller, body["model"], Operation.AUDIO_TTS)
+        call = await self._route(inbound, caller, body, Operation.AUDIO_TTS)
         arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
         model, audio = await call.whole(Request(Operation.AUDIO_TTS, body, arguments))
         media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
-        return Content(audio, media_type, headers=_answered_by(model))
+        return Content(audio, media_type, headers=_answered_by(model, call))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self._caller(inbound)
         fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
-        call = await self._route(inbound, caller, fields["model"], Operation.AUDIO_STT)
+        call = await self._route(inbound, caller, fields, Operation.AUDIO_STT)
         arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
         arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
         model, transcript = await call.whole(Request(Operation.AUDIO_STT, fields, arguments))
-        return _answer(transcript, model)
+        return _answer(transcript, model, call)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.responses)
         stream = bool(body.get("stream"))
-        call = await self._route(inbound, caller, body["model"], Operation.RESPONSES, stream=stream)
+        call = await self._route(inbound, caller, body, Operation.RESPONSES, stream=stream)
         request = Request(Operation.RESPONSES, body, payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS))
         if not stream:
             model, response = await call.whole(request)
-            return _answer(response, model)
+            return _answer(response, model, call)
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model), done_marker=False)
+        return EventStream(events, headers=_answered_by(model, call), done_marker=False)
 
     async def _route(
         self,
         inbound: Inbound,
         caller: Caller,
-        model_id: str,
+        body: dict[str, Any],
         operation: Operation,
         *,
         stream: bool = False,
     ) -> Call:
-        """The call for the caller's model for `operation`: it and its usable
-        fallbacks (those the cached catalog holds), a meter and a deadline. The
+        """The call for the caller's model (`body["model"]`) for `operation`: it and its usable
+        fallbacks (those the cached catalog holds), a meter and a deadline, and when the caller
+        has limits, its admission (`limits.Limiter`: refused here, before any upstream call). The
         deadline starts once LiteLLM is loaded, if a candidate needs it
         (`providers.mapper.load_litellm_for`)."""
+        model_id = body["model"]
         model = await self._model_for(caller, model_id, operation)
         candidates = [model] + [
             fallback
@@ -170,8 +177,12 @@ class Gateway:
             stream=stream,
         )
         await load_litellm_for(candidates, operation)
+        admission = None
+        if caller.limits:
+            worst = worst_case(body, candidates, produces_text=operation is not Operation.EMBEDDINGS)
+            admission = await self.limiter.admit(caller, inbound.request_id, worst)
         deadline = asyncio.get_running_loop().time() + self.limits.request_seconds
-        return Call(self.router, candidates, meter, deadline, self.limits)
+        return Call(self.router, candidates, meter, deadline, self.limits, admission)
 
     async def _caller(self, inbound: Inbound) -> Caller:
         caller = await self.authenticator.caller(inbound.headers)
@@ -206,16 +217,16 @@ def _model_object(model: LLMModel) -> dict[str, Any]:
     }
 
 
-def _answered_by(model: LLMModel) -> dict[str, str]:
-    """The header naming the catalog model that answered (a fallback, perhaps)."""
-    return {ANSWERED_BY_HEADER: model.id}
+def _answered_by(model: LLMModel, call: Call) -> dict[str, str]:
+    """The header naming the catalog model that answered (a fallback, perhaps), and the call's x-ratelimit ones."""
+    return {ANSWERED_BY_HEADER: model.id} | call.headers()
 
 
-def _answer(body: dict[str, Any] | bytes | str, model: LLMModel) -> JSONResult | Content:
+def _answer(body: dict[str, Any] | bytes | str, model: LLMModel, call: Call) -> JSONResult | Content:
     """A whole answer for the caller: a JSON object, a relayed JSON body (the
     bytes `wire.py` kept of the provider's), or plain text (a transcript)."""
     if isinstance(body, bytes):
-        return Content(body, "application/json", headers=_answered_by(model))
+        return Content(body, "application/json", headers=_answered_by(model, call))
     if isinstance(body, str):
-        return Content(body.encode(), "text/plain; charset=utf-8", headers=_answered_by(model))
-    return JSONResult(body, headers=_answered_by(model))
+        return Content(body.encode(), "text/plain; charset=utf-8", headers=_answered_by(model, call))
+    return JSONResult(body, headers=_answered_by(model, call))

@@ -7,6 +7,8 @@ store (the Cosmos `projects` container, or locally a JSON file):
     {"id": "key-<sha256 hex>", "type": "key", "project": "team-a", "name": "ci",
      "created": "2026-11-26T10:00:00Z", "expires": null, "disabled": false}
 
+Either may carry `limits` (`shared.quota`): a key's apply in addition to its project's.
+
 A key is found by a point read of `key-<hash>`, never by a scan.
 """
 
@@ -28,6 +30,7 @@ from .cache import StaleWhileRevalidate
 from .cosmos import CosmosDatabase
 from .domain import Caller
 from .errors import AuthenticationFailed, KeyStoreUnavailable
+from .quota import scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -256,4 +259,10 @@ class Authenticator:
             raise KeyStoreUnavailable(f"Keys cannot be checked: {self.store.description} is unavailable.") from exc
         if project is None or project.get("disabled"):
             return None
-        return Caller(project=project["id"], admin=project.get("admin") is True)
+        assert document is not None
+        scopes = (scope_of(f"project:{project['id']}", project), scope_of(f"key:{key_hash[:12]}", document))
+        return Caller(
+            project=project["id"],
+            admin=project.get("admin") is True,
+            limits=tuple(scope for scope in scopes if scope is not None),
+        )

@@ -22,6 +22,7 @@ from .gate import Gate
 from .gateway import Gateway
 from .http import Endpoint, Route, http_route, respond, unrouted
 from .identity import AzureTokenSource
+from .limits import Limiter
 from .management import Management
 from .projects import Authenticator
 from .providers.aiohttp_client import ConnectionPool
@@ -83,6 +84,7 @@ def build_gateway(settings: Settings) -> Gateway:
         management=Management(catalog, stores.usage, authenticator),
         recorder=UsageRecorder(stores.usage),
         environment=settings.environment,
+        limiter=Limiter(stores.limits, reservation_seconds=settings.request_timeout_seconds + 30),
         limits=Limits(
             settings.request_timeout_seconds,
             settings.stream_first_byte_timeout_seconds,

@@ -15,6 +15,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "COSMOS_CONTAINER_ID",
     "COSMOS_PROJECTS_CONTAINER_ID",
     "COSMOS_USAGE_CONTAINER_ID",
+    "COSMOS_LIMITS_CONTAINER_ID",
     "COSMOS_VERIFY_TLS",
     "MODELS_FILE",
     "PROJECTS_FILE",
@@ -49,6 +50,7 @@ COSMOS_CONTAINERS: dict[str, str] = {
     "models": "/id",
     "projects": "/id",
     "usage-by-day": "/partition",
+    "limits": "/id",
 }
 
 
@@ -93,6 +95,8 @@ class Settings:
     cosmos_container_id: str = "models"
     cosmos_projects_container_id: str = "projects"
     cosmos_usage_container_id: str = "usage-by-day"
+    #: The budget and rate limit counters (shared.limit_stores).
+    cosmos_limits_container_id: str = "limits"
     cosmos_verify_tls: bool = True
     models_file: str = "models.json"
     projects_file: str = "projects.json"
@@ -141,6 +145,7 @@ class Settings:
             cosmos_container_id=text_or("COSMOS_CONTAINER_ID", defaults.cosmos_container_id),
             cosmos_projects_container_id=text_or("COSMOS_PROJECTS_CONTAINER_ID", defaults.cosmos_projects_container_id),
             cosmos_usage_container_id=text_or("COSMOS_USAGE_CONTAINER_ID", defaults.cosmos_usage_container_id),
+            cosmos_limits_container_id=text_or("COSMOS_LIMITS_CONTAINER_ID", defaults.cosmos_limits_container_id),
             cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
             models_file=text_or("MODELS_FILE", defaults.models_file),
             projects_file=text_or("PROJECTS_FILE", defaults.projects_file),

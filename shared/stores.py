@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .catalog import CatalogSource, CosmosCatalogSource, FileCatalogSource
 from .cosmos import ContainerDefinition, CosmosDatabase
+from .limit_stores import CosmosCounterStore, CounterStore, MemoryCounterStore
 from .projects import CosmosProjectStore, FileProjectStore, ProjectStore
 from .settings import COSMOS_CONTAINERS, Settings
 from .usage import USAGE_INDEXING_POLICY, CosmosUsageStore, FileUsageStore, UsageStore
@@ -29,6 +30,10 @@ def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
             default_ttl=retention * _DAY_SECONDS if retention else None,
             indexing_policy=USAGE_INDEXING_POLICY,
         ),
+        # TTL on, no default: each counter document carries its own `ttl`.
+        ContainerDefinition(
+            settings.cosmos_limits_container_id, COSMOS_CONTAINERS[defaults.cosmos_limits_container_id], default_ttl=-1
+        ),
     ]
 
 
@@ -39,6 +44,8 @@ class Stores:
     catalog: CatalogSource
     projects: ProjectStore
     usage: UsageStore
+    #: The budget and rate limit counters: in Cosmos, shared by every instance; else in this process.
+    limits: CounterStore
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: The Cosmos database, when the stores are in Cosmos.
     database: CosmosDatabase | None = None
@@ -50,6 +57,7 @@ class Stores:
                 FileCatalogSource(settings.models_file),
                 FileProjectStore(settings.projects_file),
                 FileUsageStore(settings.usage_file),
+                MemoryCounterStore(),
             )
         database = CosmosDatabase(
             settings.cosmos_url,
@@ -62,6 +70,7 @@ class Stores:
             CosmosCatalogSource(database, settings.cosmos_container_id),
             CosmosProjectStore(database, settings.cosmos_projects_container_id),
             CosmosUsageStore(database, settings.cosmos_usage_container_id, settings.usage_retention_days),
+            CosmosCounterStore(database, settings.cosmos_limits_container_id),
             [database.close],
             database,
         )

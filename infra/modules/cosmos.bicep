@@ -62,6 +62,14 @@ var containers = [
     partitionKey: '/partition'
     settings: union({ indexingPolicy: usageIndexingPolicy }, usageRetentionDays > 0 ? { defaultTtl: usageRetentionDays * 86400 } : {})
   }
+  {
+    // Budget and rate limit counters (COSMOS_LIMITS_CONTAINER_ID): one document per project or key,
+    // limit and window, each its own partition; TTL on without a default: each document carries its
+    // own `ttl` and is gone a day after its window.
+    name: 'limits'
+    partitionKey: '/id'
+    settings: { defaultTtl: -1 }
+  }
 ]
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
