@@ -74,6 +74,22 @@ def create_app(settings: Settings) -> GatewayApp:
     async def usage(req: Request) -> Response:
         return await handle(req, gateway.management.own_usage)
 
+    @app.route(route="v1/limits", methods=["GET", "HEAD"])
+    async def limits(req: Request) -> Response:
+        return await handle(req, gateway.management.own_limits)
+
+    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["GET", "HEAD"])
+    async def manage_get_limits(req: Request) -> Response:
+        return await handle(req, gateway.management.project_limits)
+
+    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["PUT"])
+    async def manage_put_limits(req: Request) -> Response:
+        return await handle(req, gateway.management.put_project_limits)
+
+    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["DELETE"])
+    async def manage_delete_limits(req: Request) -> Response:
+        return await handle(req, gateway.management.delete_project_limits)
+
     @app.route(route="v1/admin/usage", methods=["GET", "HEAD"])
     async def manage_usage(req: Request) -> Response:
         return await handle(req, gateway.management.project_usage)

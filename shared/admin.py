@@ -8,6 +8,10 @@
     python -m shared.admin keys list [team-a]
     python -m shared.admin keys disable <key id>
     python -m shared.admin keys delete <key id>
+    python -m shared.admin limits set team-a --budget-usd 500 --budget-period month \
+        --tokens-per-minute 200000 --requests-per-minute 600 --when-store-unavailable deny [--key <key id>]
+    python -m shared.admin limits clear team-a [--key <key id>]
+    python -m shared.admin limits show team-a             # the limits of the project and its keys, and their use
     python -m shared.admin cosmos create-containers       # emulator / key auth; in Azure the template does it
     python -m shared.admin usage copy usage                # old `/project` container -> the day-partitioned one
 
@@ -28,6 +32,7 @@ from typing import Any
 
 from .catalog import COSMOS_SYSTEM_FIELDS, CatalogSource
 from .domain import InvalidCatalogEntry, LLMModel
+from .limits import Limiter
 from .projects import (
     KEY_DOCUMENT_PREFIX,
     ProjectStore,
@@ -38,6 +43,7 @@ from .projects import (
     new_key,
     utc_now,
 )
+from .quota import LIMIT_FIELDS, InvalidLimits, parse_limits, scope_of
 from .settings import Settings
 from .stores import Stores, cosmos_containers
 from .usage import CosmosUsageStore, copy_usage
@@ -132,6 +138,55 @@ async def delete_key(store: ProjectStore, wanted: str) -> str:
     return f"deleted key {key_id(document)} of project {document['project']}"
 
 
+async def _limited_document(store: ProjectStore, project_id: str, key: str | None) -> dict[str, Any]:
+    """The project's document, or with `key` the document of that key of the project."""
+    if key is None:
+        project = await store.read(project_id)
+        if project is None or project.get("type") != "project":
+            raise AdminError(f"no project '{project_id}'")
+        return project
+    document = await _key_document(store, key)
+    if document["project"] != project_id:
+        raise AdminError(f"key {key} belongs to project {document['project']}, not {project_id}")
+    return document
+
+
+def _stored_limits(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if not key.startswith("_")}
+
+
+async def set_limits(store: ProjectStore, project_id: str, key: str | None, limits: dict[str, Any]) -> str:
+    try:
+        checked = parse_limits(limits).document()
+    except InvalidLimits as exc:
+        raise AdminError(str(exc)) from None
+    document = await _limited_document(store, project_id, key)
+    await store.upsert(_stored_limits(document) | {"limits": checked})
+    return f"limits of {'key ' + key if key else 'project ' + project_id}: {json.dumps(checked)}"
+
+
+async def clear_limits(store: ProjectStore, project_id: str, key: str | None) -> str:
+    document = await _limited_document(store, project_id, key)
+    await store.upsert({name: value for name, value in _stored_limits(document).items() if name != "limits"})
+    return f"cleared the limits of {'key ' + key if key else 'project ' + project_id}"
+
+
+async def show_limits(stores: Stores, project_id: str) -> str:
+    project = await _limited_document(stores.projects, project_id, None)
+    keys = [d for d in await stores.projects.documents() if d.get("type") == "key" and d["project"] == project_id]
+    scopes = [scope_of(f"project:{project_id}", project)] + [scope_of(f"key:{key_id(key)}", key) for key in keys]
+    found = tuple(scope for scope in scopes if scope is not None)
+    if not found:
+        return f"project {project_id} and its keys have no limits"
+    if stores.database is None:
+        lines = [
+            f"{scope.name}: {json.dumps(scope.quota.document() if scope.quota else scope.problem)}" for scope in found
+        ]
+        return "\n".join([*lines, "(without Cosmos the counters live in the gateway process: GET /v1/limits)"])
+    rows = await Limiter(stores.limits).report(found)
+    return "\n".join(json.dumps(row) for row in rows)
+
+
 def read_catalog_file(path: str) -> list[dict[str, Any]]:
     """The documents of a catalog file, every one valid, or the reasons they are not."""
     try:
@@ -215,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("project", nargs="?")
     for command in ("disable", "delete"):
         keys.add_parser(command, help=f"{command} a key").add_argument("key_id")
+    limits = areas.add_parser("limits", help="budgets and rate limits").add_subparsers(dest="command", required=True)
+    setting = limits.add_parser("set", help="set the limits of a project or of one of its keys (replacing them)")
+    setting.add_argument("project")
+    setting.add_argument("--key", help="a key id of the project: the key's limits, in addition to the project's")
+    setting.add_argument("--budget-usd", type=float)
+    setting.add_argument("--budget-period", choices=("month", "day"))
+    setting.add_argument("--tokens-per-minute", type=int)
+    setting.add_argument("--requests-per-minute", type=int)
+    setting.add_argument("--when-store-unavailable", choices=("deny", "allow"))
+    clearing = limits.add_parser("clear", help="remove the limits of a project or of one of its keys")
+    clearing.add_argument("project")
+    clearing.add_argument("--key")
+    limits.add_parser("show", help="the limits of a project and its keys, and what is spent").add_argument("project")
     cosmos = areas.add_parser("cosmos", help="the Cosmos database").add_subparsers(dest="command", required=True)
     cosmos.add_parser("create-containers", help="create the database and missing containers (not in Azure)")
     usage = areas.add_parser("usage", help="usage records").add_subparsers(dest="command", required=True)
@@ -241,6 +309,14 @@ async def run(arguments: argparse.Namespace, stores: Stores, settings: Settings)
                 return await import_catalog(stores.catalog, arguments.file)
             case "catalog", _:
                 return await export_catalog(stores.catalog, arguments.file)
+            case "limits", "set":
+                given = {name: getattr(arguments, name) for name in LIMIT_FIELDS}
+                limits = {name: value for name, value in given.items() if value is not None}
+                return await set_limits(store, arguments.project, arguments.key, limits)
+            case "limits", "clear":
+                return await clear_limits(store, arguments.project, arguments.key)
+            case "limits", _:
+                return await show_limits(stores, arguments.project)
         match arguments.command:
             case "create-project":
                 return await create_project(store, arguments.project, arguments.name, arguments.admin)

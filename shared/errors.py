@@ -8,6 +8,7 @@
     ├── PermissionDenied            403 permission_error
     │   └── ApiManagementRequired   403 api_management_required
     ├── ModelNotFound               404 model_not_found
+    ├── ProjectNotFound             404 invalid_request_error / project_not_found
     ├── RouteNotFound               404 invalid_request_error / not_found
     ├── MethodNotAllowed            405 invalid_request_error / method_not_allowed, Allow
     ├── UpstreamRejected            upstream 4xx, status, param, code and innererror passed on
@@ -112,6 +113,15 @@ class ModelNotFound(GatewayError):
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
         )
+
+
+class ProjectNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "project_not_found"
+
+    def __init__(self, project: str) -> None:
+        super().__init__(f"There is no project '{project}'.", param="project_id")
 
 
 class RouteNotFound(GatewayError):

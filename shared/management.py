@@ -18,9 +18,19 @@ from typing import Any
 
 from .catalog import Catalog
 from .domain import Caller, InvalidCatalogEntry, LLMModel
-from .errors import CatalogUnavailable, InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
+from .errors import (
+    CatalogUnavailable,
+    InvalidRequest,
+    KeyStoreUnavailable,
+    ModelNotFound,
+    PermissionDenied,
+    ProjectNotFound,
+    StoreUnavailable,
+)
 from .http import Inbound, JSONResult
-from .projects import Authenticator
+from .limits import Limiter
+from .projects import KEY_DOCUMENT_PREFIX, Authenticator, ProjectStore
+from .quota import InvalidLimits, Scope, parse_limits, scope_of
 from .usage import ANONYMOUS_PROJECT, MAX_REPORT_DAYS, UsageStore, summarize, utc_timestamp
 
 logger = logging.getLogger(__name__)
@@ -55,11 +65,81 @@ def _moment(inbound: Inbound, name: str, default: datetime) -> datetime:
     return moment
 
 
+def validate_limits(value: Any) -> dict[str, Any]:
+    """A `limits` object checked for storage, or a 400 naming the bad field (`limits.budget_period`)."""
+    try:
+        return parse_limits(value).document()
+    except InvalidLimits as exc:
+        raise InvalidRequest(str(exc), param=exc.field) from None
+
+
 class Management:
-    def __init__(self, catalog: Catalog, usage: UsageStore, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        usage: UsageStore,
+        authenticator: Authenticator,
+        projects: ProjectStore,
+        limiter: Limiter,
+    ) -> None:
         self.catalog = catalog
         self.usage = usage
         self.authenticator = authenticator
+        self.projects = projects
+        self.limiter = limiter
+
+    async def own_limits(self, inbound: Inbound) -> JSONResult:
+        """The caller's limits in their current windows: what is spent, reserved, left, and when each resets."""
+        caller = await self.authenticator.caller(inbound.headers)
+        return JSONResult(await self._limits_report(caller.project or ANONYMOUS_PROJECT, caller.limits))
+
+    async def project_limits(self, inbound: Inbound) -> JSONResult:
+        """A project's limits and those of its keys, as `own_limits` reports them (admin)."""
+        await self._admin(inbound)
+        project = await self._project(inbound.path_param("project_id"))
+        async with self._projects_store():
+            keys = [
+                d
+                for d in await self.projects.documents()
+                if d.get("type") == "key" and d.get("project") == project["id"]
+            ]
+        scopes = [scope_of(f"project:{project['id']}", project)]
+        scopes += [scope_of(f"key:{key['id'][len(KEY_DOCUMENT_PREFIX) :][:12]}", key) for key in keys]
+        return JSONResult(await self._limits_report(project["id"], tuple(s for s in scopes if s is not None)))
+
+    async def put_project_limits(self, inbound: Inbound) -> JSONResult:
+        """Set a project's `limits` (admin); callers' keys see them within the key cache's 60 s."""
+        await self._admin(inbound)
+        limits = validate_limits(await inbound.json())
+        project = await self._project(inbound.path_param("project_id"))
+        async with self._projects_store():
+            await self.projects.upsert(project | {"limits": limits})
+        return JSONResult({"object": "limits", "project": project["id"], "limits": limits})
+
+    async def delete_project_limits(self, inbound: Inbound) -> JSONResult:
+        await self._admin(inbound)
+        project = await self._project(inbound.path_param("project_id"))
+        async with self._projects_store():
+            await self.projects.upsert({key: value for key, value in project.items() if key != "limits"})
+        return JSONResult({"object": "limits", "project": project["id"], "limits": None})
+
+    async def _limits_report(self, project: str, scopes: tuple[Scope, ...]) -> dict[str, Any]:
+        return {"object": "limits", "project": project, "data": await self.limiter.report(scopes)}
+
+    async def _project(self, project_id: str) -> dict[str, Any]:
+        async with self._projects_store():
+            project = await self.projects.read(project_id)
+        if project is None or project.get("type") != "project":
+            raise ProjectNotFound(project_id)
+        return {key: value for key, value in project.items() if not key.startswith("_")}
+
+    @asynccontextmanager
+    async def _projects_store(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            logger.warning("the admin API's use of %s failed (%s)", self.projects.description, type(exc).__name__)
+            raise KeyStoreUnavailable(f"Projects cannot be read: {self.projects.description} is unavailable.") from exc
 
     async def own_usage(self, inbound: Inbound) -> JSONResult:
         caller = await self.authenticator.caller(inbound.headers)

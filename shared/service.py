@@ -77,14 +77,15 @@ def build_gateway(settings: Settings) -> Gateway:
     transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
+    limiter = Limiter(stores.limits, reservation_seconds=settings.request_timeout_seconds + 30)
     return Gateway(
         catalog=catalog,
         router=Router(providers),
         authenticator=authenticator,
-        management=Management(catalog, stores.usage, authenticator),
+        management=Management(catalog, stores.usage, authenticator, stores.projects, limiter),
         recorder=UsageRecorder(stores.usage),
         environment=settings.environment,
-        limiter=Limiter(stores.limits, reservation_seconds=settings.request_timeout_seconds + 30),
+        limiter=limiter,
         limits=Limits(
             settings.request_timeout_seconds,
             settings.stream_first_byte_timeout_seconds,
