@@ -91,6 +91,10 @@ class Counter:
             return 0.0
         return self.held - self.reserved - self.used
 
+    def fits(self, amount: float, now: float) -> bool:
+        """Whether `amount` fits in what is free (sums of float amounts drift by a rounding or two)."""
+        return self.free(now) >= amount - self.limit * 1e-9
+
     def hold(self, request_id: str, amount: float, lapses: float) -> None:
         previous = self.reservations.get(request_id)
         if previous is not None:
@@ -205,16 +209,16 @@ class Limiter:
 
     async def _reserve(self, counter: Counter, request_id: str, amount: float) -> None:
         now = self.clock()
-        if not counter.lock.locked() and counter.free(now) >= amount:
+        if not counter.lock.locked() and counter.fits(amount, now):
             counter.hold(request_id, amount, now + self.reservation_seconds)
             counter.last_admitted = now
             return
         async with counter.lock:
             now = self.clock()
-            if counter.free(now) < amount:
+            if not counter.fits(amount, now):
                 await self._refresh(counter, amount)
             now = self.clock()
-            if counter.free(now) < amount:
+            if not counter.fits(amount, now):
                 raise self._refusal(counter, amount, now)
             counter.hold(request_id, amount, now + self.reservation_seconds)
             counter.last_admitted = now
@@ -258,8 +262,8 @@ class Limiter:
             free = counter.limit - spent - others_amount - reserved
             share = free / (SLICES * (len(others) + 1))
             slice_ = 0.0
-            if free >= wanted and (wanted > 0 or keep):
-                slice_ = min(free, max(wanted, share))
+            if free >= wanted - counter.limit * 1e-9 and (wanted > 0 or keep):
+                slice_ = max(0.0, min(free, max(wanted, share)))
             amount = reserved + slice_
             leases = dict(others)
             if amount > 0:
