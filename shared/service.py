@@ -73,7 +73,7 @@ def build_gateway(settings: Settings) -> Gateway:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock())
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     return Gateway(
