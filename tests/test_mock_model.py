@@ -6,6 +6,8 @@ import base64
 import json
 import math
 import struct
+import subprocess
+import sys
 import time
 import typing
 
@@ -21,7 +23,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import gateway_env
 from tests.openapi import assert_conforms
-from tests.support import PROJECT_DIR, running_gateway, write_catalog, write_projects
+from tests.support import PROJECT_DIR, GatewayProcess, running_gateway, write_catalog, write_projects
 from tests.test_usage import wait_for_record
 from tests.test_wire_format import chat_chunks
 
@@ -515,3 +517,31 @@ def test_the_mock_model_embeds_in_the_dimensions_asked_for(conforming):
     norm = math.sqrt(sum(v * v for v in shortened))
     assert [v / norm for v in shortened] == pytest.approx(vectors[0], abs=1e-6)
     assert len(client.embeddings.create(model="team-mock", input="x").data[0].embedding) == 4  # the catalog's
+
+
+_MOCK_CALLS = """
+import json, sys
+from pathlib import Path
+from starlette.testclient import TestClient
+from shared.localhost import local_app
+
+with TestClient(local_app(Path.cwd())) as client:
+    chat = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
+    answers = [
+        client.post("/v1/chat/completions", json=chat),
+        client.post("/v1/chat/completions", json=chat | {"stream": True}),
+        client.post("/v1/responses", json={"model": "mock", "input": "hi", "stream": True}),
+        client.post("/v1/embeddings", json={"model": "mock", "input": "hi"}),
+    ]
+print(json.dumps([[answer.status_code for answer in answers], "litellm" in sys.modules]))
+"""
+
+
+def test_a_gateway_serving_only_the_mock_model_never_imports_litellm(tmp_path):
+    env = gateway_env(MODELS_FILE=str(PROJECT_DIR / "models.json"), USAGE_FILE=str(tmp_path / "usage.jsonl"))
+    env = GatewayProcess(env, tmp_path / "unused.log").env
+    command = [sys.executable, "-c", _MOCK_CALLS]
+    result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == [[200, 200, 200, 200], False]

@@ -128,11 +128,17 @@ def relayed(model: LLMModel, operation: Operation) -> bool:
     )
 
 
+def needs_litellm(model: LLMModel, operation: Operation) -> bool:
+    """Whether a call of `operation` to `model` may go through LiteLLM: not
+    when it is relayed, nor for a Mock model (the gateway answers it: `mock.py`)."""
+    return model.provider is not Provider.MOCK and not relayed(model, operation)
+
+
 async def load_litellm_for(models: list[LLMModel], operation: Operation) -> None:
     """Import LiteLLM now if a call of `operation` to one of `models` may need
     it: its import (seconds, once per process) is the gateway's cost, never a
     caller's time budget, so the gateway does it before a call's deadline starts."""
-    if not all(relayed(model, operation) for model in models):
+    if any(needs_litellm(model, operation) for model in models):
         await litellm()
 
 

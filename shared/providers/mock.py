@@ -330,7 +330,7 @@ def response(body: dict[str, Any], parameters: dict[str, Any], code: str) -> dic
             "arguments": reply.tool_call.arguments,
         }
     else:
-        part = {"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}
+        part: dict[str, Any] = {"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}
         item = {"id": _new_id("msg_"), "type": "message", "status": "completed", "role": "assistant", "content": [part]}
     echoed = {key: body[key] for key in ECHOED_FIELDS if key in body}
     if "tools" in echoed:
