@@ -496,6 +496,8 @@ def test_every_mock_answer_has_its_own_id_and_the_current_time(conforming):
     assert all(before <= chat.created <= after for chat in chats)
     assert responses[0].id != responses[1].id and all(r.id.startswith("resp_") for r in responses)
     assert all(before <= r.created_at <= after for r in responses)
+    choices = client.chat.completions.create(model="mock", messages=USER, tools=CHAT_TOOLS, n=2).choices
+    assert len({choice.message.tool_calls[0].id for choice in choices}) == 2
     assert (
         len({item.id for r in responses for item in r.output} | {item.call_id for r in responses for item in r.output})
         == 4

@@ -83,14 +83,14 @@ class Mock:
         if request.operation is Operation.RESPONSES:
             body = wire.response(response(request.body, parameters, code), model.id)
             return Answer(body, body["usage"], code)
-        if request.operation is Operation.CHAT_COMPLETION:
-            body = wire.chat_completion(chat_completion(request.body, parameters, code), model.id)
-            return Answer(body, body["usage"], code)
-        raise InvalidRequest(f"Model '{model.id}' is a Mock model: it cannot answer {request.operation.value}.")
+        assert request.operation is Operation.CHAT_COMPLETION, "a Mock model's catalog entry offers no other operation"
+        body = wire.chat_completion(chat_completion(request.body, parameters, code), model.id)
+        return Answer(body, body["usage"], code)
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
         parameters = _parameters(model, call)
         code = call.deployment.code
+        # `LiteLLMStream` reads any async iterator of items through a `wire` shaper.
         if request.operation is Operation.RESPONSES:
             events = response_events(response(request.body, parameters, code))
             return LiteLLMStream(_each(events), model.id, (), wire.ResponseEvents(model.id))
@@ -240,10 +240,6 @@ def chat_completion(body: dict[str, Any], parameters: dict[str, Any], code: str)
     kind = response_format.get("type")
     json_format = (kind, (response_format.get("json_schema") or {}).get("schema")) if kind != "text" and kind else None
     reply = _reply(parameters, tools, body.get("tool_choice", "auto"), answered_tool, json_format, messages)
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
-    if reply.tool_call is not None:
-        function = {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments}
-        message["tool_calls"] = [{"id": _new_id("call_"), "type": "function", "function": function}]
     choices = int(body.get("n") or 1)
     return {
         "id": _new_id("chatcmpl-"),
@@ -253,7 +249,7 @@ def chat_completion(body: dict[str, Any], parameters: dict[str, Any], code: str)
         "choices": [
             {
                 "index": index,
-                "message": message,
+                "message": _message(reply),
                 "finish_reason": "stop" if reply.tool_call is None else "tool_calls",
                 "logprobs": None,
             }
@@ -265,6 +261,15 @@ def chat_completion(body: dict[str, Any], parameters: dict[str, Any], code: str)
             "total_tokens": reply.prompt_tokens + reply.completion_tokens * choices,
         },
     }
+
+
+def _message(reply: Reply) -> dict[str, Any]:
+    """A choice's assistant message: the text, or the tool call (with its own id)."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    if reply.tool_call is not None:
+        function = {"name": reply.tool_call.name, "arguments": reply.tool_call.arguments}
+        message["tool_calls"] = [{"id": _new_id("call_"), "type": "function", "function": function}]
+    return message
 
 
 def chat_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
