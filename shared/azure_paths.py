@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from .http import Endpoint, Inbound, Result
+from .http import Endpoint, Result
+from .inbound import Inbound
 
 DEPLOYMENT_PARAM = "model"
 
@@ -29,11 +30,10 @@ class _DeploymentInbound:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inbound, name)
 
-    async def json(self, check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-        def with_model(body: dict[str, Any]) -> None:
+    async def json(self, read: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        def with_model(body: dict[str, Any]) -> Any:
             body["model"] = self._model
-            if check is not None:
-                check(body)
+            return body if read is None else read(body)
 
         return await self._inbound.json(with_model)
 
