@@ -37,8 +37,8 @@ class _DeploymentInbound:
 
         return await self._inbound.json(with_model)
 
-    async def form(self, limit: int) -> dict[str, Any]:
-        return await self._inbound.form(limit) | {"model": self._model}
+    async def form(self, limit: int, read: Callable[[dict[str, Any]], Any]) -> Any:
+        return await self._inbound.form(limit, lambda fields: read(fields | {"model": self._model}))
 
 
 def deployment(endpoint: Endpoint) -> Endpoint:

@@ -4,7 +4,7 @@ Each one reads admit → parse → route → call → shape, each step one call 
 into a layer that does not call back up: it admits the caller
 (`projects.Authenticator`, which names the project on the request's span),
 parses the caller's request into the providers' `Request` (`Inbound.json`
-with the operation's reader in `payloads.py`), routes it to the models the
+or `Inbound.form` with the operation's reader in `payloads.py`), routes it to the models the
 caller may use for the operation (`calls.Calls.route`: the model and its
 fallbacks, the meter, the deadline), calls them (a `calls.Call`: each
 deployment's transport, chosen when the catalog entry was mapped:
@@ -111,7 +111,7 @@ class Gateway:
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self.authenticator.caller(inbound.headers)
-        request = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.transcription)
         call = await self.calls.route(inbound.request_id, caller, request)
         model, transcript = await call.whole(request)
         return _answer(transcript, model)

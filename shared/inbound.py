@@ -66,9 +66,10 @@ class Inbound:
     async def body(self) -> bytes:
         return b"".join([chunk async for chunk in self._stream(self.max_body_bytes)])
 
-    async def form(self, limit: int) -> dict[str, Any]:
+    async def form(self, limit: int, read: Callable[[dict[str, Any]], T]) -> T:
         """A multipart body of at most `limit` bytes and at most the request
-        limit (`max_body_bytes`): text fields as strings, files as `(filename, bytes)`.
+        limit (`max_body_bytes`), read by `read` (a `payloads` reader): text
+        fields as strings, files as `(filename, bytes)`.
 
         Fields named `name[]` (how the OpenAI SDK sends arrays) become lists
         under `name`. A body declared larger than the limit is refused before
@@ -95,7 +96,7 @@ class Inbound:
                     fields[name] = value
         finally:
             await form.close()
-        return fields
+        return read(fields)
 
     @overload
     async def json(self) -> dict[str, Any]: ...
