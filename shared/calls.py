@@ -1,8 +1,8 @@
 """One call to the providers, from the first attempt to the usage record.
 
-The gateway makes a `Call` per request once it knows the caller's model: the
-candidates (that model, then its usable fallbacks), the meter that writes the
-request's usage record, and the deadline. A call runs an *attempt* (one try
+`Calls.route` makes a `Call` per request (the use cases' route step): the
+candidates (the caller's model, then its usable fallbacks: `Catalog.models_for`),
+the meter that writes the request's usage record, and the deadline. A call runs an *attempt* (one try
 on one deployment, by the deployment's transport: see `providers/base.py`)
 on each candidate deployment in the router's order until one succeeds, all
 within the deadline. There are two kinds:
@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import telemetry
-from .domain import LLMModel
+from .catalog import Catalog
+from .domain import Caller, LLMModel
 from .errors import CLIENT_CLOSED_STATUS, GatewayError, UpstreamTimeout
 from .providers.base import Answer, Attempt, Request, Upstream
-from .providers.mapper import ProviderCall
+from .providers.mapper import ProviderCall, load_litellm_for
 from .routing import RETRYABLE, Router, health_key
-from .usage import Meter
+from .usage import Meter, UsageRecorder
 from .wire import Event
 
 T = TypeVar("T")
@@ -49,6 +50,35 @@ class Limits:
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
     whole_first_byte_seconds: float = 120.0
+
+
+class Calls:
+    """The route step of every use case: the `Call` for a caller's request."""
+
+    def __init__(self, catalog: Catalog, router: Router, recorder: UsageRecorder, limits: Limits | None = None):
+        self.catalog = catalog
+        self.router = router
+        self.recorder = recorder
+        self.limits = limits or Limits()
+
+    async def route(self, request_id: str, caller: Caller, request: Request) -> Call:
+        """The call for the caller's model for the request's operation: it and
+        its usable fallbacks (those the cached catalog holds), a meter and a
+        deadline. The meter and the deadline start once LiteLLM is loaded, if
+        a candidate needs it (`providers.mapper.load_litellm_for`): the import
+        is the gateway's cost, not the call's."""
+        candidates = await self.catalog.models_for(caller.project, request.model, request.operation)
+        await load_litellm_for(candidates, request.operation)
+        meter = Meter(
+            self.recorder,
+            request_id=request_id,
+            project=caller.project,
+            model=candidates[0],
+            operation=request.operation.value,
+            stream=request.stream,
+        )
+        deadline = asyncio.get_running_loop().time() + self.limits.request_seconds
+        return Call(self.router, candidates, meter, deadline, self.limits)
 
 
 class Call:

@@ -19,7 +19,8 @@ from typing import Any
 from .catalog import Catalog
 from .domain import Caller, InvalidCatalogEntry, LLMModel
 from .errors import CatalogUnavailable, InvalidRequest, ModelNotFound, PermissionDenied, StoreUnavailable
-from .http import Inbound, JSONResult
+from .http import JSONResult
+from .inbound import Inbound
 from .projects import Authenticator
 from .usage import ANONYMOUS_PROJECT, MAX_REPORT_DAYS, UsageStore, summarize, utc_timestamp
 
