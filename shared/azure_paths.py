@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from .http import Endpoint, Inbound, Result
+from .http import Endpoint, Result
+from .inbound import Inbound
 
 DEPLOYMENT_PARAM = "model"
 
@@ -29,16 +30,15 @@ class _DeploymentInbound:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inbound, name)
 
-    async def json(self, check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-        def with_model(body: dict[str, Any]) -> None:
+    async def json(self, read: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        def with_model(body: dict[str, Any]) -> Any:
             body["model"] = self._model
-            if check is not None:
-                check(body)
+            return body if read is None else read(body)
 
         return await self._inbound.json(with_model)
 
-    async def form(self, limit: int) -> dict[str, Any]:
-        return await self._inbound.form(limit) | {"model": self._model}
+    async def form(self, limit: int, read: Callable[[dict[str, Any]], Any]) -> Any:
+        return await self._inbound.form(limit, lambda fields: read(fields | {"model": self._model}))
 
 
 def deployment(endpoint: Endpoint) -> Endpoint:

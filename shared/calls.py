@@ -1,8 +1,8 @@
 """One call to the providers, from the first attempt to the usage record.
 
-The gateway makes a `Call` per request once it knows the caller's model: the
-candidates (that model, then its usable fallbacks), the meter that writes the
-request's usage record, and the deadline. A call runs an *attempt* (one try
+`Calls.route` makes a `Call` per request (the use cases' route step): the
+candidates (the caller's model, then its usable fallbacks: `Catalog.models_for`),
+the meter that writes the request's usage record, and the deadline. A call runs an *attempt* (one try
 on one deployment, by the deployment's transport: see `providers/base.py`)
 on each candidate deployment in the router's order until one succeeds, all
 within the deadline. There are two kinds:
@@ -15,12 +15,16 @@ within the deadline. There are two kinds:
   stream that fails to start can still move on to another deployment. Then
   it passes on the events, each one within the deadline.
 
+When the caller has budgets or rate limits, `Calls.route` admits the call
+(`limits.Limiter`: its worst case reserved, or the refusal raised) before any
+upstream call; the meter's finish settles it, and every answer and error
+carries the caller's x-ratelimit headers (`Call.headers`).
+
 Only this module counts and finishes the meter. A whole answer is metered
 when it returns. A stream is metered when it ends, however it ends: a caller who
 hangs up midway, before the provider's usage chunk, is recorded with the
 prompt's estimate (`quota.prompt_tokens`) and a completion token per event
-received. When the caller has limits, the meter's finish settles the call's
-`limits.Admission`, and every answer and error carries its x-ratelimit headers.
+received.
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import telemetry
-from .domain import LLMModel
+from .catalog import Catalog
+from .domain import Caller, LLMModel, Operation
 from .errors import CLIENT_CLOSED_STATUS, GatewayError, UpstreamTimeout
-from .limits import Admission
+from .limits import Admission, Limiter
 from .providers.base import Answer, Attempt, Request, Upstream
-from .providers.mapper import ProviderCall
-from .quota import prompt_tokens
+from .providers.mapper import ProviderCall, load_litellm_for
+from .quota import prompt_tokens, worst_case
 from .routing import RETRYABLE, Router, health_key
-from .usage import Meter
+from .usage import Meter, UsageRecorder
 from .wire import Event
 
 T = TypeVar("T")
@@ -54,6 +59,49 @@ class Limits:
     request_seconds: float = 230.0
     first_byte_seconds: float = 60.0
     whole_first_byte_seconds: float = 120.0
+
+
+class Calls:
+    """The route step of every use case: the `Call` for a caller's request."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: Router,
+        recorder: UsageRecorder,
+        limiter: Limiter,
+        limits: Limits | None = None,
+    ):
+        self.catalog = catalog
+        self.router = router
+        self.recorder = recorder
+        self.limiter = limiter
+        self.limits = limits or Limits()
+
+    async def route(self, request_id: str, caller: Caller, request: Request) -> Call:
+        """The call for the caller's model for the request's operation: it and
+        its usable fallbacks (those the cached catalog holds), a meter and a
+        deadline. The meter and the deadline start once LiteLLM is loaded, if
+        a candidate needs it (`providers.mapper.load_litellm_for`): the import
+        is the gateway's cost, not the call's. A caller with limits is admitted
+        last (refused before any upstream call); one without pays nothing for them."""
+        candidates = await self.catalog.models_for(caller.project, request.model, request.operation)
+        await load_litellm_for(candidates, request.operation)
+        meter = Meter(
+            self.recorder,
+            request_id=request_id,
+            project=caller.project,
+            model=candidates[0],
+            operation=request.operation.value,
+            stream=request.stream,
+        )
+        admission = None
+        if caller.limits:
+            produces_text = request.operation is not Operation.EMBEDDINGS
+            worst = worst_case(request.body, candidates, produces_text)
+            admission = await self.limiter.admit(caller, request_id, worst)
+        deadline = asyncio.get_running_loop().time() + self.limits.request_seconds
+        return Call(self.router, candidates, meter, deadline, self.limits, admission)
 
 
 class Call:

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from .cache import StaleWhileRevalidate
 from .cosmos import CosmosDatabase
-from .domain import InvalidCatalogEntry, LLMModel
-from .errors import CatalogUnavailable
+from .domain import InvalidCatalogEntry, LLMModel, Operation
+from .errors import CatalogUnavailable, ModelNotFound, UnsupportedOperation
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,29 @@ class Catalog:
             return await self._names.get(model_id)
         except Exception as exc:
             raise self._unavailable() from exc
+
+    async def visible(self, project: str | None, model_id: str) -> LLMModel:
+        """The entry `model_id` names, if `project` may use it; else the 404 of a model there is not."""
+        model = await self.find(model_id)
+        if model is None or not model.is_available_for_project(project):
+            raise ModelNotFound(model_id)
+        return model
+
+    async def models_for(self, project: str | None, model_id: str, operation: Operation) -> list[LLMModel]:
+        """The model `project` asks for `operation`, then those of its fallbacks
+        (`fallbacks`) that `project` may use for it too."""
+        model = await self.visible(project, model_id)
+        if not model.supports_operation(operation):
+            raise UnsupportedOperation(
+                f"Model '{model.id}' does not support the operation '{operation.value}'. "
+                f"It supports: {', '.join(op.value for op in model.operations) or 'nothing'}.",
+                param="model",
+            )
+        return [model] + [
+            fallback
+            for fallback in self.fallbacks(model)
+            if fallback.is_available_for_project(project) and fallback.supports_operation(operation)
+        ]
 
     def fallbacks(self, model: LLMModel) -> list[LLMModel]:
         """The entries `model.fallbacks` names that the cache holds, in order. A

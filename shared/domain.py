@@ -12,7 +12,7 @@ from .quota import Scope
 class Provider(str, Enum):
     AZURE = "Azure"
     GOOGLE = "Google"
-    #: No provider: LiteLLM's own `mock_response` answers (for trying the gateway, and tests).
+    #: No provider: the gateway answers (for trying the gateway, and callers' tests: `providers/mock.py`).
     MOCK = "Mock"
 
 
@@ -57,7 +57,7 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
     ModelType.GOOGLE_VERTEX_JAMBA: "vertex_ai/{code}",
     ModelType.GOOGLE_VERTEX_QWEN: "vertex_ai/{code}",
     ModelType.GOOGLE_VERTEX_OPENAI: "vertex_ai/{code}",
-    # Any provider prefix would do: with `mock_response` LiteLLM answers before calling one.
+    # LiteLLM never sees a Mock model (the gateway answers it); the prefix keeps the table whole.
     ModelType.MOCK: "openai/{code}",
 }
 
@@ -92,8 +92,7 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
     model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
 } | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
 
-#: What LiteLLM's `mock_response` can answer: chat (plain and streamed), the
-#: Responses API (whole, not streamed) and embeddings.
+#: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
 MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
 
 #: Parameters each provider needs; any one name of a tuple will do.
@@ -262,9 +261,18 @@ class LLMModel:
 
 
 def _check_mock_parameters(parameters: dict[str, Any], fail: Any) -> None:
-    """A Mock model's optional `response` (its answer) and `dimensions` (its embedding's)."""
+    """A Mock model's optional `response` (its answer), `dimensions` (its embeddings')
+    and `tool_call` (false, or the tool it calls: `name` and `arguments`)."""
     if not isinstance(parameters.get("response", ""), str):
         raise fail("parameters.response", "must be a string")
+    tool_call = parameters.get("tool_call", {})
+    if tool_call is not False and not isinstance(tool_call, dict):
+        raise fail("parameters.tool_call", "must be false or an object")
+    if isinstance(tool_call, dict):
+        if not isinstance(tool_call.get("name", ""), str):
+            raise fail("parameters.tool_call.name", "must be a string")
+        if not isinstance(tool_call.get("arguments", {}), dict):
+            raise fail("parameters.tool_call.arguments", "must be an object")
     dimensions = parameters.get("dimensions", 1)
     if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 4096:
         raise fail("parameters.dimensions", "must be an integer from 1 to 4096")

@@ -1,34 +1,34 @@
 """The gateway's use cases: one async method per operation.
 
-Each one reads parse → admit → route → call → shape: it parses the caller's
-request (`payloads.py`), admits the caller (`projects.Authenticator`), routes
-it to the model the caller may use for the operation (a `calls.Call`), calls
-it (each deployment's transport, chosen when the catalog entry was mapped:
+Each one reads admit → parse → route → call → shape, each step one call down
+into a layer that does not call back up: it admits the caller
+(`projects.Authenticator`, which names the project on the request's span),
+parses the caller's request into the providers' `Request` (`Inbound.json`
+or `Inbound.form` with the operation's reader in `payloads.py`), routes it to the models the
+caller may use for the operation (`calls.Calls.route`: the model and its
+fallbacks, the meter, the deadline), calls them (a `calls.Call`: each
+deployment's transport, chosen when the catalog entry was mapped:
 `providers/`), and shapes the result for the caller, as JSON, as the
 provider's relayed bytes, or as a stream. No use case knows which provider
-answers.
+answers. Budgets and rate limits are admitted at the end of the route step
+(`Calls.route`: reserve before the call, settle from its meter after); the
+shaped answer carries the call's x-ratelimit headers.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import payloads, telemetry
-from .calls import Call, Limits
+from . import payloads
+from .calls import Call, Calls
 from .catalog import Catalog
-from .domain import Caller, LLMModel, Operation
-from .errors import ModelNotFound, UnsupportedOperation
-from .http import Content, EventStream, Inbound, JSONResult
-from .limits import Limiter
+from .domain import LLMModel
+from .http import Content, EventStream, JSONResult
+from .inbound import Inbound
 from .management import Management
 from .projects import Authenticator
-from .providers.base import Request
-from .providers.mapper import load_litellm_for
-from .quota import worst_case
-from .routing import Router
-from .usage import Meter, UsageRecorder
+from .usage import UsageRecorder
 
 ANSWERED_BY_HEADER = "x-gateway-model"
 
@@ -40,19 +40,15 @@ class Gateway:
     def __init__(
         self,
         catalog: Catalog,
-        router: Router,
+        calls: Calls,
         authenticator: Authenticator,
         management: Management,
         recorder: UsageRecorder,
         environment: str,
-        limiter: Limiter,
-        limits: Limits | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
-        self.limits = limits or Limits()
-        self.limiter = limiter
         self.catalog = catalog
-        self.router = router
+        self.calls = calls
         self.authenticator = authenticator
         self.management = management
         self.recorder = recorder
@@ -62,7 +58,7 @@ class Gateway:
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
         the clients the gateway was given (at shutdown)."""
-        await self.limiter.close(grace_seconds / 2)
+        await self.calls.limiter.close(grace_seconds / 2)
         await self.recorder.close(grace_seconds)
         for close in self._closers:
             await close()
@@ -71,7 +67,7 @@ class Gateway:
         return JSONResult({"status": "healthy", "environment": self.environment})
 
     async def list_models(self, inbound: Inbound) -> JSONResult:
-        caller = await self._caller(inbound)
+        caller = await self.authenticator.caller(inbound.headers)
         models = [
             _model_object(model)
             for model in await self.catalog.entries()
@@ -80,130 +76,57 @@ class Gateway:
         return JSONResult({"object": "list", "data": sorted(models, key=lambda m: m["id"])})
 
     async def get_model(self, inbound: Inbound) -> JSONResult:
-        caller = await self._caller(inbound)
-        return JSONResult(_model_object(await self._visible_model(caller, inbound.path_param("model_id"))))
+        caller = await self.authenticator.caller(inbound.headers)
+        return JSONResult(_model_object(await self.catalog.visible(caller.project, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        caller = await self._caller(inbound)
-        body = await inbound.json(payloads.chat_completion)
-        stream = bool(body.get("stream"))
-        call = await self._route(inbound, caller, body, Operation.CHAT_COMPLETION, stream=stream)
-        arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
-        if not stream:
-            model, completion = await call.whole(Request(Operation.CHAT_COMPLETION, body, arguments))
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.chat_completion)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        if not request.stream:
+            model, completion = await call.whole(request)
             return _answer(completion, model, call)
-        # The gateway always asks for the usage chunk, to meter it; the caller gets it only if asked.
-        caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
-        request = Request(
-            Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage
-        )
         model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model, call))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self._caller(inbound)
-        body = await inbound.json(payloads.embedding)
-        call = await self._route(inbound, caller, body, Operation.EMBEDDINGS)
-        arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
-        model, embedded = await call.whole(Request(Operation.EMBEDDINGS, body, arguments))
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.embedding)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        model, embedded = await call.whole(request)
         return _answer(embedded, model, call)
 
     async def image_generations(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self._caller(inbound)
-        body = await inbound.json(payloads.image_generation)
-        call = await self._route(inbound, caller, body, Operation.IMAGES)
-        arguments = payloads.litellm_arguments(body, payloads.IMAGE_FIELDS)
-        model, payload = await call.whole(Request(Operation.IMAGES, body, arguments))
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.image_generation)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        model, payload = await call.whole(request)
         return _answer(payload, model, call)
 
     async def speech(self, inbound: Inbound) -> Content:
-        caller = await self._caller(inbound)
-        body = await inbound.json(payloads.speech)
-        call = await self._route(inbound, caller, body, Operation.AUDIO_TTS)
-        arguments = payloads.litellm_arguments(body, payloads.SPEECH_FIELDS)
-        model, audio = await call.whole(Request(Operation.AUDIO_TTS, body, arguments))
-        media_type = payloads.SPEECH_FORMATS[body.get("response_format") or "mp3"]
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.speech)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        model, audio = await call.whole(request)
+        media_type = payloads.SPEECH_FORMATS[request.body.get("response_format") or "mp3"]
         return Content(audio, media_type, headers=_answered_by(model, call))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self._caller(inbound)
-        fields = payloads.transcription(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
-        call = await self._route(inbound, caller, fields, Operation.AUDIO_STT)
-        arguments = payloads.litellm_arguments(fields, payloads.TRANSCRIPTION_FIELDS)
-        arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-        model, transcript = await call.whole(Request(Operation.AUDIO_STT, fields, arguments))
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.transcription)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        model, transcript = await call.whole(request)
         return _answer(transcript, model, call)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        caller = await self._caller(inbound)
-        body = await inbound.json(payloads.responses)
-        stream = bool(body.get("stream"))
-        call = await self._route(inbound, caller, body, Operation.RESPONSES, stream=stream)
-        request = Request(Operation.RESPONSES, body, payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS))
-        if not stream:
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.responses)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        if not request.stream:
             model, response = await call.whole(request)
             return _answer(response, model, call)
         model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model, call), done_marker=False)
-
-    async def _route(
-        self,
-        inbound: Inbound,
-        caller: Caller,
-        body: dict[str, Any],
-        operation: Operation,
-        *,
-        stream: bool = False,
-    ) -> Call:
-        """The call for the caller's model (`body["model"]`) for `operation`: it and its usable
-        fallbacks (those the cached catalog holds), a meter and a deadline, and when the caller
-        has limits, its admission (`limits.Limiter`: refused here, before any upstream call). The
-        deadline starts once LiteLLM is loaded, if a candidate needs it
-        (`providers.mapper.load_litellm_for`)."""
-        model_id = body["model"]
-        model = await self._model_for(caller, model_id, operation)
-        candidates = [model] + [
-            fallback
-            for fallback in self.catalog.fallbacks(model)
-            if fallback.is_available_for_project(caller.project) and fallback.supports_operation(operation)
-        ]
-        meter = Meter(
-            self.recorder,
-            request_id=inbound.request_id,
-            project=caller.project,
-            model=model,
-            operation=operation.value,
-            stream=stream,
-        )
-        await load_litellm_for(candidates, operation)
-        admission = None
-        if caller.limits:
-            worst = worst_case(body, candidates, produces_text=operation is not Operation.EMBEDDINGS)
-            admission = await self.limiter.admit(caller, inbound.request_id, worst)
-        deadline = asyncio.get_running_loop().time() + self.limits.request_seconds
-        return Call(self.router, candidates, meter, deadline, self.limits, admission)
-
-    async def _caller(self, inbound: Inbound) -> Caller:
-        caller = await self.authenticator.caller(inbound.headers)
-        telemetry.set_project(caller.project)
-        return caller
-
-    async def _visible_model(self, caller: Caller, model_id: str) -> LLMModel:
-        model = await self.catalog.find(model_id)
-        if model is None or not model.is_available_for_project(caller.project):
-            raise ModelNotFound(model_id)
-        return model
-
-    async def _model_for(self, caller: Caller, model_id: str, operation: Operation) -> LLMModel:
-        model = await self._visible_model(caller, model_id)
-        if not model.supports_operation(operation):
-            raise UnsupportedOperation(
-                f"Model '{model.id}' does not support the operation '{operation.value}'. "
-                f"It supports: {', '.join(op.value for op in model.operations) or 'nothing'}.",
-                param="model",
-            )
-        return model
 
 
 def _model_object(model: LLMModel) -> dict[str, Any]:

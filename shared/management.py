@@ -27,7 +27,8 @@ from .errors import (
     ProjectNotFound,
     StoreUnavailable,
 )
-from .http import Inbound, JSONResult
+from .http import JSONResult
+from .inbound import Inbound
 from .limits import Limiter
 from .projects import KEY_DOCUMENT_PREFIX, Authenticator, ProjectStore
 from .quota import InvalidLimits, Scope, parse_limits, scope_of

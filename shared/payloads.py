@@ -1,10 +1,12 @@
 """Request bodies: what the gateway checks, and how the rest reaches LiteLLM.
 
-Only what the gateway itself needs is validated; every other field is passed
-on. The fields LiteLLM translates per provider go to it as arguments; any
-other field goes in `extra_body`, sent upstream as it came. Nothing a caller
-sends can become a LiteLLM-only argument (an `api_base`, a credential, a
-mock), so a caller cannot redirect the gateway's credentials.
+Each operation's reader (`chat_completion`, `embedding`, ...) checks a body
+and makes it the `Request` the providers read. Only what the gateway itself
+needs is validated; every other field is passed on. The fields LiteLLM
+translates per provider go to it as arguments; any other field goes in
+`extra_body`, sent upstream as it came. Nothing a caller sends can become a
+LiteLLM-only argument (an `api_base`, a credential, a mock), so a caller
+cannot redirect the gateway's credentials.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import validation
+from .domain import Operation
 from .errors import InvalidRequest
+from .providers.base import Request
 
 #: CreateChatCompletionRequest's properties in OpenAI's API schema, less `model`
 #: and less the fields LiteLLM refuses for Azure deployments it does not know
@@ -183,7 +187,7 @@ def _is_token_list(value: Any) -> bool:
     )
 
 
-def embedding(body: dict[str, Any]) -> dict[str, Any]:
+def embedding(body: dict[str, Any]) -> Request:
     require_model(body)
     value = body.get("input")
     valid = (
@@ -202,20 +206,20 @@ def embedding(body: dict[str, Any]) -> dict[str, Any]:
     _one_of(body, "encoding_format", ("float", "base64"))
     validation.integer(body, "dimensions", 1, MAX_EMBEDDING_DIMENSIONS)
     validation.kind(body, "user", str, "a string")
-    return body
+    return Request(Operation.EMBEDDINGS, body, litellm_arguments(body, EMBEDDING_FIELDS))
 
 
-def image_generation(body: dict[str, Any]) -> dict[str, Any]:
+def image_generation(body: dict[str, Any]) -> Request:
     require_model(body)
     _required_text(body, "prompt")
     validation.text_length(body, "prompt", MAX_IMAGE_PROMPT_CHARACTERS)
     validation.integer(body, "n", 1, MAX_IMAGES)
     _one_of(body, "response_format", ("url", "b64_json"))
     validation.kind(body, "size", str, "a string such as 1024x1024")
-    return body
+    return Request(Operation.IMAGES, body, litellm_arguments(body, IMAGE_FIELDS))
 
 
-def speech(body: dict[str, Any]) -> dict[str, Any]:
+def speech(body: dict[str, Any]) -> Request:
     require_model(body)
     _required_text(body, "input")
     validation.text_length(body, "input", MAX_SPEECH_CHARACTERS)
@@ -224,10 +228,10 @@ def speech(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("'voice' is required: a voice name or a voice object.", param="voice")
     _one_of(body, "response_format", tuple(SPEECH_FORMATS))
     validation.number(body, "speed", 0.25, 4.0)
-    return body
+    return Request(Operation.AUDIO_TTS, body, litellm_arguments(body, SPEECH_FIELDS))
 
 
-def transcription(fields: dict[str, Any]) -> dict[str, Any]:
+def transcription(fields: dict[str, Any]) -> Request:
     """Multipart fields (the file as `(filename, bytes)`), checked."""
     require_model(fields)
     upload = fields.get("file")
@@ -243,10 +247,12 @@ def transcription(fields: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise InvalidRequest("'temperature' must be a number.", param="temperature") from None
         validation.number(fields, "temperature", 0, 1)
-    return fields
+    arguments = litellm_arguments(fields, TRANSCRIPTION_FIELDS)
+    arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
+    return Request(Operation.AUDIO_STT, fields, arguments)
 
 
-def responses(body: dict[str, Any]) -> dict[str, Any]:
+def responses(body: dict[str, Any]) -> Request:
     require_model(body)
     value = body.get("input")
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
@@ -263,12 +269,14 @@ def responses(body: dict[str, Any]) -> dict[str, Any]:
     validation.number(body, "top_p", 0, 1)
     validation.kind(body, "instructions", str, "a string")
     validation.tools(body.get("tools"), nested=False)
-    return body
+    arguments = litellm_arguments(body, RESPONSES_FIELDS)
+    return Request(Operation.RESPONSES, body, arguments, stream=bool(body.get("stream")))
 
 
-def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+def chat_completion(body: dict[str, Any]) -> Request:
     """The body, checked for what the gateway relies on and what would
-    otherwise fail inside LiteLLM or upstream."""
+    otherwise fail inside LiteLLM or upstream. A stream always asks the
+    provider for its usage chunk, to meter it; the caller gets it only if asked."""
     require_model(body)
     validation.messages(body.get("messages"))
     validation.kind(body, "stream", bool, "a boolean")
@@ -293,4 +301,11 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
         and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
     ):
         raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
-    return body
+    arguments = litellm_arguments(body, CHAT_COMPLETION_FIELDS)
+    if not body.get("stream"):
+        return Request(Operation.CHAT_COMPLETION, body, arguments)
+    caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
+    return Request(
+        Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage, stream=True
+    )

@@ -26,6 +26,7 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import telemetry
 from .cache import StaleWhileRevalidate
 from .cosmos import CosmosDatabase
 from .domain import Caller
@@ -236,6 +237,12 @@ class Authenticator:
         )
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:
+        """The calling project, also named on the request's span."""
+        caller = await self._caller(headers)
+        telemetry.set_project(caller.project)
+        return caller
+
+    async def _caller(self, headers: Mapping[str, str]) -> Caller:
         key = presented_key(headers)
         found = await self._keys.get(hash_key(key)) if key else None
         if found is not None:

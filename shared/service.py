@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import telemetry
-from .calls import Limits
+from .calls import Calls, Limits
 from .catalog import Catalog
 from .gate import Gate
 from .gateway import Gateway
@@ -74,23 +74,23 @@ def build_gateway(settings: Settings) -> Gateway:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock())
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     limiter = Limiter(stores.limits, reservation_seconds=settings.request_timeout_seconds + 30)
+    recorder = UsageRecorder(stores.usage)
+    limits = Limits(
+        settings.request_timeout_seconds,
+        settings.stream_first_byte_timeout_seconds,
+        settings.upstream_first_byte_seconds,
+    )
     return Gateway(
         catalog=catalog,
-        router=Router(providers),
+        calls=Calls(catalog, Router(providers), recorder, limiter, limits),
         authenticator=authenticator,
         management=Management(catalog, stores.usage, authenticator, stores.projects, limiter),
-        recorder=UsageRecorder(stores.usage),
+        recorder=recorder,
         environment=settings.environment,
-        limiter=limiter,
-        limits=Limits(
-            settings.request_timeout_seconds,
-            settings.stream_first_byte_timeout_seconds,
-            settings.upstream_first_byte_seconds,
-        ),
         closers=closers,
     )
 
@@ -112,7 +112,9 @@ def compose(settings: Settings) -> Service:
     """Everything a Functions app serves, built from `settings`, telemetry configured."""
     telemetry.configure(settings)
     gateway = build_gateway(settings)
-    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.router.providers.secrets)
+    gate = Gate(
+        settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.calls.router.providers.secrets
+    )
     return Service(settings, gateway, gate)
 
 

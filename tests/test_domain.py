@@ -128,7 +128,7 @@ def mock_document(**overrides):
     return document(**({"provider": "Mock", "model_type": "Mock", "code": "mock", "parameters": {}} | overrides))
 
 
-def test_a_mock_model_needs_no_parameters_and_serves_what_mock_response_can():
+def test_a_mock_model_needs_no_parameters_and_serves_what_the_mock_answers():
     model = LLMModel.from_document(mock_document(operations=["ChatCompletion", "Responses", "embeddings"]))
     assert model.litellm_model == "openai/mock"
     assert model.supports_operation(Operation.EMBEDDINGS)
@@ -142,6 +142,9 @@ def test_a_mock_model_needs_no_parameters_and_serves_what_mock_response_can():
         ({"parameters": {"response": 42}}, "parameters.response"),
         ({"parameters": {"dimensions": 0}}, "parameters.dimensions"),
         ({"parameters": {"dimensions": "8"}}, "parameters.dimensions"),
+        ({"parameters": {"tool_call": True}}, "parameters.tool_call"),
+        ({"parameters": {"tool_call": {"name": 3}}}, "parameters.tool_call.name"),
+        ({"parameters": {"tool_call": {"arguments": "{}"}}}, "parameters.tool_call.arguments"),
         ({"provider": "Azure"}, "model_type"),
     ],
 )

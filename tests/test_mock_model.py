@@ -4,10 +4,18 @@ catalog the project ships (models.json)."""
 
 import base64
 import json
+import math
 import struct
+import subprocess
+import sys
+import time
+import typing
 
 import httpx
+import jsonschema
 import openai
+import openai.lib._pydantic
+import pydantic
 import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -15,7 +23,7 @@ from openai.types.responses import Response as ResponsesResponse
 
 from tests.conftest import gateway_env
 from tests.openapi import assert_conforms
-from tests.support import PROJECT_DIR, running_gateway, write_catalog, write_projects
+from tests.support import PROJECT_DIR, GatewayProcess, running_gateway, write_catalog, write_projects
 from tests.test_usage import wait_for_record
 from tests.test_wire_format import chat_chunks
 
@@ -36,7 +44,7 @@ def mocked(tmp_path_factory):
         "code": "team-mock",
         "parameters": {"response": "Only for team A.", "dimensions": 4},
         "costs": {"input": 0.5, "output": 1.0},
-        "operations": ["ChatCompletion"],
+        "operations": ["ChatCompletion", "embeddings"],
         "projects": ["team-a"],
         "private": True,
     }
@@ -48,7 +56,23 @@ def mocked(tmp_path_factory):
         "parameters": {"response": "litellm.RateLimitError"},
         "operations": ["ChatCompletion"],
     }
-    catalog = write_catalog(directory / "models.json", [*shipped, private, throttled])
+    tools = {
+        "id": "mock-tools",
+        "provider": "Mock",
+        "model_type": "Mock",
+        "code": "mock-tools",
+        "parameters": {"tool_call": {"name": "get_time", "arguments": {"zone": "Europe/Paris"}}},
+        "operations": ["ChatCompletion", "Responses"],
+    }
+    no_tools = {
+        "id": "mock-no-tools",
+        "provider": "Mock",
+        "model_type": "Mock",
+        "code": "mock-no-tools",
+        "parameters": {"tool_call": False},
+        "operations": ["ChatCompletion"],
+    }
+    catalog = write_catalog(directory / "models.json", [*shipped, private, throttled, tools, no_tools])
     projects = write_projects(directory / "projects.json", {TEAM_KEY: "team-a", OTHER_KEY: "team-b"})
     env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(projects))
     with running_gateway(directory, env) as process:
@@ -137,13 +161,6 @@ def test_the_mock_model_answers_the_responses_api_whole(mocked):
     record = wait_for_record(mocked, "mock-responses")
     assert record["operation"] == "Responses" and record["completion_tokens"] == response.usage.output_tokens
 
-    with pytest.raises(openai.BadRequestError) as refused:
-        mocked.client(TEAM_KEY, request_id="mock-responses-stream").responses.create(
-            model="mock", input="Say hello", stream=True
-        )
-    assert refused.value.body["param"] == "stream"
-    assert wait_for_record(mocked, "mock-responses-stream")["status"] == 400  # the Mock deployment refused it
-
 
 def test_mock_models_keep_keys_private_models_and_operations(mocked):
     with pytest.raises(openai.AuthenticationError):
@@ -190,3 +207,343 @@ def test_every_mock_answer_conforms_to_openais_schema(mocked):
     embeddings = post("embeddings", {"model": "mock", "input": ["a", "b"], "encoding_format": "float"})
     assert_conforms("CreateEmbeddingResponse", embeddings, "mock embeddings")
     assert_conforms("Response", post("responses", {"model": "mock", "input": "Say hello"}), "mock response")
+
+
+# The Mock model in a caller's CI: tools, structured outputs, streamed
+# Responses, fresh ids and times, embeddings' dimensions. Every answer the
+# openai client reads here is checked against OpenAI's schema first
+# (`Conforming`), each stream event included.
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 2},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "hourly": {"type": "boolean"},
+    },
+    "required": ["city", "unit", "days"],
+    "additionalProperties": False,
+}
+TIME = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}
+CHAT_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "parameters": TIME}},
+]
+RESPONSES_TOOLS = [{"type": "function", "name": tool["function"]["name"], **tool["function"]} for tool in CHAT_TOOLS]
+#: What each endpoint's answers must be: the whole body's schema, a stream event's.
+SCHEMAS = {
+    "/v1/chat/completions": ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"),
+    "/v1/responses": ("Response", "ResponseStreamEvent"),
+    "/v1/embeddings": ("CreateEmbeddingResponse", None),
+}
+
+
+class Conforming(httpx.BaseTransport):
+    """The openai client's transport: each successful answer is read whole and
+    checked against OpenAI's schema (a stream event by event) before the client parses it."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.checked = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        content = response.read()
+        whole_schema, event_schema = SCHEMAS.get(request.url.path, (None, None))
+        if response.status_code == 200 and whole_schema:
+            if response.headers["content-type"].startswith("text/event-stream"):
+                for line in content.decode().splitlines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        assert_conforms(event_schema, json.loads(line.removeprefix("data: ")), request.url.path)
+                        self.checked += 1
+            else:
+                assert_conforms(whole_schema, _floats(json.loads(content)), request.url.path)
+                self.checked += 1
+        kept = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-length", "content-encoding")]
+        return httpx.Response(response.status_code, headers=kept, content=content, request=request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _floats(body):
+    """Embeddings with base64 vectors (the openai client's default) as the floats they encode."""
+    for item in body.get("data", []) if body.get("object") == "list" else []:
+        if isinstance(item.get("embedding"), str):
+            raw = base64.b64decode(item["embedding"])
+            item["embedding"] = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return body
+
+
+@pytest.fixture
+def conforming(mocked):
+    """An openai client of the Mock gateway whose every answer is checked against OpenAI's schema."""
+    transport = Conforming()
+    clients = []
+
+    def client(request_id=None):
+        headers = {"x-request-id": request_id} if request_id else None
+        made = openai.OpenAI(
+            base_url=f"{mocked.url}/v1",
+            api_key=TEAM_KEY,
+            max_retries=0,
+            default_headers=headers,
+            http_client=httpx.Client(transport=transport, timeout=30),
+        )
+        clients.append(made)
+        return made
+
+    yield client
+    for made in clients:
+        made.close()
+    assert transport.checked > 0
+
+
+def _arguments(text, schema):
+    arguments = json.loads(text)
+    jsonschema.validate(arguments, schema)
+    return arguments
+
+
+def test_the_mock_model_calls_the_first_offered_tool_with_arguments_its_schema_accepts(conforming):
+    reply = conforming("mock-tool").chat.completions.create(model="mock", messages=USER, tools=CHAT_TOOLS)
+
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    assert _arguments(call.function.arguments, WEATHER) == {"city": "aa", "unit": "celsius", "days": 1}
+    assert reply.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "tool_choice", "called"),
+    [
+        ("mock", "none", None),
+        ("mock", "required", "get_weather"),
+        ("mock", {"type": "function", "function": {"name": "get_time"}}, "get_time"),
+        ("mock-tools", "auto", "get_time"),
+        ("mock-no-tools", "auto", None),
+        ("mock-no-tools", "required", "get_weather"),
+    ],
+)
+def test_the_mock_model_follows_tool_choice_and_its_catalog_entry(conforming, model, tool_choice, called):
+    reply = conforming().chat.completions.create(model=model, messages=USER, tools=CHAT_TOOLS, tool_choice=tool_choice)
+
+    calls = reply.choices[0].message.tool_calls or []
+    assert [call.function.name for call in calls] == ([called] if called else [])
+    assert (reply.choices[0].message.content is None) == bool(called)
+
+
+def test_a_catalog_entry_gives_the_tool_calls_arguments(conforming):
+    reply = conforming().chat.completions.create(model="mock-tools", messages=USER, tools=CHAT_TOOLS)
+    assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments) == {"zone": "Europe/Paris"}
+
+    only_weather = conforming().chat.completions.create(model="mock-tools", messages=USER, tools=CHAT_TOOLS[:1])
+    [call] = only_weather.choices[0].message.tool_calls  # the configured tool is not offered: the first one is
+    assert call.function.name == "get_weather" and _arguments(call.function.arguments, WEATHER)
+
+
+def test_the_mock_model_answers_once_the_tool_has_answered(conforming):
+    client = conforming()
+    first = client.chat.completions.create(model="mock", messages=USER, tools=CHAT_TOOLS)
+    call = first.choices[0].message.tool_calls[0]
+    conversation = [
+        *USER,
+        first.choices[0].message.to_dict(),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees"},
+    ]
+
+    second = client.chat.completions.create(model="mock", messages=conversation, tools=CHAT_TOOLS)
+
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content == SHIPPED_ANSWER
+
+
+def test_the_mock_model_streams_a_tool_call_as_openai_does(conforming, mocked):
+    chunks = list(
+        conforming("mock-tool-stream").chat.completions.create(
+            model="mock", messages=USER, tools=CHAT_TOOLS, stream=True, stream_options={"include_usage": True}
+        )
+    )
+
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    opening = deltas[0].tool_calls[0]
+    assert opening.id.startswith("call_") and opening.function.name == "get_weather"
+    assert all(delta.tool_calls[0].index == 0 for delta in deltas[:-1]) and len(deltas) > 3
+    arguments = "".join(delta.tool_calls[0].function.arguments for delta in deltas[:-1])
+    assert _arguments(arguments, WEATHER)
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    usage = chunks[-1].usage
+    assert usage.completion_tokens > 0
+    assert wait_for_record(mocked, "mock-tool-stream")["completion_tokens"] == usage.completion_tokens
+
+
+class Forecast(pydantic.BaseModel):
+    city: str
+    days: int
+    warnings: list[str]
+    unit: typing.Literal["celsius", "fahrenheit"]
+    detail: "Detail | None"
+
+
+class Detail(pydantic.BaseModel):
+    humidity: float
+
+
+Forecast.model_rebuild()
+
+
+def test_the_mock_model_answers_a_json_schema_with_an_instance_of_it(conforming):
+    client = conforming()
+    parsed = client.chat.completions.parse(model="mock", messages=USER, response_format=Forecast)
+
+    assert isinstance(parsed.choices[0].message.parsed, Forecast)
+    schema = openai.lib._pydantic.to_strict_json_schema(Forecast)
+    jsonschema.validate(json.loads(parsed.choices[0].message.content), schema)
+
+    answered = client.responses.parse(model="mock", input="Forecast?", text_format=Forecast)
+    assert isinstance(answered.output_parsed, Forecast)
+
+
+def test_the_mock_model_answers_json_object_with_an_object(conforming):
+    client = conforming()
+    reply = client.chat.completions.create(model="mock", messages=USER, response_format={"type": "json_object"})
+    assert json.loads(reply.choices[0].message.content) == {"response": SHIPPED_ANSWER}
+
+    response = client.responses.create(model="mock", input="JSON, please", text={"format": {"type": "json_object"}})
+    assert json.loads(response.output_text) == {"response": SHIPPED_ANSWER}
+
+
+def test_the_mock_model_calls_tools_through_the_responses_api(conforming):
+    client = conforming()
+    response = client.responses.create(model="mock", input="Weather in Paris?", tools=RESPONSES_TOOLS)
+
+    [call] = response.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.id.startswith("fc_") and call.call_id.startswith("call_")
+    assert _arguments(call.arguments, WEATHER)
+
+    answered = client.responses.create(
+        model="mock",
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            call.to_dict(),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"},
+        ],
+        tools=RESPONSES_TOOLS,
+    )
+    assert answered.output_text == SHIPPED_ANSWER
+    forced = client.responses.create(
+        model="mock", input="Time?", tools=RESPONSES_TOOLS, tool_choice={"type": "function", "name": "get_time"}
+    )
+    assert forced.output[0].name == "get_time"
+
+
+RESPONSE_TEXT_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+
+
+def test_the_mock_model_streams_the_responses_api(conforming, mocked):
+    with conforming("mock-responses-stream").responses.stream(model="mock", input="Say hello") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    names = [event.type for event in events]
+    assert [name for position, name in enumerate(names) if name != names[position - 1]] == RESPONSE_TEXT_EVENTS
+    assert names.count("response.output_text.delta") > 1
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == SHIPPED_ANSWER
+    assert final.output_text == SHIPPED_ANSWER and final.status == "completed"
+    assert len({event.response.id for event in events if hasattr(event, "response")}) == 1
+    record = wait_for_record(mocked, "mock-responses-stream")
+    assert record["stream"] is True and record["status"] == 200
+    assert record["completion_tokens"] == final.usage.output_tokens > 0
+
+
+def test_the_mock_model_streams_a_function_call_through_the_responses_api(conforming):
+    events = list(conforming().responses.create(model="mock", input="Weather?", tools=RESPONSES_TOOLS, stream=True))
+
+    names = [event.type for event in events]
+    assert names[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert names[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert _arguments(arguments, WEATHER) and events[-3].arguments == arguments
+    assert events[-1].response.output[0].type == "function_call"
+
+
+def test_every_mock_answer_has_its_own_id_and_the_current_time(conforming):
+    client = conforming()
+    before = int(time.time())
+    chats = [client.chat.completions.create(model="mock", messages=USER) for _ in range(2)]
+    responses = [client.responses.create(model="mock", input="Say hello", tools=RESPONSES_TOOLS) for _ in range(2)]
+    after = int(time.time())
+
+    assert chats[0].id != chats[1].id and all(chat.id.startswith("chatcmpl-") for chat in chats)
+    assert all(before <= chat.created <= after for chat in chats)
+    assert responses[0].id != responses[1].id and all(r.id.startswith("resp_") for r in responses)
+    assert all(before <= r.created_at <= after for r in responses)
+    choices = client.chat.completions.create(model="mock", messages=USER, tools=CHAT_TOOLS, n=2).choices
+    assert len({choice.message.tool_calls[0].id for choice in choices}) == 2
+    assert (
+        len({item.id for r in responses for item in r.output} | {item.call_id for r in responses for item in r.output})
+        == 4
+    )
+
+
+def test_the_mock_model_embeds_in_the_dimensions_asked_for(conforming):
+    client = conforming()
+    asked = client.embeddings.create(model="mock", input=["a fox", "a dog", "a fox"], dimensions=5)
+    vectors = [item.embedding for item in asked.data]
+
+    assert all(len(vector) == 5 and sum(v * v for v in vector) == pytest.approx(1.0) for vector in vectors)
+    assert vectors[0] == vectors[2] != vectors[1]  # the same input, the same vector
+    again = client.embeddings.create(model="mock", input="a fox", dimensions=5).data[0].embedding
+    assert again == pytest.approx(vectors[0])
+    longer = client.embeddings.create(model="mock", input="a fox", dimensions=64).data[0].embedding
+    assert len(longer) == 64
+    shortened = longer[:5]
+    norm = math.sqrt(sum(v * v for v in shortened))
+    assert [v / norm for v in shortened] == pytest.approx(vectors[0], abs=1e-6)
+    assert len(client.embeddings.create(model="team-mock", input="x").data[0].embedding) == 4  # the catalog's
+
+
+_MOCK_CALLS = """
+import json, sys
+from pathlib import Path
+from starlette.testclient import TestClient
+from shared.localhost import local_app
+
+with TestClient(local_app(Path.cwd())) as client:
+    chat = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
+    answers = [
+        client.post("/v1/chat/completions", json=chat),
+        client.post("/v1/chat/completions", json=chat | {"stream": True}),
+        client.post("/v1/responses", json={"model": "mock", "input": "hi", "stream": True}),
+        client.post("/v1/embeddings", json={"model": "mock", "input": "hi"}),
+    ]
+print(json.dumps([[answer.status_code for answer in answers], "litellm" in sys.modules]))
+"""
+
+
+def test_a_gateway_serving_only_the_mock_model_never_imports_litellm(tmp_path):
+    env = gateway_env(MODELS_FILE=str(PROJECT_DIR / "models.json"), USAGE_FILE=str(tmp_path / "usage.jsonl"))
+    env = GatewayProcess(env, tmp_path / "unused.log").env
+    command = [sys.executable, "-c", _MOCK_CALLS]
+    result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == [[200, 200, 200, 200], False]

@@ -38,6 +38,13 @@ class Request:
     arguments: dict[str, Any]
     #: Whether the caller asked for a stream's usage chunk (the gateway always asks the provider for it).
     caller_wants_usage: bool = False
+    #: Whether the caller gets a stream (chat completions and responses may ask for one).
+    stream: bool = False
+
+    @property
+    def model(self) -> str:
+        """The catalog model the caller asked for (its id or code)."""
+        return str(self.body["model"])
 
 
 @dataclass(frozen=True)

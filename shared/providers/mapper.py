@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,8 +30,6 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_CONNECT_SECONDS = 5.0
 DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
-MOCK_DEFAULT_RESPONSE = "Hello! This is the gateway's Mock model: no provider was called."
-MOCK_DEFAULT_DIMENSIONS = 8
 #: What LiteLLM sees as the messages of a call whose messages travel in `extra_body`.
 PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 
@@ -131,11 +128,17 @@ def relayed(model: LLMModel, operation: Operation) -> bool:
     )
 
 
+def needs_litellm(model: LLMModel, operation: Operation) -> bool:
+    """Whether a call of `operation` to `model` may go through LiteLLM: not
+    when it is relayed, nor for a Mock model (the gateway answers it: `mock.py`)."""
+    return model.provider is not Provider.MOCK and not relayed(model, operation)
+
+
 async def load_litellm_for(models: list[LLMModel], operation: Operation) -> None:
     """Import LiteLLM now if a call of `operation` to one of `models` may need
     it: its import (seconds, once per process) is the gateway's cost, never a
     caller's time budget, so the gateway does it before a call's deadline starts."""
-    if not all(relayed(model, operation) for model in models):
+    if any(needs_litellm(model, operation) for model in models):
         await litellm()
 
 
@@ -149,8 +152,8 @@ class ProviderCall:
     transport: Transport = field(repr=False, compare=False)
     arguments: dict[str, Any]
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    #: A Mock model's vector, the gateway's answer to embeddings (see `mock.mock_embeddings`).
-    mock_embedding: list[float] | None = None
+    #: A Mock deployment's parameters (its `response`, `dimensions`, `tool_call`: see `mock.py`).
+    mock_parameters: dict[str, Any] | None = None
     #: Send chat `messages` in `extra_body`, past the openai SDK's transform (see `keyword_arguments`).
     raw_messages: bool = False
     #: An Azure OpenAI deployment's address and headers, when the relay calls it (see `relayable_azure`).
@@ -353,15 +356,8 @@ class ProviderMapper:
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any], transport: Transport) -> ProviderCall:
-    """LiteLLM answers from `mock_response` before any provider is called; the
-    placeholder key keeps it from looking for one in the environment."""
-    dimensions = int(parameters.get("dimensions", MOCK_DEFAULT_DIMENSIONS))
-    arguments = _common(model, deployment, parameters) | {
-        "mock_response": str(parameters.get("response", MOCK_DEFAULT_RESPONSE)),
-        "api_key": "mock",
-    }
-    # A unit vector, so cosine similarity works in callers' tests.
-    return ProviderCall(deployment, transport, arguments, mock_embedding=[1 / math.sqrt(dimensions)] * dimensions)
+    """The Mock transport answers from the deployment's parameters; no provider is called."""
+    return ProviderCall(deployment, transport, _common(model, deployment, parameters), mock_parameters=parameters)
 
 
 def _common(model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> dict[str, Any]:
