@@ -25,8 +25,12 @@ Vertex AI: a fresh gateway per model (`gateway/gemini`, Gemini 2.0 Flash;
 `gateway/claude`, Claude on Vertex) answers plain and 21-chunk streamed chat
 completions at concurrency 1 and 32, with its CPU per call and per chunk and
 its RSS after its first call; and the cold start to a first Claude answer.
+Last, budgets and rate limits: one gateway serves, turn about, a project
+without limits (`gateway/plain`) and one with a budget and both rate limits
+(`gateway/limits`, never reached), chat at concurrency 1 and 32 and streams at
+32, for the CPU and latency the limits add.
 
-    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH] [--only vertex]
+    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH] [--only vertex|limits]
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from bench.upstream import BENCH_KEY
 from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.google_oauth import make_service_account
 from tests.fakes.server import ServerThread, free_port
-from tests.support import PROJECT_DIR, GatewayProcess, accepting, wait_for, write_catalog
+from tests.support import PROJECT_DIR, GatewayProcess, accepting, key_document, wait_for, write_catalog
 
 API_VERSION = "2024-10-21"
 #: The proxy refuses to start without a master key; callers present it as their key.
@@ -109,6 +113,11 @@ EMBEDDING_DIMENSIONS = 1536
 #: The loads telemetry's cost is judged by, each run with it off and on in turn, twice.
 TELEMETRY_LOADS = (Load("chat", 32, False), Load("sse", 32, True))
 TELEMETRY_ROUNDS = 2
+#: The loads the limits' cost is judged by, and the keys of a project without limits and of one with them.
+LIMITS_LOADS = (Load("chat", 1, False), Load("chat", 32, False), Load("sse", 32, True))
+PLAIN_KEY, LIMITED_KEY = "sk-gw-bench-plain-0001", "sk-gw-bench-limited-0002"
+#: A budget and rate limits the bench never reaches: every call is admitted and settled.
+BENCH_LIMITS = {"budget_usd": 1e9, "requests_per_minute": 10**9, "tokens_per_minute": 10**12}
 #: The request spans of the calls the loads make (GET /health, polled at start-up, is traced too).
 LOAD_ROUTES = ("POST /v1/chat/completions", "POST /v1/embeddings")
 
@@ -426,6 +435,32 @@ def vertex_rounds(gateway_env: dict[str, str], workdir: Path, requests: int) -> 
     return summary
 
 
+def limits_rounds(gateway_env: dict[str, str], workdir: Path, requests: int) -> dict[str, dict[str, str]]:
+    """One gateway, a project without limits and one with a budget and both rate limits, turn about."""
+    projects = workdir / "bench-projects.json"
+    projects.write_text(json.dumps([
+        {"id": "plain", "type": "project", "name": "plain"},
+        {"id": "limited", "type": "project", "name": "limited", "limits": BENCH_LIMITS},
+        key_document(PLAIN_KEY, "plain"), key_document(LIMITED_KEY, "limited"),
+    ]))  # fmt: skip
+    env = gateway_env | {"ALLOW_ANONYMOUS": "false", "PROJECTS_FILE": str(projects)}
+    gateway = GatewayProcess(env, workdir / "limits.log").start()
+    try:
+        plain, limited = (
+            Target(name, openai_urls(gateway.url), {"authorization": f"Bearer {key}"}, "bench", gateway.pid)
+            for name, key in (("gateway/plain", PLAIN_KEY), ("gateway/limits", LIMITED_KEY))
+        )
+        added: dict[tuple[str, int], list[float]] = {}
+        for _ in range(2):
+            base, limits = run_loads(plain, requests, LIMITS_LOADS), run_loads(limited, requests, LIMITS_LOADS)
+            for load, figures in limits.items():
+                added.setdefault(load, []).append((figures.cpu_ms or 0.0) - (base[load].cpu_ms or 0.0))
+    finally:
+        gateway.stop()
+    cells = ", ".join(f"{name} c={conc} {statistics.mean(values):+.3f} ms" for (name, conc), values in added.items())
+    return {"gateway/limits": {"CPU per call added by limits (2 rounds)": cells}}
+
+
 def overhead(server: dict[tuple[str, int], Figures], base: dict[tuple[str, int], Figures]) -> str:
     """p50 latency added over `base` at concurrency 1, for each kind of load."""
     loads = dict.fromkeys(load.name for load in LOADS)
@@ -485,7 +520,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per measured load")
     parser.add_argument("--proxy", type=Path, default=DEFAULT_PROXY, help="LiteLLM proxy server executable")
     parser.add_argument(
-        "--only", choices=("vertex",), help="only the translated path: the Vertex models' rows and cold starts"
+        "--only",
+        choices=("vertex", "limits"),
+        help="only the translated path (the Vertex models' rows and cold starts), or only the limits rows",
     )
     options = parser.parse_args()
     everything = options.only is None
@@ -516,9 +553,17 @@ def main() -> None:
             operation: f"{deployment}/{path}?api-version={API_VERSION}"
             for operation, path in (("chat", "chat/completions"), ("embeddings", "embeddings"))
         }
+        if options.only == "limits":
+            summary |= limits_rounds(gateway_env, setup.workdir, options.requests)
+            for server, figures in summary.items():
+                for what, value in figures.items():
+                    print_figure(server, what, value)
+            return
         if everything:
             azure_rounds(setup, gateway_env, direct_urls, options, summary)
         summary |= vertex_rounds(gateway_env, setup.workdir, options.requests)
+        if everything:
+            summary |= limits_rounds(gateway_env, setup.workdir, options.requests)
 
         chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
         summary.setdefault("gateway", {})
