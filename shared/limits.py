@@ -333,7 +333,8 @@ class Limiter:
                         if not isinstance(exc, Conflict):
                             self._down_until = self.clock() + RETRY_SECONDS
                         continue
-            if (ended or idle) and not counter.reservations and counter.used == 0 and counter.held <= counter.reserved:
+            returned = counter.used == 0 and counter.held <= 0
+            if not counter.reservations and (ended or (idle and returned)):  # a window over is not flushed
                 del self._counters[key]
                 if self._current.get((counter.scope, counter.kind)) is counter:
                     del self._current[(counter.scope, counter.kind)]

@@ -14,7 +14,7 @@ from shared.limit_stores import CounterState, MemoryCounterStore
 from shared.limits import LEASE_SECONDS, RENEW_SECONDS, SKEW_SECONDS, Limiter
 from shared.quota import Quota, Scope, Worst
 
-START = 1_796_601_600.0  # 2026-12-08T00:00:00Z
+START = 1_796_601_600.0  # 2026-12-07T00:00:00Z
 
 
 class Interleaving(MemoryCounterStore):
