@@ -50,6 +50,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def chat_completions(req: Request) -> Response:
         return await handle(req, gateway.chat_completions)
 
+    @app.route(route="v1/completions", methods=["POST"])
+    async def completions(req: Request) -> Response:
+        return await handle(req, gateway.completions)
+
     @app.route(route="v1/embeddings", methods=["POST"])
     async def embeddings(req: Request) -> Response:
         return await handle(req, gateway.embeddings)
@@ -101,6 +105,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def azure_chat_completions(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.chat_completions))
 
+    @app.route(route="openai/deployments/{model}/completions", methods=["POST"])
+    async def azure_completions(req: Request) -> Response:
+        return await handle(req, azure_paths.deployment(gateway.completions))
+
     @app.route(route="openai/deployments/{model}/embeddings", methods=["POST"])
     async def azure_embeddings(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.embeddings))
@@ -134,6 +142,10 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="openai/v1/chat/completions", methods=["POST"])
     async def azure_v1_chat_completions(req: Request) -> Response:
         return await handle(req, gateway.chat_completions)
+
+    @app.route(route="openai/v1/completions", methods=["POST"])
+    async def azure_v1_completions(req: Request) -> Response:
+        return await handle(req, gateway.completions)
 
     @app.route(route="openai/v1/embeddings", methods=["POST"])
     async def azure_v1_embeddings(req: Request) -> Response:

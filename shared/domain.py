@@ -31,6 +31,8 @@ class ModelType(str, Enum):
 class Operation(str, Enum):
     RESPONSES = "Responses"
     CHAT_COMPLETION = "ChatCompletion"
+    #: The legacy `/v1/completions` (a prompt, not messages).
+    COMPLETION = "Completion"
     EMBEDDINGS = "embeddings"
     IMAGES = "images"
     AUDIO_TTS = "audio_tts"
@@ -58,6 +60,9 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
     # Any provider prefix would do: with `mock_response` LiteLLM answers before calling one.
     ModelType.MOCK: "openai/{code}",
 }
+#: LiteLLM's model string for a legacy completion, where it is not the table's
+#: above: `azure/` would send the prompt to Azure's chat completions.
+LITELLM_COMPLETION_MODEL_FORMAT: dict[ModelType, str] = {ModelType.AZURE_OPENAI: "azure_text/{code}"}
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,15 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 #: Operations the gateway can serve per Google model type. Vertex speech and
 #: transcription are refused: LiteLLM 1.110.2 fetches a new OAuth token on every
 #: such call and cannot take a private endpoint for Gemini TTS; the Responses
-#: API on Vertex is not covered by the tests yet.
+#: API on Vertex is not covered by the tests yet. A legacy completion is
+#: LiteLLM's: the prompt as a chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
-} | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
+} | {
+    ModelType.GOOGLE_VERTEX: frozenset(
+        {Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES}
+    )
+}
 
 #: What LiteLLM's `mock_response` can answer: chat (plain and streamed), the
 #: Responses API (whole, not streamed) and embeddings.
@@ -156,6 +166,11 @@ class LLMModel:
 
     def litellm_model_for(self, code: str) -> str:
         return LITELLM_MODEL_FORMAT[self.model_type].format(code=code)
+
+    def litellm_completion_model_for(self, code: str) -> str:
+        """LiteLLM's model string for a legacy completion of the deployment `code`."""
+        template = LITELLM_COMPLETION_MODEL_FORMAT.get(self.model_type, LITELLM_MODEL_FORMAT[self.model_type])
+        return template.format(code=code)
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> LLMModel:

@@ -87,13 +87,20 @@ class Gateway:
         if not stream:
             model, completion = await call.whole(Request(Operation.CHAT_COMPLETION, body, arguments))
             return _answer(completion, model)
-        # The gateway always asks for the usage chunk, to meter it; the caller gets it only if asked.
-        caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
-        request = Request(
-            Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage
-        )
-        model, events = await call.stream(request)
+        model, events = await call.stream(_metered_stream(Operation.CHAT_COMPLETION, body, arguments))
+        return EventStream(events, headers=_answered_by(model))
+
+    async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
+        caller = await self._caller(inbound)
+        body = await inbound.json(payloads.completion)
+        stream = bool(body.get("stream"))
+        call = await self._route(inbound, caller, body["model"], Operation.COMPLETION, stream=stream)
+        arguments = payloads.litellm_arguments(body, payloads.COMPLETION_FIELDS)
+        if not stream:
+            model, completion = await call.whole(Request(Operation.COMPLETION, body, arguments))
+            return _answer(completion, model)
+        model, events = await call.stream(_metered_stream(Operation.COMPLETION, body, arguments))
         return EventStream(events, headers=_answered_by(model))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
@@ -204,6 +211,14 @@ def _model_object(model: LLMModel) -> dict[str, Any]:
         "name": model.name,
         "operations": [operation.value for operation in model.operations],
     }
+
+
+def _metered_stream(operation: Operation, body: dict[str, Any], arguments: dict[str, Any]) -> Request:
+    """A stream's request: the gateway always asks for the usage chunk, to meter
+    it; the caller gets it only if asked (`stream_options.include_usage`)."""
+    caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
+    return Request(operation, body | stream_options, arguments | stream_options, caller_wants_usage)
 
 
 def _answered_by(model: LLMModel) -> dict[str, str]:

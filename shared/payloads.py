@@ -56,6 +56,29 @@ CHAT_COMPLETION_FIELDS = frozenset(
 )
 
 
+#: CreateCompletionRequest's fields that LiteLLM's `atext_completion` takes by
+#: name (less `model`); `seed` and newer fields go in `extra_body`.
+COMPLETION_FIELDS = frozenset(
+    {
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "prompt",
+        "stop",
+        "stream",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "user",
+    }
+)
+
 #: Embedding fields LiteLLM translates (CreateEmbeddingRequest, less model).
 EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
@@ -134,6 +157,9 @@ MAX_IMAGES = 10
 MAX_SPEECH_CHARACTERS = 4096
 MAX_IMAGE_PROMPT_CHARACTERS = 32_000
 MAX_CHOICES = 128
+#: A legacy completion's most log probabilities per token, and most `best_of` candidates (OpenAI's limits).
+MAX_COMPLETION_LOGPROBS = 5
+MAX_BEST_OF = 20
 #: No embedding model offers more dimensions than this (OpenAI's largest: 3072);
 #: an unbounded value would have a provider allocate whatever it is asked for.
 MAX_EMBEDDING_DIMENSIONS = 8192
@@ -183,9 +209,10 @@ def _is_token_list(value: Any) -> bool:
     )
 
 
-def embedding(body: dict[str, Any]) -> dict[str, Any]:
-    require_model(body)
-    value = body.get("input")
+def _texts_or_tokens(body: dict[str, Any], name: str) -> None:
+    """A 400 unless `name` is a non-empty string, array of strings, array of
+    token ids or array of token id arrays (an embedding's input, a completion's prompt)."""
+    value = body.get(name)
     valid = (
         (isinstance(value, str) and value != "")
         or _is_token_list(value)
@@ -194,10 +221,25 @@ def embedding(body: dict[str, Any]) -> dict[str, Any]:
     )
     if not valid:
         raise InvalidRequest(
-            "'input' is required: a non-empty string, array of strings, array of token ids, "
+            f"'{name}' is required: a non-empty string, array of strings, array of token ids, "
             "or array of token id arrays.",
-            param="input",
+            param=name,
         )
+
+
+def _stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
+    ):
+        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+
+
+def embedding(body: dict[str, Any]) -> dict[str, Any]:
+    require_model(body)
+    _texts_or_tokens(body, "input")
     validation.list_length(body, "input", MAX_EMBEDDING_INPUTS)
     _one_of(body, "encoding_format", ("float", "base64"))
     validation.integer(body, "dimensions", 1, MAX_EMBEDDING_DIMENSIONS)
@@ -286,11 +328,29 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     validation.kind(body, "logprobs", bool, "a boolean")
     validation.kind(body, "logit_bias", dict, "an object")
     validation.response_format(body)
-    stop = body.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
-    ):
-        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+    _stop(body)
+    return body
+
+
+def completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A legacy completion's body (CreateCompletionRequest), checked as a chat
+    completion's is for the fields they share."""
+    require_model(body)
+    _texts_or_tokens(body, "prompt")
+    validation.kind(body, "stream", bool, "a boolean")
+    validation.kind(body, "stream_options", dict, "an object")
+    validation.kind(body, "echo", bool, "a boolean")
+    validation.kind(body, "suffix", str, "a string")
+    validation.kind(body, "user", str, "a string")
+    validation.kind(body, "logit_bias", dict, "an object")
+    validation.integer(body, "n", 1, MAX_CHOICES)
+    validation.integer(body, "best_of", 1, MAX_BEST_OF)
+    validation.integer(body, "max_tokens", 1)
+    validation.integer(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
+    validation.integer(body, "seed", -(2**63), 2**63 - 1)
+    validation.number(body, "temperature", 0, 2)
+    validation.number(body, "top_p", 0, 1)
+    validation.number(body, "presence_penalty", -2, 2)
+    validation.number(body, "frequency_penalty", -2, 2)
+    _stop(body)
     return body

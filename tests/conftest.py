@@ -60,6 +60,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
                 "audio_tts",
                 "audio_stt",
                 "Responses",
+                "Completion",
             ],
         ),
         entry("filtered", "filtered", fake_url),
@@ -92,6 +93,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("tts-model", "dep-b", fake_url, operations=["audio_tts"]),
         entry("stt-model", "dep-a", fake_url, operations=["audio_stt"]),
         entry("responses-model", "dep-b", fake_url, operations=["Responses"]),
+        entry("instruct", "dep-b", fake_url, operations=["Completion"]),
         entry(
             "every-operation",
             "dep-a",
@@ -214,7 +216,10 @@ def vertex_gateway(
         name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
         for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
     }
-    entries = [vertex_entry(family, model_type, code, vertex.url) for family, (model_type, code) in FAMILIES.items()]
+    entries = [
+        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion"))
+        for family, (model_type, code) in FAMILIES.items()
+    ]
     entries += [
         vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
         vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),

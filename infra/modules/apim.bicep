@@ -53,6 +53,7 @@ var operations = [
   'get-model GET /v1/models/{model_id}'
   'get-model-head HEAD /v1/models/{model_id}'
   'chat-completions POST /v1/chat/completions'
+  'completions POST /v1/completions'
   'responses POST /v1/responses'
   'embeddings POST /v1/embeddings'
   'image-generations POST /v1/images/generations'
@@ -70,6 +71,7 @@ var operations = [
   'admin-delete-model DELETE /v1/admin/models/{model_id}'
   // Azure OpenAI's paths (openai.AzureOpenAI clients) and Azure's v1 paths.
   'azure-chat-completions POST /openai/deployments/{model}/chat/completions'
+  'azure-completions POST /openai/deployments/{model}/completions'
   'azure-embeddings POST /openai/deployments/{model}/embeddings'
   'azure-image-generations POST /openai/deployments/{model}/images/generations'
   'azure-audio-speech POST /openai/deployments/{model}/audio/speech'
@@ -80,6 +82,7 @@ var operations = [
   'azure-get-model GET /openai/models/{model_id}'
   'azure-get-model-head HEAD /openai/models/{model_id}'
   'azure-v1-chat-completions POST /openai/v1/chat/completions'
+  'azure-v1-completions POST /openai/v1/completions'
   'azure-v1-embeddings POST /openai/v1/embeddings'
   'azure-v1-image-generations POST /openai/v1/images/generations'
   'azure-v1-audio-speech POST /openai/v1/audio/speech'
@@ -95,16 +98,19 @@ var operations = [
 // these get the token limit and token metrics (apim-llm-policy.xml). Health,
 // model lists, admin, usage reports, images, speech (binary) and transcription
 // (multipart) have no tokens to count. tests/test_infra.py checks that every
-// chat completions, responses and embeddings route, whatever its path shape,
-// is listed here and nothing else is.
+// chat completions, legacy completions, responses and embeddings route,
+// whatever its path shape, is listed here and nothing else is.
 var tokenMeteredOperations = [
   'chat-completions'
+  'completions'
   'responses'
   'embeddings'
   'azure-chat-completions'
+  'azure-completions'
   'azure-responses'
   'azure-embeddings'
   'azure-v1-chat-completions'
+  'azure-v1-completions'
   'azure-v1-responses'
   'azure-v1-embeddings'
 ]

@@ -106,6 +106,7 @@ class LiteLLMStream:
 #: LiteLLM's function for each operation.
 FUNCTIONS = {
     Operation.CHAT_COMPLETION: "acompletion",
+    Operation.COMPLETION: "atext_completion",
     Operation.RESPONSES: "aresponses",
     Operation.EMBEDDINGS: "aembedding",
     Operation.IMAGES: "aimage_generation",
@@ -121,6 +122,7 @@ class LiteLLM:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         operation, arguments = request.operation, request.arguments
+        call = _for_operation(model, call, operation)
         # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
         encode_here = (
             operation is Operation.EMBEDDINGS
@@ -137,6 +139,8 @@ class LiteLLM:
         body: Any
         if operation is Operation.CHAT_COMPLETION:
             body = wire.chat_completion(result, model.id)
+        elif operation is Operation.COMPLETION:
+            body = wire.text_completion(result, model.id)
         elif operation is Operation.RESPONSES:
             body = wire.response(result, model.id)
         elif operation is Operation.EMBEDDINGS:
@@ -156,6 +160,15 @@ class LiteLLM:
         if request.operation is Operation.RESPONSES:
             return await stream("aresponses", request.arguments, wire.ResponseEvents)(model, call)
         caller_wants_usage = request.caller_wants_usage
+        shaper = wire.TextCompletionStream if request.operation is Operation.COMPLETION else wire.ChatStream
         return await stream(
-            "acompletion", request.arguments, lambda model_id: wire.ChatStream(model_id, caller_wants_usage)
-        )(model, call)
+            FUNCTIONS[request.operation], request.arguments, lambda model_id: shaper(model_id, caller_wants_usage)
+        )(model, _for_operation(model, call, request.operation))
+
+
+def _for_operation(model: LLMModel, call: ProviderCall, operation: Operation) -> ProviderCall:
+    """The deployment's call with LiteLLM's model string for `operation` (a legacy
+    completion's may differ: see `domain.LITELLM_COMPLETION_MODEL_FORMAT`)."""
+    if operation is not Operation.COMPLETION:
+        return call
+    return replace(call, arguments=call.arguments | {"model": model.litellm_completion_model_for(call.deployment.code)})
