@@ -70,6 +70,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def transcriptions(req: Request) -> Response:
         return await handle(req, gateway.transcriptions)
 
+    @app.route(route="v1/audio/translations", methods=["POST"])
+    async def translations(req: Request) -> Response:
+        return await handle(req, gateway.translations)
+
     @app.route(route="v1/responses", methods=["POST"])
     async def responses(req: Request) -> Response:
         return await handle(req, gateway.responses)
@@ -125,6 +129,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def azure_transcriptions(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.transcriptions))
 
+    @app.route(route="openai/deployments/{model}/audio/translations", methods=["POST"])
+    async def azure_translations(req: Request) -> Response:
+        return await handle(req, azure_paths.deployment(gateway.translations))
+
     @app.route(route="openai/responses", methods=["POST"])
     async def azure_responses(req: Request) -> Response:
         return await handle(req, gateway.responses)
@@ -162,6 +170,10 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="openai/v1/audio/transcriptions", methods=["POST"])
     async def azure_v1_transcriptions(req: Request) -> Response:
         return await handle(req, gateway.transcriptions)
+
+    @app.route(route="openai/v1/audio/translations", methods=["POST"])
+    async def azure_v1_translations(req: Request) -> Response:
+        return await handle(req, gateway.translations)
 
     @app.route(route="openai/v1/responses", methods=["POST"])
     async def azure_v1_responses(req: Request) -> Response:

@@ -37,6 +37,8 @@ class Operation(str, Enum):
     IMAGES = "images"
     AUDIO_TTS = "audio_tts"
     AUDIO_STT = "audio_stt"
+    #: `/v1/audio/translations`: speech in any language as English text.
+    AUDIO_TRANSLATION = "audio_translation"
     AUDIO_REALTIME = "audio_realtime"
 
 

@@ -137,6 +137,16 @@ class Gateway:
         model, transcript = await call.whole(Request(Operation.AUDIO_STT, fields, arguments))
         return _answer(transcript, model)
 
+    async def translations(self, inbound: Inbound) -> JSONResult | Content:
+        """`/v1/audio/translations`: an upload as English text, in a transcription's formats."""
+        caller = await self._caller(inbound)
+        fields = payloads.translation(await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD))
+        call = await self._route(inbound, caller, fields["model"], Operation.AUDIO_TRANSLATION)
+        arguments = payloads.litellm_arguments(fields, payloads.TRANSLATION_FIELDS)
+        arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
+        model, translated = await call.whole(Request(Operation.AUDIO_TRANSLATION, fields, arguments))
+        return _answer(translated, model)
+
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.responses)

@@ -148,6 +148,8 @@ TRANSCRIPTION_FIELDS = frozenset(
         "include",
     }
 )
+#: Translation form fields sent on (CreateTranslationRequest's, less model).
+TRANSLATION_FIELDS = frozenset({"file", "prompt", "temperature", "response_format"})
 #: OpenAI's limit for an audio upload.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 #: OpenAI's documented limits: inputs per embedding request, images per request,
@@ -271,10 +273,19 @@ def speech(body: dict[str, Any]) -> dict[str, Any]:
 
 def transcription(fields: dict[str, Any]) -> dict[str, Any]:
     """Multipart fields (the file as `(filename, bytes)`), checked."""
+    return _audio_upload(fields, "transcribe")
+
+
+def translation(fields: dict[str, Any]) -> dict[str, Any]:
+    """A translation's multipart fields, checked as a transcription's are."""
+    return _audio_upload(fields, "translate")
+
+
+def _audio_upload(fields: dict[str, Any], task: str) -> dict[str, Any]:
     require_model(fields)
     upload = fields.get("file")
     if not isinstance(upload, tuple):
-        raise InvalidRequest("'file' is required: the audio file to transcribe.", param="file")
+        raise InvalidRequest(f"'file' is required: the audio file to {task}.", param="file")
     if not upload[1]:
         raise InvalidRequest("'file' is empty.", param="file")
     _one_of(fields, "response_format", TRANSCRIPTION_FORMATS)

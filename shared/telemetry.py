@@ -57,6 +57,7 @@ GEN_AI_OPERATION: dict[Operation, str] = {
     Operation.IMAGES: "generate_content",
     Operation.AUDIO_TTS: "generate_content",
     Operation.AUDIO_STT: "generate_content",
+    Operation.AUDIO_TRANSLATION: "generate_content",
     Operation.AUDIO_REALTIME: "generate_content",
 }
 

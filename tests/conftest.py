@@ -61,6 +61,7 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
                 "audio_stt",
                 "Responses",
                 "Completion",
+                "audio_translation",
             ],
         ),
         entry("filtered", "filtered", fake_url),
@@ -94,6 +95,15 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("stt-model", "dep-a", fake_url, operations=["audio_stt"]),
         entry("responses-model", "dep-b", fake_url, operations=["Responses"]),
         entry("instruct", "dep-b", fake_url, operations=["Completion"]),
+        entry("translator", "dep-a", fake_url, operations=["audio_translation"]),
+        # dep-a refuses dep-b's key: Azure's 401.
+        entry(
+            "wrong-key-translator",
+            "dep-a",
+            fake_url,
+            parameters={"endpoint": fake_url, "api_version": API_VERSION, "api_key": "$KEY_B"},
+            operations=["audio_translation"],
+        ),
         entry(
             "every-operation",
             "dep-a",

@@ -131,6 +131,8 @@ class LiteLLM:
         )
         if encode_here:
             arguments = {key: value for key, value in arguments.items() if key != "encoding_format"}
+        if operation is Operation.AUDIO_TRANSLATION:
+            return await translation(model, call, request)
         if operation is Operation.AUDIO_STT and call.azure_client is not None:
             # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
             arguments = arguments | {"client": call.azure_client()}
@@ -164,6 +166,20 @@ class LiteLLM:
         return await stream(
             FUNCTIONS[request.operation], request.arguments, lambda model_id: shaper(model_id, caller_wants_usage)
         )(model, _for_operation(model, call, request.operation))
+
+
+async def translation(model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
+    """An audio translation, sent by the deployment's own `AsyncAzureOpenAI`
+    client (`ProviderMapper.azure_client`: the catalog's endpoint, api_version
+    and credential): LiteLLM has no translation call. Text formats come back
+    as text, the JSON ones shaped as a transcription's."""
+    assert call.azure_client is not None, "the catalog lets only Azure models list audio_translation"
+    client = call.azure_client()
+    pending = client.audio.translations.create(
+        model=call.deployment.code, timeout=call.http_timeout(), **request.arguments
+    )
+    result = await translated(model, call, pending)
+    return Answer(result if isinstance(result, str) else wire.transcription(result))
 
 
 def _for_operation(model: LLMModel, call: ProviderCall, operation: Operation) -> ProviderCall:
