@@ -243,6 +243,16 @@ def vertex_gateway(
         ),
         vertex_entry("imagen-rate-limited", "GoogleVertex", "imagen-rate-limited", vertex.url, operations=["images"]),
         vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
+        # Speech: Cloud Text-to-Speech, its api_base the synthesize URL; transcription: Speech-to-Text v2, Gemini.
+        vertex_entry(
+            "cloud-tts", "GoogleVertex", "chirp", vertex.url + "/v1/text:synthesize", operations=["audio_tts"]
+        ),
+        vertex_entry(
+            "chirp-stt", "GoogleVertex", "chirp_2", vertex.url, secret="$GOOGLE_SA_TWO", operations=["audio_stt"]
+        ),
+        vertex_entry("gemini-stt", "GoogleVertex", "gemini-3.5-transcribe", vertex.url, operations=["audio_stt"]),
+        vertex_entry("stt-rate-limited", "GoogleVertex", "chirp_2-rate-limited", vertex.url, operations=["audio_stt"]),
+        vertex_entry("stt-forbidden", "GoogleVertex", "chirp_2-forbidden", vertex.url, operations=["audio_stt"]),
     ]
     entries += [
         vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)

@@ -5,7 +5,8 @@ included, into the request body it sends to Google, sends no token at all when
 `api_base` is set, and fetches a new OAuth token on every call. So image
 generation on Vertex goes through this small adapter: Imagen's `:predict`
 with a bearer token from credentials cached per service account. `Vertex` is
-the transport of Vertex deployments: Imagen for images, LiteLLM for the rest.
+the transport of Vertex deployments: Imagen for images, LiteLLM for the rest,
+speech and transcription held to the formats Google answers.
 """
 
 from __future__ import annotations
@@ -14,15 +15,25 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..domain import LLMModel, Operation
-from ..errors import ConfigurationError, UpstreamError, UpstreamTimeout
+from ..errors import ConfigurationError, InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, lowered, scrub
 from .mapper import ProviderCall
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+#: Per audio operation: what it is, the `response_format`s Google answers as
+#: OpenAI names them, and the one sent when the caller names none (OpenAI's
+#: default). LiteLLM would send speech's `aac` and `pcm` as other encodings
+#: (MP3, WAV) and `flac` as one Cloud Text-to-Speech does not have, speech
+#: without a format as WAV, and refuse transcripts other than json and text.
+AUDIO_FORMATS: dict[Operation, tuple[str, tuple[str, ...], str]] = {
+    Operation.AUDIO_TTS: ("speech", ("mp3", "opus", "wav"), "mp3"),
+    Operation.AUDIO_STT: ("transcription", ("json", "text"), "json"),
+}
 
 
 class GoogleTokens:
@@ -129,12 +140,27 @@ class Vertex:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         if request.operation is not Operation.IMAGES:
-            return await self.fallback.whole(model, call, request)
+            return await self.fallback.whole(model, call, _in_google_formats(model, request))
         arguments = call.arguments | {"timeout": call.http_timeout()}
         return Answer(await self.imagen.generate(model.id, call.deployment.code, arguments, request.body))
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
         return await self.fallback.stream(model, call, request)
+
+
+def _in_google_formats(model: LLMModel, request: Request) -> Request:
+    """A speech or transcription request with a `response_format` Google
+    answers (see `AUDIO_FORMATS`); a 400 naming the field for any other."""
+    if request.operation not in AUDIO_FORMATS:
+        return request
+    what, served, default = AUDIO_FORMATS[request.operation]
+    chosen = request.body.get("response_format") or default
+    if chosen not in served:
+        raise InvalidRequest(
+            f"Model '{model.id}' (Vertex AI {what}) answers response_format {', '.join(served)}; got {chosen!r}.",
+            param="response_format",
+        )
+    return replace(request, arguments=request.arguments | {"response_format": chosen})
 
 
 def _aspect_ratio(size: str) -> str:
