@@ -260,6 +260,11 @@ def vertex_gateway(
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
     entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))
+    entries.append(
+        azure_entry(
+            "azure-instruct-to-gemini", "broken", fake_azure.url, operations=["Completion"], fallbacks=["gemini"]
+        )
+    )
     directory = tmp_path_factory.mktemp("vertex")
     catalog = write_catalog(directory / "models.json", entries)
     env = gateway_env(

@@ -163,3 +163,30 @@ def test_a_streamed_completion_from_vertex(vertex_client, vertex_gateway, family
     assert "".join(chunk["choices"][0]["text"] for chunk in chunks if chunk["choices"]) == "echo: hello there"
     assert chunks[-1]["usage"]["total_tokens"] == 5
     assert {chunk["model"] for chunk in chunks} == {family}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"prompt": ["one", "two"]}, "prompt"),
+        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"suffix": "!"}, "suffix"),
+        ({"echo": True}, "echo"),
+        ({"best_of": 2}, "best_of"),
+        ({"logprobs": 2}, "logprobs"),
+    ],
+)
+def test_vertex_takes_one_prompt_and_what_a_chat_has(vertex_gateway, google, extra, param):
+    google[1].clear()
+    for stream in (False, True):
+        body = {"model": "gemini", "prompt": PROMPT, "stream": stream} | extra
+        response = httpx.post(f"{vertex_gateway.url}/v1/completions", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == param
+    assert google[1].requests == []
+
+
+def test_an_azure_completion_falls_back_to_vertex(vertex_client, fake_azure):
+    completion = vertex_client.completions.create(model="azure-instruct-to-gemini", prompt=PROMPT)
+    assert completion.model == "gemini" and completion.choices[0].text == "echo: hello there"
+    assert [request.path for request in fake_azure.requests] == ["/openai/deployments/broken/completions"]

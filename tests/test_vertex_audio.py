@@ -81,6 +81,18 @@ def test_formats_cloud_text_to_speech_does_not_answer_are_a_400(vertex_gateway, 
     assert google[1].requests == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"), [({"instructions": "calm"}, "instructions"), ({"voice": {"id": "voice_1"}}, "voice")]
+)
+def test_speech_fields_google_does_not_take_are_a_400(vertex_gateway, google, extra, param):
+    google[1].clear()
+    body = {"model": "cloud-tts", "voice": "alloy", "input": "x"} | extra
+    response = httpx.post(f"{vertex_gateway.url}/v1/audio/speech", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert google[1].requests == []
+
+
 def test_speech_is_metered_and_refusals_are_mapped(client, vertex_gateway, google):
     vertex_gateway.client("local", "vertex-tts-1").audio.speech.create(model="cloud-tts", voice="alloy", input="x")
     record = vertex_gateway.usage_record("vertex-tts-1")
@@ -141,6 +153,19 @@ def test_transcript_formats_google_does_not_answer_are_a_400(vertex_gateway, goo
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "response_format"
+    assert google[1].requests == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("prompt", "names"), ("temperature", "0.2")])
+def test_transcription_fields_google_does_not_take_are_a_400(vertex_gateway, google, field, value):
+    google[1].clear()
+    response = httpx.post(
+        f"{vertex_gateway.url}/v1/audio/transcriptions",
+        data={"model": "gemini-stt", field: value},
+        files={"file": ("a.wav", wav_bytes(), "audio/wav")},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
     assert google[1].requests == []
 
 
