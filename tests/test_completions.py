@@ -23,7 +23,7 @@ def sse_chunks(response: httpx.Response) -> list[dict]:
     return [json.loads(line) for line in lines[:-1]]
 
 
-def test_a_completion_from_an_azure_instruct_deployment(client, fake_azure):
+def test_a_completion_from_an_azure_instruct_deployment(client, gateway, fake_azure):
     completion = client.completions.create(model="instruct", prompt=PROMPT, max_tokens=5, suffix="!", echo=False)
 
     Completion.model_validate(completion.to_dict())
@@ -36,6 +36,7 @@ def test_a_completion_from_an_azure_instruct_deployment(client, fake_azure):
     assert upstream.query["api-version"] == API_VERSION
     assert upstream.headers["api-key"] == UPSTREAM_KEYS["dep-b"]
     assert (upstream.json["prompt"], upstream.json["max_tokens"], upstream.json["suffix"]) == (PROMPT, 5, "!")
+    assert UPSTREAM_KEYS["dep-b"] not in upstream.body.decode() and UPSTREAM_KEYS["dep-b"] not in gateway.log()
 
 
 def test_the_raw_body_and_chunks_conform_to_openais_schema(gateway):
