@@ -2,7 +2,8 @@
 arguments and the deployment's credentials (`mapper.ProviderCall`).
 
 `LiteLLM` is the transport (see `base.py`) for every operation of every
-deployment no other transport serves. A result becomes an `Answer` shaped by
+deployment no other transport serves; audio translations, which LiteLLM has
+no call for, are sent with the Azure deployment's own openai client. A result becomes an `Answer` shaped by
 `wire.py` and a stream an `Upstream`; a failure becomes a gateway error
 (`errors.translate`).
 """
