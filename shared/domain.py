@@ -31,10 +31,14 @@ class ModelType(str, Enum):
 class Operation(str, Enum):
     RESPONSES = "Responses"
     CHAT_COMPLETION = "ChatCompletion"
+    #: The legacy `/v1/completions` (a prompt, not messages).
+    COMPLETION = "Completion"
     EMBEDDINGS = "embeddings"
     IMAGES = "images"
     AUDIO_TTS = "audio_tts"
     AUDIO_STT = "audio_stt"
+    #: `/v1/audio/translations`: speech in any language as English text.
+    AUDIO_TRANSLATION = "audio_translation"
     AUDIO_REALTIME = "audio_realtime"
 
 
@@ -58,6 +62,9 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
     # LiteLLM never sees a Mock model (the gateway answers it); the prefix keeps the table whole.
     ModelType.MOCK: "openai/{code}",
 }
+#: LiteLLM's model string for a legacy completion, where it is not the table's
+#: above: `azure/` would send the prompt to Azure's chat completions.
+LITELLM_COMPLETION_MODEL_FORMAT: dict[ModelType, str] = {ModelType.AZURE_OPENAI: "azure_text/{code}"}
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,28 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
     ModelType.GOOGLE_VERTEX_OPENAI: ("openai/gpt-oss-",),
 }
 
-#: Operations the gateway can serve per Google model type. Vertex speech and
-#: transcription are refused: LiteLLM 1.110.2 fetches a new OAuth token on every
-#: such call and cannot take a private endpoint for Gemini TTS; the Responses
-#: API on Vertex is not covered by the tests yet.
+#: Operations the gateway can serve per Google model type. Speech is Cloud
+#: Text-to-Speech and transcription Speech-to-Text v2 or Gemini transcription,
+#: both through LiteLLM, on `GoogleVertex` models (see `_check_vertex_audio`
+#: for the codes and `api_base` each takes); the Responses API on Vertex is not
+#: covered by the tests yet. A legacy completion is LiteLLM's: the prompt as a
+#: chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
-} | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
+} | {
+    ModelType.GOOGLE_VERTEX: frozenset(
+        {
+            Operation.CHAT_COMPLETION,
+            Operation.COMPLETION,
+            Operation.EMBEDDINGS,
+            Operation.IMAGES,
+            Operation.AUDIO_TTS,
+            Operation.AUDIO_STT,
+        }
+    )
+}
+#: How a Cloud Text-to-Speech model's `api_base` ends: LiteLLM sends speech to it as it is.
+CLOUD_TTS_PATH = "/v1/text:synthesize"
 
 #: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
 MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
@@ -155,6 +177,11 @@ class LLMModel:
 
     def litellm_model_for(self, code: str) -> str:
         return LITELLM_MODEL_FORMAT[self.model_type].format(code=code)
+
+    def litellm_completion_model_for(self, code: str) -> str:
+        """LiteLLM's model string for a legacy completion of the deployment `code`."""
+        template = LITELLM_COMPLETION_MODEL_FORMAT.get(self.model_type, LITELLM_MODEL_FORMAT[self.model_type])
+        return template.format(code=code)
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> LLMModel:
@@ -231,6 +258,10 @@ class LLMModel:
                     f"{model_type.value} models (it can: "
                     f"{', '.join(sorted(op.value for op in servable))})",
                 )
+        if provider is Provider.GOOGLE:
+            for index, deployment in enumerate(deployments):
+                where = f"deployments[{index}]." if "deployments" in document else ""
+                _check_vertex_audio(operations, deployment, where, fail)
         return cls(
             id=model_id,
             name=name,
@@ -246,6 +277,39 @@ class LLMModel:
             deployments=deployments,
             fallbacks=tuple(fallbacks),
         )
+
+
+def _check_vertex_audio(operations: tuple[Operation, ...], deployment: Deployment, where: str, fail: Any) -> None:
+    """What LiteLLM 1.110.2 can do with Vertex speech and transcription.
+
+    Speech (`audio_tts`) is Cloud Text-to-Speech: `code` names the model (such
+    as `chirp`; the voice picks the speaker) and `api_base`, if set, is the
+    whole synthesize URL (LiteLLM posts to it as it is), so such a model serves
+    speech only. Gemini speech is refused: LiteLLM sends it to Google's public
+    hosts whatever `api_base` says. Transcription (`audio_stt`) is Speech-to-Text
+    v2's recognizer model (`chirp_2`, `chirp_3`...) or a Gemini transcription
+    model (its code names `transcribe`), `api_base` their root URL.
+    """
+    code = deployment.code.lower()
+    if Operation.AUDIO_TTS in operations and "gemini" in code:
+        raise fail(
+            "operations",
+            "lists audio_tts for a Gemini model, which the gateway cannot serve (LiteLLM sends Gemini speech "
+            "to Google's public endpoints whatever api_base says); use a Cloud Text-to-Speech model such as chirp",
+        )
+    if Operation.AUDIO_STT in operations and "gemini" in code and "transcribe" not in code:
+        raise fail(
+            "operations",
+            "lists audio_stt for a Gemini model that is not a transcription model (its code names "
+            "'transcribe'); use one, or a Speech-to-Text model such as chirp_2",
+        )
+    api_base = deployment.parameters.get("api_base")
+    synthesizes = isinstance(api_base, str) and api_base.rstrip("/").endswith(CLOUD_TTS_PATH)
+    reference = isinstance(api_base, str) and api_base.startswith("$")  # a secret: not known until a call
+    if Operation.AUDIO_TTS in operations and api_base and not reference and not synthesizes:
+        raise fail(f"{where}parameters.api_base", f"of an audio_tts model must be the URL ending in {CLOUD_TTS_PATH}")
+    if synthesizes and set(operations) != {Operation.AUDIO_TTS}:
+        raise fail(f"{where}parameters.api_base", "is a Cloud Text-to-Speech URL: the model can list audio_tts only")
 
 
 def _check_mock_parameters(parameters: dict[str, Any], fail: Any) -> None:

@@ -51,11 +51,13 @@ INSTRUMENTATION_NAME = "llm-gateway"
 #: `gen_ai.operation.name` per catalog operation (the conventions' well-known values).
 GEN_AI_OPERATION: dict[Operation, str] = {
     Operation.CHAT_COMPLETION: "chat",
+    Operation.COMPLETION: "text_completion",
     Operation.RESPONSES: "chat",
     Operation.EMBEDDINGS: "embeddings",
     Operation.IMAGES: "generate_content",
     Operation.AUDIO_TTS: "generate_content",
     Operation.AUDIO_STT: "generate_content",
+    Operation.AUDIO_TRANSLATION: "generate_content",
     Operation.AUDIO_REALTIME: "generate_content",
 }
 

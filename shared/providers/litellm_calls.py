@@ -2,7 +2,8 @@
 arguments and the deployment's credentials (`mapper.ProviderCall`).
 
 `LiteLLM` is the transport (see `base.py`) for every operation of every
-deployment no other transport serves. A result becomes an `Answer` shaped by
+deployment no other transport serves; audio translations, which LiteLLM has
+no call for, are sent with the Azure deployment's own openai client. A result becomes an `Answer` shaped by
 `wire.py` and a stream an `Upstream`; a failure becomes a gateway error
 (`errors.translate`).
 """
@@ -106,6 +107,7 @@ class LiteLLMStream:
 #: LiteLLM's function for each operation.
 FUNCTIONS = {
     Operation.CHAT_COMPLETION: "acompletion",
+    Operation.COMPLETION: "atext_completion",
     Operation.RESPONSES: "aresponses",
     Operation.EMBEDDINGS: "aembedding",
     Operation.IMAGES: "aimage_generation",
@@ -121,6 +123,7 @@ class LiteLLM:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         operation, arguments = request.operation, request.arguments
+        call = _for_operation(model, call, operation)
         # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
         encode_here = (
             operation is Operation.EMBEDDINGS
@@ -129,6 +132,8 @@ class LiteLLM:
         )
         if encode_here:
             arguments = {key: value for key, value in arguments.items() if key != "encoding_format"}
+        if operation is Operation.AUDIO_TRANSLATION:
+            return await translation(model, call, request)
         if operation is Operation.AUDIO_STT and call.azure_client is not None:
             # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
             arguments = arguments | {"client": call.azure_client()}
@@ -137,6 +142,8 @@ class LiteLLM:
         body: Any
         if operation is Operation.CHAT_COMPLETION:
             body = wire.chat_completion(result, model.id)
+        elif operation is Operation.COMPLETION:
+            body = wire.text_completion(result, model.id)
         elif operation is Operation.RESPONSES:
             body = wire.response(result, model.id)
         elif operation is Operation.EMBEDDINGS:
@@ -156,6 +163,29 @@ class LiteLLM:
         if request.operation is Operation.RESPONSES:
             return await stream("aresponses", request.arguments, wire.ResponseEvents)(model, call)
         caller_wants_usage = request.caller_wants_usage
+        shaper = wire.TextCompletionStream if request.operation is Operation.COMPLETION else wire.ChatStream
         return await stream(
-            "acompletion", request.arguments, lambda model_id: wire.ChatStream(model_id, caller_wants_usage)
-        )(model, call)
+            FUNCTIONS[request.operation], request.arguments, lambda model_id: shaper(model_id, caller_wants_usage)
+        )(model, _for_operation(model, call, request.operation))
+
+
+async def translation(model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
+    """An audio translation, sent by the deployment's own `AsyncAzureOpenAI`
+    client (`ProviderMapper.azure_client`: the catalog's endpoint, api_version
+    and credential): LiteLLM has no translation call. Text formats come back
+    as text, the JSON ones shaped as a transcription's."""
+    assert call.azure_client is not None, "the catalog lets only Azure models list audio_translation"
+    client = call.azure_client()
+    pending = client.audio.translations.create(
+        model=call.deployment.code, timeout=call.http_timeout(), **request.arguments
+    )
+    result = await translated(model, call, pending)
+    return Answer(result if isinstance(result, str) else wire.transcription(result))
+
+
+def _for_operation(model: LLMModel, call: ProviderCall, operation: Operation) -> ProviderCall:
+    """The deployment's call with LiteLLM's model string for `operation` (a legacy
+    completion's may differ: see `domain.LITELLM_COMPLETION_MODEL_FORMAT`)."""
+    if operation is not Operation.COMPLETION:
+        return call
+    return replace(call, arguments=call.arguments | {"model": model.litellm_completion_model_for(call.deployment.code)})
