@@ -132,6 +132,9 @@ class LiteLLM:
         if operation is Operation.AUDIO_STT and call.azure_client is not None:
             # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
             arguments = arguments | {"client": call.azure_client()}
+        if operation is Operation.EMBEDDINGS and call.embeddings_client is not None:
+            # LiteLLM's embeddings take an openai SDK client, not its HTTP client (`ProviderCall.embeddings_client`).
+            arguments = arguments | {"client": call.embeddings_client()}
         answer = await whole(FUNCTIONS[operation], arguments)(model, call)
         result = answer.body
         body: Any
