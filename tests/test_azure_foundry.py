@@ -20,11 +20,13 @@ import openai
 import pytest
 
 from tests.conftest import gateway_env
+from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
 from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
+from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
 
 FOUNDRY_KEY = "foundry-key-3b9d71c0e4a2"
 ENVIRONMENT_KEY = "an-environment-key-no-foundry-call-may-borrow"
@@ -71,7 +73,15 @@ def foundry():
 
 
 @pytest.fixture(scope="module")
-def foundry_gateway(foundry, identity, tmp_path_factory):
+def ingestion():
+    fake = FakeIngestion()
+    with ServerThread(fake.app) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def foundry_gateway(foundry, identity, ingestion, tmp_path_factory):
     resource = foundry.url  # the resource's endpoint; the gateway adds /models
     inference = f"{foundry.url}/models/"  # the model inference endpoint, as the portal shows it
     entries = [
@@ -98,6 +108,8 @@ def foundry_gateway(foundry, identity, tmp_path_factory):
         AZURE_AI_API_KEY=ENVIRONMENT_KEY,
         AZURE_OPENAI_API_KEY=ENVIRONMENT_KEY,
         AZURE_API_KEY=ENVIRONMENT_KEY,
+        APPLICATIONINSIGHTS_CONNECTION_STRING=connection_string(ingestion.url),
+        **FAST_EXPORT,
         **identity.environment(identity.url),
     )
     with running_gateway(directory, env) as process:
@@ -323,3 +335,31 @@ def test_what_the_gateway_refuses_never_reaches_foundry(foundry_gateway, foundry
         client.embeddings.create(model="deepseek", input="not an embedding model")
     assert caught.value.code == "unsupported_operation"
     assert foundry.requests == []
+
+
+def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_gateway, ingestion):
+    reply = foundry_gateway.client("local", "foundry-traced").chat.completions.create(model="deepseek", messages=USER)
+
+    def request_envelope():
+        return [
+            e
+            for e in ingestion.of_type("RequestData")
+            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "foundry-traced"
+        ]
+
+    [request] = eventually(request_envelope, "the request envelope", ingestion, foundry_gateway)
+    parent = request["data"]["baseData"]["id"]
+
+    def dependency_envelope():
+        return [
+            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == parent
+        ]
+
+    [dependency] = eventually(dependency_envelope, "the dependency envelope", ingestion, foundry_gateway)
+    properties = dependency["data"]["baseData"]["properties"]
+    assert dependency["data"]["baseData"]["name"] == "chat DeepSeek-V3-0324"
+    assert properties["gen_ai.provider.name"] == "azure.ai.inference"
+    assert properties["gen_ai.request.model"] == "DeepSeek-V3-0324"
+    assert properties["gateway.model"] == "deepseek"
+    assert properties["gen_ai.usage.input_tokens"] == str(reply.usage.prompt_tokens)
+    assert properties["gen_ai.usage.output_tokens"] == str(reply.usage.completion_tokens)
