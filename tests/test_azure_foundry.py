@@ -337,14 +337,25 @@ def test_what_the_gateway_refuses_never_reaches_foundry(foundry_gateway, foundry
     assert foundry.requests == []
 
 
-def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_gateway, ingestion):
-    reply = foundry_gateway.client("local", "foundry-traced").chat.completions.create(model="deepseek", messages=USER)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_gateway, ingestion, stream):
+    request_id = f"foundry-traced-{uuid.uuid4()}"
+    client = foundry_gateway.client("local", request_id)
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="deepseek", messages=USER, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        usage = chunks[-1].usage
+    else:
+        usage = client.chat.completions.create(model="deepseek", messages=USER).usage
 
     def request_envelope():
         return [
             e
             for e in ingestion.of_type("RequestData")
-            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "foundry-traced"
+            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == request_id
         ]
 
     [request] = eventually(request_envelope, "the request envelope", ingestion, foundry_gateway)
@@ -360,6 +371,8 @@ def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_ga
     assert dependency["data"]["baseData"]["name"] == "chat DeepSeek-V3-0324"
     assert properties["gen_ai.provider.name"] == "azure.ai.inference"
     assert properties["gen_ai.request.model"] == "DeepSeek-V3-0324"
+    # The provider's own name for its model, not LiteLLM's `azure_ai/DeepSeek-V3-0324`.
+    assert properties["gen_ai.response.model"] == "DeepSeek-V3-0324"
     assert properties["gateway.model"] == "deepseek"
-    assert properties["gen_ai.usage.input_tokens"] == str(reply.usage.prompt_tokens)
-    assert properties["gen_ai.usage.output_tokens"] == str(reply.usage.completion_tokens)
+    assert properties["gen_ai.usage.input_tokens"] == str(usage.prompt_tokens)
+    assert properties["gen_ai.usage.output_tokens"] == str(usage.completion_tokens)
