@@ -90,6 +90,7 @@ def foundry_gateway(foundry, identity, ingestion, tmp_path_factory):
         foundry_entry("foundry-embed", "embed-v-4-0", resource, operations=["embeddings"]),
         foundry_entry("foundry-embed-keyless", "embed-v-4-0", inference, keyed=False, operations=["embeddings"]),
         foundry_entry("foundry-limited", "rate-limited", resource),
+        foundry_entry("foundry-filtered", "filtered", resource),
         foundry_entry("foundry-to-deepseek", "broken", resource, fallbacks=["deepseek"]),
         foundry_entry(
             "foundry-wrong-key",
@@ -300,6 +301,18 @@ def test_a_rate_limited_deployment_answers_429_with_its_retry_after(client, foun
     assert caught.value.response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
     assert_conforms("ErrorResponse", caught.value.response.json(), "Foundry rate limit")
     assert foundry.requests[0].extra["deployment"] == "rate-limited"
+
+
+def test_a_content_filter_refusal_reaches_the_caller_as_foundry_said_it(client, foundry):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="foundry-filtered", messages=USER)
+    body = caught.value.response.json()
+    assert_conforms("ErrorResponse", body, "Foundry content filter")
+    assert body["error"]["code"] == "content_filter"
+    assert body["error"]["param"] == "prompt"
+    assert "content management policy" in body["error"]["message"]
+    assert caught.value.body["innererror"]["content_filter_result"]["hate"]["filtered"] is True
+    assert FOUNDRY_KEY not in json.dumps(body) and foundry.url not in json.dumps(body)
 
 
 def test_a_failing_deployment_falls_back_to_the_next_model(client, foundry):

@@ -22,7 +22,8 @@ set), derived from the request so tests can prove what was sent: the reply is
 as its `echo` argument, when `tools` are given), token counts are words. As
 the service does for non-OpenAI models, `tool_calls` and `reasoning_content`
 are sent as `null` when there are none. Deployment `rate-limited` answers 429
-with `Retry-After`, `broken` 500.
+with `Retry-After`, `broken` 500, `filtered` a content filter's 400 (with its
+`innererror`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message, "status": status}}, status, headers)
 
 
+def _content_filtered() -> JSONResponse:
+    """The refusal of a prompt the deployment's content filter blocks."""
+    severity = {"filtered": True, "severity": "high"}
+    result = {"hate": severity, "self_harm": {"filtered": False, "severity": "safe"}}
+    error = {
+        "code": "content_filter",
+        "message": "The response was filtered due to the prompt triggering the content management policy.",
+        "param": "prompt",
+        "status": 400,
+        "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result},
+    }
+    return JSONResponse({"error": error}, 400)
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -69,7 +84,7 @@ class FakeFoundry:
 
     def __init__(self, key: str, deployments: dict[str, str], accepts_token: Callable[[str], bool]) -> None:
         self.key = key
-        self.deployments = deployments | {"rate-limited": "Phi-4", "broken": "Phi-4"}
+        self.deployments = deployments | {name: "Phi-4" for name in ("rate-limited", "broken", "filtered")}
         self.accepts_token = accepts_token
         self.url = ""
         self.requests: list[RecordedRequest] = []
@@ -112,6 +127,8 @@ class FakeFoundry:
             return recorded, _error(429, "RateLimitReached", "Rate limit of the deployment reached.", headers)
         if deployment == "broken":
             return recorded, _error(500, "InternalServerError", "The server had an error.")
+        if deployment == "filtered":
+            return recorded, _content_filtered()
         return recorded, None
 
     async def _chat(self, request: Request) -> Response:
