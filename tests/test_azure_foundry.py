@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 import uuid
 
 import httpx
@@ -27,8 +28,10 @@ from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
 from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
+from tests.test_upstream_budgets import black_hole  # noqa: F401 (a fixture: a port whose handshake never completes)
 
 FOUNDRY_KEY = "foundry-key-3b9d71c0e4a2"
+CONNECT_SECONDS = 0.5
 ENVIRONMENT_KEY = "an-environment-key-no-foundry-call-may-borrow"
 USER = [{"role": "user", "content": "hello there foundry"}]
 DEPLOYMENTS = {
@@ -81,9 +84,11 @@ def ingestion():
 
 
 @pytest.fixture(scope="module")
-def foundry_gateway(foundry, identity, ingestion, tmp_path_factory):
+def foundry_gateway(foundry, identity, ingestion, black_hole, tmp_path_factory):  # noqa: F811
     resource = foundry.url  # the resource's endpoint; the gateway adds /models
     inference = f"{foundry.url}/models/"  # the model inference endpoint, as the portal shows it
+    # A deployment on an endpoint that never completes the handshake, then the healthy one.
+    ways = [{"name": "dead-end", "parameters": {"endpoint": black_hole}}, {"name": "healthy", "priority": 1}]
     entries = [
         foundry_entry("deepseek", "DeepSeek-V3-0324", resource),
         foundry_entry("llama-keyless", "Llama-3.3-70B-Instruct", inference, keyed=False),
@@ -91,7 +96,13 @@ def foundry_gateway(foundry, identity, ingestion, tmp_path_factory):
         foundry_entry("foundry-embed-keyless", "embed-v-4-0", inference, keyed=False, operations=["embeddings"]),
         foundry_entry("foundry-limited", "rate-limited", resource),
         foundry_entry("foundry-filtered", "filtered", resource),
+        *(
+            foundry_entry(f"foundry-black-hole-{operation}", code, resource, operations=[operation], deployments=ways)
+            for operation, code in (("ChatCompletion", "DeepSeek-V3-0324"), ("embeddings", "embed-v-4-0"))
+        ),
         foundry_entry("foundry-to-deepseek", "broken", resource, fallbacks=["deepseek"]),
+        foundry_entry("foundry-embed-broken", "broken", resource, operations=["embeddings"]),
+        foundry_entry("foundry-broken", "broken", resource),
         foundry_entry(
             "foundry-wrong-key",
             "DeepSeek-V3-0324",
@@ -105,6 +116,7 @@ def foundry_gateway(foundry, identity, ingestion, tmp_path_factory):
         MODELS_FILE=str(catalog),
         FOUNDRY_KEY=FOUNDRY_KEY,
         WRONG_KEY="wrong-foundry-key-00",
+        UPSTREAM_CONNECT_SECONDS=str(CONNECT_SECONDS),
         # LiteLLM's azure_ai provider reads these when no key is passed: a keyless model must not send them.
         AZURE_AI_API_KEY=ENVIRONMENT_KEY,
         AZURE_OPENAI_API_KEY=ENVIRONMENT_KEY,
@@ -323,6 +335,33 @@ def test_a_failing_deployment_falls_back_to_the_next_model(client, foundry):
     assert {chunk.model for chunk in chunks} == {"deepseek"}
     deployments = [request.extra["deployment"] for request in foundry.requests]
     assert deployments == ["broken", "DeepSeek-V3-0324", "broken", "DeepSeek-V3-0324"]
+
+
+def test_a_deployment_that_cannot_be_reached_is_left_after_the_connect_budget(client, foundry):
+    for call in (
+        lambda: client.chat.completions.create(model="foundry-black-hole-ChatCompletion", messages=USER),
+        lambda: client.embeddings.create(model="foundry-black-hole-embeddings", input="embed me"),
+    ):
+        started = time.monotonic()
+        assert call().model.startswith("foundry-black-hole-")
+        assert CONNECT_SECONDS <= time.monotonic() - started < CONNECT_SECONDS + 1.5
+    assert [request.path for request in foundry.requests] == ["/models/chat/completions", "/models/embeddings"]
+
+
+FAILING_CALLS = {
+    "chat": lambda client: client.chat.completions.create(model="foundry-broken", messages=USER),
+    "embeddings": lambda client: client.embeddings.create(model="foundry-embed-broken", input="embed me"),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(FAILING_CALLS))
+def test_a_failing_deployment_is_called_once_per_call(client, foundry, operation):
+    with pytest.raises(openai.InternalServerError) as caught:
+        FAILING_CALLS[operation](client)
+    assert caught.value.status_code == 502
+    assert_conforms("ErrorResponse", caught.value.response.json(), "Foundry failure")
+    # No retry inside the attempt (the openai SDK under LiteLLM would retry twice): routing decides.
+    assert [request.extra["deployment"] for request in foundry.requests] == ["broken"]
 
 
 def test_a_refused_key_is_a_502_that_names_neither_key_nor_endpoint(client, foundry):

@@ -350,10 +350,9 @@ class ProviderMapper:
     def foundry_embeddings_client(self, arguments: dict[str, Any], auth: FoundryAuth) -> Any:
         """The openai SDK client for one Foundry embeddings call: LiteLLM's own sends
         no `api-version`, which the model inference API requires. It shares the
-        gateway's HTTP client for the deployment's `timeout` and credential kind."""
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(
+        gateway's HTTP client for the deployment's `timeout` and credential kind,
+        and never retries (see `_unretried_openai_client`)."""
+        return _unretried_openai_client()(
             api_key=arguments["api_key"],
             base_url=arguments["api_base"],
             default_query={"api-version": arguments["api_version"]},
@@ -449,6 +448,26 @@ class ProviderMapper:
         arguments["vertex_credentials"] = account
         secrets = (credentials, str(account.get("private_key", "")))
         return ProviderCall(deployment, self.transports.vertex, arguments, secrets, litellm_client=client)
+
+
+@functools.cache
+def _unretried_openai_client() -> type[Any]:
+    """`AsyncOpenAI` whose `max_retries` stays 0. LiteLLM's azure_ai embeddings pass
+    the call's `max_retries` (0) on as none, and so set the client's to LiteLLM's
+    default (2): the SDK would retry a failed attempt twice inside the attempt's
+    time, where the gateway's routing moves on to the next deployment."""
+    from openai import AsyncOpenAI
+
+    class UnretriedAsyncOpenAI(AsyncOpenAI):
+        @property
+        def max_retries(self) -> int:
+            return 0
+
+        @max_retries.setter
+        def max_retries(self, value: int) -> None:
+            """LiteLLM's setting is ignored."""
+
+    return UnretriedAsyncOpenAI
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any], transport: Transport) -> ProviderCall:
