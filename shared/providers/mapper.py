@@ -357,7 +357,6 @@ class ProviderMapper:
             base_url=arguments["api_base"],
             default_query={"api-version": arguments["api_version"]},
             http_client=self.http_client(arguments["timeout"], auth).client,
-            max_retries=0,
         )
 
     def azure_client(self, call: ProviderCall) -> Any:
