@@ -110,6 +110,13 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
 #: How a Cloud Text-to-Speech model's `api_base` ends: LiteLLM sends speech to it as it is.
 CLOUD_TTS_PATH = "/v1/text:synthesize"
 
+#: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
+#: chat completions and embeddings, the operations the tests cover).
+FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+#: Foundry model names LiteLLM sends elsewhere than the model inference API (Claude to
+#: Foundry's Anthropic API, agents, the model router): not served.
+FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")
+
 #: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
 MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
 
@@ -222,6 +229,14 @@ class LLMModel:
             prefixes = VERTEX_CODE_PREFIXES.get(model_type)
             if prefixes and not deployment.code.startswith(prefixes):
                 raise fail(f"{where}code", f"of a {model_type.value} model must start with {' or '.join(prefixes)}")
+            if model_type is ModelType.AZURE_FOUNDRY and any(
+                name in deployment.code.lower() for name in FOUNDRY_ROUTED_ELSEWHERE
+            ):
+                raise fail(
+                    f"{where}code",
+                    f"of an AzureFoundry model must not contain {', '.join(FOUNDRY_ROUTED_ELSEWHERE)} "
+                    "(LiteLLM would not call the model inference API)",
+                )
             for required in REQUIRED_PARAMETERS[provider]:
                 if not any(deployment.parameters.get(name) for name in required):
                     raise fail(f"{where}parameters.{required[0]}", f"is required for {provider.value} models")
@@ -248,7 +263,11 @@ class LLMModel:
         if not isinstance(name, str):
             raise fail("name", "must be a string")
         operations = tuple(enum_value(Operation, "operations", value) for value in string_list("operations"))
-        servable = GOOGLE_OPERATIONS.get(model_type) or (MOCK_OPERATIONS if provider is Provider.MOCK else None)
+        servable = (
+            GOOGLE_OPERATIONS.get(model_type)
+            or (FOUNDRY_OPERATIONS if model_type is ModelType.AZURE_FOUNDRY else None)
+            or (MOCK_OPERATIONS if provider is Provider.MOCK else None)
+        )
         if servable is not None:
             unsupported = [op.value for op in operations if op not in servable]
             if unsupported:

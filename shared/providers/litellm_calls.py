@@ -42,11 +42,25 @@ async def translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T])
         raise translate(exc, model.id, call.undisclosed) or exc from None
 
 
+def litellm_route(call: ProviderCall) -> str:
+    """The LiteLLM provider route of the call's model (`azure_ai` of `azure_ai/Phi-4`)."""
+    return str(call.arguments.get("model", "")).partition("/")[0]
+
+
+def provider_model(name: Any, route: str) -> str | None:
+    """The provider's name for its model in a LiteLLM result, without the `route/`
+    LiteLLM puts before some (`azure_ai/DeepSeek-V3-0324`)."""
+    if not isinstance(name, str) or not name:
+        return None
+    return name.removeprefix(f"{route}/") if route else name
+
+
 async def answered(model: LLMModel, call: ProviderCall, pending: Awaitable[Any]) -> Answer[Any]:
     """A LiteLLM result as an `Answer`, with the token counts and model name it carries."""
     result = await translated(model, call, pending)
-    provider_model = getattr(result, "model", None)
-    return Answer(result, getattr(result, "usage", None), provider_model if isinstance(provider_model, str) else None)
+    return Answer(
+        result, getattr(result, "usage", None), provider_model(getattr(result, "model", None), litellm_route(call))
+    )
 
 
 def whole(function: str, arguments: dict[str, Any]) -> Attempt[Answer[Any]]:
@@ -65,7 +79,7 @@ def stream(function: str, arguments: dict[str, Any], shaper: Callable[[str], Sha
     async def attempt(model: LLMModel, call: ProviderCall) -> Upstream:
         llm = await litellm()
         items = await translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
-        return LiteLLMStream(items, model.id, call.undisclosed, shaper(model.id))
+        return LiteLLMStream(items, model.id, call.undisclosed, shaper(model.id), litellm_route(call))
 
     return attempt
 
@@ -73,11 +87,13 @@ def stream(function: str, arguments: dict[str, Any], shaper: Callable[[str], Sha
 class LiteLLMStream:
     """A LiteLLM stream (a `base.Upstream`), its failures as gateway errors."""
 
-    def __init__(self, items: Any, model_id: str, secrets: tuple[str, ...], shaper: Shaper) -> None:
+    def __init__(self, items: Any, model_id: str, secrets: tuple[str, ...], shaper: Shaper, route: str = "") -> None:
         self.items = items
         self.model_id = model_id
         self.secrets = secrets
         self.shaper = shaper
+        #: The LiteLLM route to take off the provider's model name (`litellm_route`).
+        self.route = route
 
     @property
     def usage(self) -> Any:
@@ -85,7 +101,7 @@ class LiteLLMStream:
 
     @property
     def model(self) -> str | None:
-        return self.shaper.model
+        return provider_model(self.shaper.model, self.route)
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         items = aiter(self.items)
@@ -137,6 +153,9 @@ class LiteLLM:
         if operation is Operation.AUDIO_STT and call.azure_client is not None:
             # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
             arguments = arguments | {"client": call.azure_client()}
+        if operation is Operation.EMBEDDINGS and call.embeddings_client is not None:
+            # LiteLLM's embeddings take an openai SDK client, not its HTTP client (`ProviderCall.embeddings_client`).
+            arguments = arguments | {"client": call.embeddings_client()}
         answer = await whole(FUNCTIONS[operation], arguments)(model, call)
         result = answer.body
         body: Any
