@@ -50,6 +50,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def chat_completions(req: Request) -> Response:
         return await handle(req, gateway.chat_completions)
 
+    @app.route(route="v1/completions", methods=["POST"])
+    async def completions(req: Request) -> Response:
+        return await handle(req, gateway.completions)
+
     @app.route(route="v1/embeddings", methods=["POST"])
     async def embeddings(req: Request) -> Response:
         return await handle(req, gateway.embeddings)
@@ -65,6 +69,10 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="v1/audio/transcriptions", methods=["POST"])
     async def transcriptions(req: Request) -> Response:
         return await handle(req, gateway.transcriptions)
+
+    @app.route(route="v1/audio/translations", methods=["POST"])
+    async def translations(req: Request) -> Response:
+        return await handle(req, gateway.translations)
 
     @app.route(route="v1/responses", methods=["POST"])
     async def responses(req: Request) -> Response:
@@ -117,6 +125,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def azure_chat_completions(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.chat_completions))
 
+    @app.route(route="openai/deployments/{model}/completions", methods=["POST"])
+    async def azure_completions(req: Request) -> Response:
+        return await handle(req, azure_paths.deployment(gateway.completions))
+
     @app.route(route="openai/deployments/{model}/embeddings", methods=["POST"])
     async def azure_embeddings(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.embeddings))
@@ -132,6 +144,10 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="openai/deployments/{model}/audio/transcriptions", methods=["POST"])
     async def azure_transcriptions(req: Request) -> Response:
         return await handle(req, azure_paths.deployment(gateway.transcriptions))
+
+    @app.route(route="openai/deployments/{model}/audio/translations", methods=["POST"])
+    async def azure_translations(req: Request) -> Response:
+        return await handle(req, azure_paths.deployment(gateway.translations))
 
     @app.route(route="openai/responses", methods=["POST"])
     async def azure_responses(req: Request) -> Response:
@@ -151,6 +167,10 @@ def create_app(settings: Settings) -> GatewayApp:
     async def azure_v1_chat_completions(req: Request) -> Response:
         return await handle(req, gateway.chat_completions)
 
+    @app.route(route="openai/v1/completions", methods=["POST"])
+    async def azure_v1_completions(req: Request) -> Response:
+        return await handle(req, gateway.completions)
+
     @app.route(route="openai/v1/embeddings", methods=["POST"])
     async def azure_v1_embeddings(req: Request) -> Response:
         return await handle(req, gateway.embeddings)
@@ -166,6 +186,10 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="openai/v1/audio/transcriptions", methods=["POST"])
     async def azure_v1_transcriptions(req: Request) -> Response:
         return await handle(req, gateway.transcriptions)
+
+    @app.route(route="openai/v1/audio/translations", methods=["POST"])
+    async def azure_v1_translations(req: Request) -> Response:
+        return await handle(req, gateway.translations)
 
     @app.route(route="openai/v1/responses", methods=["POST"])
     async def azure_v1_responses(req: Request) -> Response:

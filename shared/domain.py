@@ -33,10 +33,14 @@ class ModelType(str, Enum):
 class Operation(str, Enum):
     RESPONSES = "Responses"
     CHAT_COMPLETION = "ChatCompletion"
+    #: The legacy `/v1/completions` (a prompt, not messages).
+    COMPLETION = "Completion"
     EMBEDDINGS = "embeddings"
     IMAGES = "images"
     AUDIO_TTS = "audio_tts"
     AUDIO_STT = "audio_stt"
+    #: `/v1/audio/translations`: speech in any language as English text.
+    AUDIO_TRANSLATION = "audio_translation"
     AUDIO_REALTIME = "audio_realtime"
 
 
@@ -60,6 +64,9 @@ LITELLM_MODEL_FORMAT: dict[ModelType, str] = {
     # LiteLLM never sees a Mock model (the gateway answers it); the prefix keeps the table whole.
     ModelType.MOCK: "openai/{code}",
 }
+#: LiteLLM's model string for a legacy completion, where it is not the table's
+#: above: `azure/` would send the prompt to Azure's chat completions.
+LITELLM_COMPLETION_MODEL_FORMAT: dict[ModelType, str] = {ModelType.AZURE_OPENAI: "azure_text/{code}"}
 
 
 @dataclass(frozen=True)
@@ -84,13 +91,35 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
     ModelType.GOOGLE_VERTEX_OPENAI: ("openai/gpt-oss-",),
 }
 
-#: Operations the gateway can serve per Google model type. Vertex speech and
-#: transcription are refused: LiteLLM 1.110.2 fetches a new OAuth token on every
-#: such call and cannot take a private endpoint for Gemini TTS; the Responses
-#: API on Vertex is not covered by the tests yet.
+#: Operations the gateway can serve per Google model type. Speech is Cloud
+#: Text-to-Speech and transcription Speech-to-Text v2 or Gemini transcription,
+#: both through LiteLLM, on `GoogleVertex` models (see `_check_vertex_audio`
+#: for the codes and `api_base` each takes); the Responses API on Vertex is not
+#: covered by the tests yet. A legacy completion is LiteLLM's: the prompt as a
+#: chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
-} | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
+} | {
+    ModelType.GOOGLE_VERTEX: frozenset(
+        {
+            Operation.CHAT_COMPLETION,
+            Operation.COMPLETION,
+            Operation.EMBEDDINGS,
+            Operation.IMAGES,
+            Operation.AUDIO_TTS,
+            Operation.AUDIO_STT,
+        }
+    )
+}
+#: How a Cloud Text-to-Speech model's `api_base` ends: LiteLLM sends speech to it as it is.
+CLOUD_TTS_PATH = "/v1/text:synthesize"
+
+#: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
+#: chat completions and embeddings, the operations the tests cover).
+FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+#: Foundry model names LiteLLM sends elsewhere than the model inference API (Claude to
+#: Foundry's Anthropic API, agents, the model router): not served.
+FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")
 
 #: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
 MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
@@ -162,6 +191,11 @@ class LLMModel:
     def litellm_model_for(self, code: str) -> str:
         return LITELLM_MODEL_FORMAT[self.model_type].format(code=code)
 
+    def litellm_completion_model_for(self, code: str) -> str:
+        """LiteLLM's model string for a legacy completion of the deployment `code`."""
+        template = LITELLM_COMPLETION_MODEL_FORMAT.get(self.model_type, LITELLM_MODEL_FORMAT[self.model_type])
+        return template.format(code=code)
+
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> LLMModel:
         """Build an entry from a catalog document, naming the first bad field."""
@@ -201,6 +235,14 @@ class LLMModel:
             prefixes = VERTEX_CODE_PREFIXES.get(model_type)
             if prefixes and not deployment.code.startswith(prefixes):
                 raise fail(f"{where}code", f"of a {model_type.value} model must start with {' or '.join(prefixes)}")
+            if model_type is ModelType.AZURE_FOUNDRY and any(
+                name in deployment.code.lower() for name in FOUNDRY_ROUTED_ELSEWHERE
+            ):
+                raise fail(
+                    f"{where}code",
+                    f"of an AzureFoundry model must not contain {', '.join(FOUNDRY_ROUTED_ELSEWHERE)} "
+                    "(LiteLLM would not call the model inference API)",
+                )
             for required in REQUIRED_PARAMETERS[provider]:
                 if not any(deployment.parameters.get(name) for name in required):
                     raise fail(f"{where}parameters.{required[0]}", f"is required for {provider.value} models")
@@ -232,7 +274,11 @@ class LLMModel:
         if not isinstance(name, str):
             raise fail("name", "must be a string")
         operations = tuple(enum_value(Operation, "operations", value) for value in string_list("operations"))
-        servable = GOOGLE_OPERATIONS.get(model_type) or (MOCK_OPERATIONS if provider is Provider.MOCK else None)
+        servable = (
+            GOOGLE_OPERATIONS.get(model_type)
+            or (FOUNDRY_OPERATIONS if model_type is ModelType.AZURE_FOUNDRY else None)
+            or (MOCK_OPERATIONS if provider is Provider.MOCK else None)
+        )
         if servable is not None:
             unsupported = [op.value for op in operations if op not in servable]
             if unsupported:
@@ -242,6 +288,10 @@ class LLMModel:
                     f"{model_type.value} models (it can: "
                     f"{', '.join(sorted(op.value for op in servable))})",
                 )
+        if provider is Provider.GOOGLE:
+            for index, deployment in enumerate(deployments):
+                where = f"deployments[{index}]." if "deployments" in document else ""
+                _check_vertex_audio(operations, deployment, where, fail)
         return cls(
             id=model_id,
             name=name,
@@ -258,6 +308,39 @@ class LLMModel:
             fallbacks=tuple(fallbacks),
             max_output_tokens=max_output_tokens,
         )
+
+
+def _check_vertex_audio(operations: tuple[Operation, ...], deployment: Deployment, where: str, fail: Any) -> None:
+    """What LiteLLM 1.110.2 can do with Vertex speech and transcription.
+
+    Speech (`audio_tts`) is Cloud Text-to-Speech: `code` names the model (such
+    as `chirp`; the voice picks the speaker) and `api_base`, if set, is the
+    whole synthesize URL (LiteLLM posts to it as it is), so such a model serves
+    speech only. Gemini speech is refused: LiteLLM sends it to Google's public
+    hosts whatever `api_base` says. Transcription (`audio_stt`) is Speech-to-Text
+    v2's recognizer model (`chirp_2`, `chirp_3`...) or a Gemini transcription
+    model (its code names `transcribe`), `api_base` their root URL.
+    """
+    code = deployment.code.lower()
+    if Operation.AUDIO_TTS in operations and "gemini" in code:
+        raise fail(
+            "operations",
+            "lists audio_tts for a Gemini model, which the gateway cannot serve (LiteLLM sends Gemini speech "
+            "to Google's public endpoints whatever api_base says); use a Cloud Text-to-Speech model such as chirp",
+        )
+    if Operation.AUDIO_STT in operations and "gemini" in code and "transcribe" not in code:
+        raise fail(
+            "operations",
+            "lists audio_stt for a Gemini model that is not a transcription model (its code names "
+            "'transcribe'); use one, or a Speech-to-Text model such as chirp_2",
+        )
+    api_base = deployment.parameters.get("api_base")
+    synthesizes = isinstance(api_base, str) and api_base.rstrip("/").endswith(CLOUD_TTS_PATH)
+    reference = isinstance(api_base, str) and api_base.startswith("$")  # a secret: not known until a call
+    if Operation.AUDIO_TTS in operations and api_base and not reference and not synthesizes:
+        raise fail(f"{where}parameters.api_base", f"of an audio_tts model must be the URL ending in {CLOUD_TTS_PATH}")
+    if synthesizes and set(operations) != {Operation.AUDIO_TTS}:
+        raise fail(f"{where}parameters.api_base", "is a Cloud Text-to-Speech URL: the model can list audio_tts only")
 
 
 def _check_mock_parameters(parameters: dict[str, Any], fail: Any) -> None:

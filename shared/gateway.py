@@ -89,6 +89,17 @@ class Gateway:
         model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model, call))
 
+    async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.json(payloads.completion)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        if not request.stream:
+            model, completion = await call.whole(request)
+            return _answer(completion, model)
+        model, events = await call.stream(request)
+        return EventStream(events, headers=_answered_by(model))
+
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self.authenticator.caller(inbound.headers)
         request = await inbound.json(payloads.embedding)
@@ -117,6 +128,14 @@ class Gateway:
         call = await self.calls.route(inbound.request_id, caller, request)
         model, transcript = await call.whole(request)
         return _answer(transcript, model, call)
+
+    async def translations(self, inbound: Inbound) -> JSONResult | Content:
+        """`/v1/audio/translations`: an upload as English text, in a transcription's formats."""
+        caller = await self.authenticator.caller(inbound.headers)
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.translation)
+        call = await self.calls.route(inbound.request_id, caller, request)
+        model, translated = await call.whole(request)
+        return _answer(translated, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self.authenticator.caller(inbound.headers)

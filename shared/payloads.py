@@ -60,6 +60,29 @@ CHAT_COMPLETION_FIELDS = frozenset(
 )
 
 
+#: CreateCompletionRequest's fields that LiteLLM's `atext_completion` takes by
+#: name (less `model`); `seed` and newer fields go in `extra_body`.
+COMPLETION_FIELDS = frozenset(
+    {
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "prompt",
+        "stop",
+        "stream",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "user",
+    }
+)
+
 #: Embedding fields LiteLLM translates (CreateEmbeddingRequest, less model).
 EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
@@ -129,6 +152,8 @@ TRANSCRIPTION_FIELDS = frozenset(
         "include",
     }
 )
+#: Translation form fields sent on (CreateTranslationRequest's, less model).
+TRANSLATION_FIELDS = frozenset({"file", "prompt", "temperature", "response_format"})
 #: OpenAI's limit for an audio upload.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 #: OpenAI's documented limits: inputs per embedding request, images per request,
@@ -138,6 +163,9 @@ MAX_IMAGES = 10
 MAX_SPEECH_CHARACTERS = 4096
 MAX_IMAGE_PROMPT_CHARACTERS = 32_000
 MAX_CHOICES = 128
+#: A legacy completion's most log probabilities per token, and most `best_of` candidates (OpenAI's limits).
+MAX_COMPLETION_LOGPROBS = 5
+MAX_BEST_OF = 20
 #: No embedding model offers more dimensions than this (OpenAI's largest: 3072);
 #: an unbounded value would have a provider allocate whatever it is asked for.
 MAX_EMBEDDING_DIMENSIONS = 8192
@@ -187,9 +215,10 @@ def _is_token_list(value: Any) -> bool:
     )
 
 
-def embedding(body: dict[str, Any]) -> Request:
-    require_model(body)
-    value = body.get("input")
+def _texts_or_tokens(body: dict[str, Any], name: str) -> None:
+    """A 400 unless `name` is a non-empty string, array of strings, array of
+    token ids or array of token id arrays (an embedding's input, a completion's prompt)."""
+    value = body.get(name)
     valid = (
         (isinstance(value, str) and value != "")
         or _is_token_list(value)
@@ -198,10 +227,25 @@ def embedding(body: dict[str, Any]) -> Request:
     )
     if not valid:
         raise InvalidRequest(
-            "'input' is required: a non-empty string, array of strings, array of token ids, "
+            f"'{name}' is required: a non-empty string, array of strings, array of token ids, "
             "or array of token id arrays.",
-            param="input",
+            param=name,
         )
+
+
+def _stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
+    ):
+        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+
+
+def embedding(body: dict[str, Any]) -> Request:
+    require_model(body)
+    _texts_or_tokens(body, "input")
     validation.list_length(body, "input", MAX_EMBEDDING_INPUTS)
     _one_of(body, "encoding_format", ("float", "base64"))
     validation.integer(body, "dimensions", 1, MAX_EMBEDDING_DIMENSIONS)
@@ -233,10 +277,19 @@ def speech(body: dict[str, Any]) -> Request:
 
 def transcription(fields: dict[str, Any]) -> Request:
     """Multipart fields (the file as `(filename, bytes)`), checked."""
+    return _audio_upload(fields, "transcribe")
+
+
+def translation(fields: dict[str, Any]) -> Request:
+    """A translation's multipart fields, checked as a transcription's are."""
+    return _audio_upload(fields, "translate")
+
+
+def _audio_upload(fields: dict[str, Any], task: str) -> Request:
     require_model(fields)
     upload = fields.get("file")
     if not isinstance(upload, tuple):
-        raise InvalidRequest("'file' is required: the audio file to transcribe.", param="file")
+        raise InvalidRequest(f"'file' is required: the audio file to {task}.", param="file")
     if not upload[1]:
         raise InvalidRequest("'file' is empty.", param="file")
     _one_of(fields, "response_format", TRANSCRIPTION_FORMATS)
@@ -247,9 +300,14 @@ def transcription(fields: dict[str, Any]) -> Request:
         except ValueError:
             raise InvalidRequest("'temperature' must be a number.", param="temperature") from None
         validation.number(fields, "temperature", 0, 1)
-    arguments = litellm_arguments(fields, TRANSCRIPTION_FIELDS)
+    operation, names = (
+        (Operation.AUDIO_STT, TRANSCRIPTION_FIELDS)
+        if task == "transcribe"
+        else (Operation.AUDIO_TRANSLATION, TRANSLATION_FIELDS)
+    )
+    arguments = litellm_arguments(fields, names)
     arguments.pop("extra_body", None)  # a multipart upload has no JSON body to extend
-    return Request(Operation.AUDIO_STT, fields, arguments)
+    return Request(operation, fields, arguments)
 
 
 def responses(body: dict[str, Any]) -> Request:
@@ -294,18 +352,39 @@ def chat_completion(body: dict[str, Any]) -> Request:
     validation.kind(body, "logprobs", bool, "a boolean")
     validation.kind(body, "logit_bias", dict, "an object")
     validation.response_format(body)
-    stop = body.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
-    ):
-        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
-    arguments = litellm_arguments(body, CHAT_COMPLETION_FIELDS)
+    _stop(body)
+    return _maybe_streamed(Operation.CHAT_COMPLETION, body, litellm_arguments(body, CHAT_COMPLETION_FIELDS))
+
+
+def completion(body: dict[str, Any]) -> Request:
+    """A legacy completion's body (CreateCompletionRequest), checked as a chat
+    completion's is for the fields they share."""
+    require_model(body)
+    _texts_or_tokens(body, "prompt")
+    validation.kind(body, "stream", bool, "a boolean")
+    validation.kind(body, "stream_options", dict, "an object")
+    validation.kind(body, "echo", bool, "a boolean")
+    validation.kind(body, "suffix", str, "a string")
+    validation.kind(body, "user", str, "a string")
+    validation.kind(body, "logit_bias", dict, "an object")
+    validation.integer(body, "n", 1, MAX_CHOICES)
+    validation.integer(body, "best_of", 1, MAX_BEST_OF)
+    validation.integer(body, "max_tokens", 1)
+    validation.integer(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
+    validation.integer(body, "seed", -(2**63), 2**63 - 1)
+    validation.number(body, "temperature", 0, 2)
+    validation.number(body, "top_p", 0, 1)
+    validation.number(body, "presence_penalty", -2, 2)
+    validation.number(body, "frequency_penalty", -2, 2)
+    _stop(body)
+    return _maybe_streamed(Operation.COMPLETION, body, litellm_arguments(body, COMPLETION_FIELDS))
+
+
+def _maybe_streamed(operation: Operation, body: dict[str, Any], arguments: dict[str, Any]) -> Request:
+    """The request, and for a stream one that always asks for the usage chunk,
+    to meter it; the caller gets it only if asked (`stream_options.include_usage`)."""
     if not body.get("stream"):
-        return Request(Operation.CHAT_COMPLETION, body, arguments)
+        return Request(operation, body, arguments)
     caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
-    return Request(
-        Operation.CHAT_COMPLETION, body | stream_options, arguments | stream_options, caller_wants_usage, stream=True
-    )
+    return Request(operation, body | stream_options, arguments | stream_options, caller_wants_usage, stream=True)

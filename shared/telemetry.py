@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .domain import LLMModel, Operation, Provider
+from .domain import LLMModel, ModelType, Operation, Provider
 from .usage import ANONYMOUS_PROJECT
 
 if TYPE_CHECKING:
@@ -51,11 +51,13 @@ INSTRUMENTATION_NAME = "llm-gateway"
 #: `gen_ai.operation.name` per catalog operation (the conventions' well-known values).
 GEN_AI_OPERATION: dict[Operation, str] = {
     Operation.CHAT_COMPLETION: "chat",
+    Operation.COMPLETION: "text_completion",
     Operation.RESPONSES: "chat",
     Operation.EMBEDDINGS: "embeddings",
     Operation.IMAGES: "generate_content",
     Operation.AUDIO_TTS: "generate_content",
     Operation.AUDIO_STT: "generate_content",
+    Operation.AUDIO_TRANSLATION: "generate_content",
     Operation.AUDIO_REALTIME: "generate_content",
 }
 
@@ -65,6 +67,9 @@ GEN_AI_PROVIDER: dict[Provider, str] = {
     Provider.GOOGLE: "gcp.vertex_ai",
     Provider.MOCK: "mock",
 }
+
+#: `gen_ai.provider.name` for model types a provider's own name does not describe.
+GEN_AI_PROVIDER_OF_TYPE: dict[ModelType, str] = {ModelType.AZURE_FOUNDRY: "azure.ai.inference"}
 
 #: The distro's automatic instrumentations, all off: upstream calls get the
 #: gateway's own spans, and the Azure SDK's (Cosmos, Key Vault) stay on.
@@ -191,7 +196,7 @@ class Telemetry:
         operation = Operation(meter.operation)
         return {
             "gen_ai.operation.name": GEN_AI_OPERATION[operation],
-            "gen_ai.provider.name": GEN_AI_PROVIDER[model.provider],
+            "gen_ai.provider.name": GEN_AI_PROVIDER_OF_TYPE.get(model.model_type, GEN_AI_PROVIDER[model.provider]),
             "gen_ai.request.model": call.deployment.code,
             "gateway.operation": operation.value,
             "gateway.model": model.id,

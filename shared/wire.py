@@ -129,6 +129,9 @@ class ChatStream:
     not the caller gets it, and `model` the provider's name for its model.
     """
 
+    #: How a stream id the provider did not give begins.
+    id_prefix = "chatcmpl-"
+
     def __init__(self, model_id: str, caller_wants_usage: bool) -> None:
         self.model_id = model_id
         self.caller_wants_usage = caller_wants_usage
@@ -145,14 +148,51 @@ class ChatStream:
             self.usage = usage
         if not chunk.get("choices") and not (usage and self.caller_wants_usage):
             return None
-        self.id = self.id or chunk.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = self.id or chunk.get("id") or f"{self.id_prefix}{uuid.uuid4().hex}"
         self.created = self.created or chunk.get("created") or int(time.time())
         self.model = self.model or chunk.get("model") or None
         chunk |= {"id": self.id, "created": self.created, "model": self.model_id}
         if self.caller_wants_usage:
             chunk["usage"] = usage
             _usage(chunk)
-        return None, chunk_defaults(chunk)
+        return None, self.defaults(chunk)
+
+    @staticmethod
+    def defaults(chunk: dict[str, Any]) -> dict[str, Any]:
+        return chunk_defaults(chunk)
+
+
+def text_completion(result: Any, model_id: str) -> dict[str, Any]:
+    """A legacy `CreateCompletionResponse` (`object: text_completion`)."""
+    completion = _shaped(_plain(result))
+    completion["model"] = model_id
+    _usage(completion)
+    return text_completion_defaults(completion)
+
+
+def text_completion_defaults(completion: dict[str, Any]) -> dict[str, Any]:
+    """A legacy completion or stream chunk with the fields OpenAI's schema
+    requires of each choice: its `text` (empty when the provider sent none, as
+    on a stream's finishing chunk), `logprobs` and `finish_reason` (null until
+    the choice finishes, as OpenAI streams it); `usage` only where there is one
+    (the schema does not let it be null, unlike a chat chunk's)."""
+    if completion.get("usage") is None:
+        completion.pop("usage", None)
+    for choice in completion.setdefault("choices", []):
+        choice.setdefault("text", "")
+        choice.setdefault("logprobs", None)
+        choice.setdefault("finish_reason", None)
+    return completion
+
+
+class TextCompletionStream(ChatStream):
+    """A legacy completion stream's chunks (`CreateCompletionResponse` each), by `ChatStream`'s rules."""
+
+    id_prefix = "cmpl-"
+
+    @staticmethod
+    def defaults(chunk: dict[str, Any]) -> dict[str, Any]:
+        return text_completion_defaults(chunk)
 
 
 # Relayed answers: an OpenAI-native provider's bytes (Azure OpenAI chat

@@ -60,6 +60,8 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
                 "audio_tts",
                 "audio_stt",
                 "Responses",
+                "Completion",
+                "audio_translation",
             ],
         ),
         entry("filtered", "filtered", fake_url),
@@ -92,6 +94,16 @@ def catalog_documents(fake_url: str) -> list[dict[str, Any]]:
         entry("tts-model", "dep-b", fake_url, operations=["audio_tts"]),
         entry("stt-model", "dep-a", fake_url, operations=["audio_stt"]),
         entry("responses-model", "dep-b", fake_url, operations=["Responses"]),
+        entry("instruct", "dep-b", fake_url, operations=["Completion"]),
+        entry("translator", "dep-a", fake_url, operations=["audio_translation"]),
+        # dep-a refuses dep-b's key: Azure's 401.
+        entry(
+            "wrong-key-translator",
+            "dep-a",
+            fake_url,
+            parameters={"endpoint": fake_url, "api_version": API_VERSION, "api_key": "$KEY_B"},
+            operations=["audio_translation"],
+        ),
         entry(
             "every-operation",
             "dep-a",
@@ -214,7 +226,10 @@ def vertex_gateway(
         name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
         for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
     }
-    entries = [vertex_entry(family, model_type, code, vertex.url) for family, (model_type, code) in FAMILIES.items()]
+    entries = [
+        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion"))
+        for family, (model_type, code) in FAMILIES.items()
+    ]
     entries += [
         vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
         vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),
@@ -228,6 +243,16 @@ def vertex_gateway(
         ),
         vertex_entry("imagen-rate-limited", "GoogleVertex", "imagen-rate-limited", vertex.url, operations=["images"]),
         vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
+        # Speech: Cloud Text-to-Speech, its api_base the synthesize URL; transcription: Speech-to-Text v2, Gemini.
+        vertex_entry(
+            "cloud-tts", "GoogleVertex", "chirp", vertex.url + "/v1/text:synthesize", operations=["audio_tts"]
+        ),
+        vertex_entry(
+            "chirp-stt", "GoogleVertex", "chirp_2", vertex.url, secret="$GOOGLE_SA_TWO", operations=["audio_stt"]
+        ),
+        vertex_entry("gemini-stt", "GoogleVertex", "gemini-3.5-transcribe", vertex.url, operations=["audio_stt"]),
+        vertex_entry("stt-rate-limited", "GoogleVertex", "chirp_2-rate-limited", vertex.url, operations=["audio_stt"]),
+        vertex_entry("stt-forbidden", "GoogleVertex", "chirp_2-forbidden", vertex.url, operations=["audio_stt"]),
     ]
     entries += [
         vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
@@ -235,6 +260,11 @@ def vertex_gateway(
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
     entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))
+    entries.append(
+        azure_entry(
+            "azure-instruct-to-gemini", "broken", fake_azure.url, operations=["Completion"], fallbacks=["gemini"]
+        )
+    )
     directory = tmp_path_factory.mktemp("vertex")
     catalog = write_catalog(directory / "models.json", entries)
     env = gateway_env(

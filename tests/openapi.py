@@ -5,7 +5,10 @@ with OpenAI's licence and the upstream commit it was taken from beside it.
 It is OpenAPI 3.1, whose schemas are JSON Schema 2020-12,
 except that about a hundred of them still say `nullable: true` (OpenAPI 3.0's
 spelling) where OpenAI sends `null`, such as a stream chunk's
-`finish_reason`: those are read as "or null". The document is loaded and its
+`finish_reason`: those are read as "or null". So is a legacy completion
+choice's `finish_reason`, which the document does not mark although OpenAI
+streams it as `null` until the choice finishes (`CreateCompletionResponse`
+is the shape of the stream's chunks too). The document is loaded and its
 validators compiled once per test session.
 """
 
@@ -37,11 +40,24 @@ def _with_nullable(node: Any) -> Any:
     return converted
 
 
+#: Fields OpenAI sends as `null` that the document does not mark nullable: (schema, path to the property).
+SENT_AS_NULL = (("CreateCompletionResponse", ("properties", "choices", "items", "properties", "finish_reason")),)
+
+
+def _with_sent_nulls(spec: dict[str, Any]) -> dict[str, Any]:
+    for schema, path in SENT_AS_NULL:
+        node = spec["components"]["schemas"][schema]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = {"anyOf": [node[path[-1]], {"type": "null"}]}
+    return spec
+
+
 @functools.cache
 def _registry() -> Registry:
     if not SPEC_PATH.exists():
         raise FileNotFoundError(f"OpenAI's OpenAPI document is expected at {SPEC_PATH}")
-    spec = _with_nullable(json.loads(SPEC_PATH.read_text(encoding="utf-8")))
+    spec = _with_sent_nulls(_with_nullable(json.loads(SPEC_PATH.read_text(encoding="utf-8"))))
     return Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
 
 

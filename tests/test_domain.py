@@ -124,6 +124,38 @@ def test_vertex_combinations_litellm_cannot_serve_are_refused(model_type, code, 
     assert caught.value.field_name == field
 
 
+def foundry_document(code, operations):
+    return document(
+        model_type="AzureFoundry",
+        code=code,
+        operations=operations,
+        parameters={"endpoint": "https://r.services.ai.azure.com"},
+    )
+
+
+def test_a_foundry_model_serves_chat_and_embeddings():
+    entry = LLMModel.from_document(foundry_document("DeepSeek-V3-0324", ["ChatCompletion", "embeddings"]))
+    assert entry.operations == (Operation.CHAT_COMPLETION, Operation.EMBEDDINGS)
+
+
+@pytest.mark.parametrize(
+    ("code", "operations", "field"),
+    [
+        ("Phi-4", ["Responses"], "operations"),
+        ("Phi-4", ["images"], "operations"),
+        ("Phi-4", ["audio_stt"], "operations"),
+        # LiteLLM sends these to Foundry's Anthropic API, agents and model router, not the model inference API.
+        ("claude-sonnet-4-5", ["ChatCompletion"], "code"),
+        ("agents/asst_1", ["ChatCompletion"], "code"),
+        ("model-router", ["ChatCompletion"], "code"),
+    ],
+)
+def test_foundry_combinations_the_gateway_does_not_serve_are_refused(code, operations, field):
+    with pytest.raises(InvalidCatalogEntry) as caught:
+        LLMModel.from_document(foundry_document(code, operations))
+    assert caught.value.field_name == field
+
+
 def mock_document(**overrides):
     return document(**({"provider": "Mock", "model_type": "Mock", "code": "mock", "parameters": {}} | overrides))
 

@@ -464,7 +464,7 @@ TOKEN_POLICIES = (
     "azure-openai-emit-token-metric",
 )
 #: Paths whose operations call a language model and return token usage, in every route shape.
-TOKEN_METERED_PATH = re.compile(r"/(chat/completions|responses|embeddings)$")
+TOKEN_METERED_PATH = re.compile(r"/((chat/)?completions|responses|embeddings)$")
 
 
 def test_api_management_policy_streams_and_sends_the_shared_secret():
@@ -506,7 +506,7 @@ def test_token_policies_apply_to_the_llm_operations_only():
     metered = set(re.findall(r"'([\w-]+)'", block(text, "var tokenMeteredOperations = [")))
     entries = re.findall(r"'([\w-]+) ([A-Z]+) (/\S*)'", block(text, "var operations = ["))
     expected = {name for name, _, path in entries if TOKEN_METERED_PATH.search(path)}
-    assert {"chat-completions", "responses", "embeddings"} <= expected
+    assert {"chat-completions", "completions", "responses", "embeddings"} <= expected
     assert metered == expected, f"token-metered operations {sorted(metered)}, LLM routes {sorted(expected)}"
     declaration = re.search(r"^resource tokenPolicies .*$", text, re.MULTILINE).group(0)
     assert "[for (operation, i) in operations: if (contains(tokenMeteredOperations, split(operation, ' ')[0]))" in (

@@ -53,11 +53,13 @@ var operations = [
   'get-model GET /v1/models/{model_id}'
   'get-model-head HEAD /v1/models/{model_id}'
   'chat-completions POST /v1/chat/completions'
+  'completions POST /v1/completions'
   'responses POST /v1/responses'
   'embeddings POST /v1/embeddings'
   'image-generations POST /v1/images/generations'
   'audio-speech POST /v1/audio/speech'
   'audio-transcriptions POST /v1/audio/transcriptions'
+  'audio-translations POST /v1/audio/translations'
   'own-usage GET /v1/usage'
   'own-usage-head HEAD /v1/usage'
   'own-limits GET /v1/limits'
@@ -76,20 +78,24 @@ var operations = [
   'admin-delete-model DELETE /v1/admin/models/{model_id}'
   // Azure OpenAI's paths (openai.AzureOpenAI clients) and Azure's v1 paths.
   'azure-chat-completions POST /openai/deployments/{model}/chat/completions'
+  'azure-completions POST /openai/deployments/{model}/completions'
   'azure-embeddings POST /openai/deployments/{model}/embeddings'
   'azure-image-generations POST /openai/deployments/{model}/images/generations'
   'azure-audio-speech POST /openai/deployments/{model}/audio/speech'
   'azure-audio-transcriptions POST /openai/deployments/{model}/audio/transcriptions'
+  'azure-audio-translations POST /openai/deployments/{model}/audio/translations'
   'azure-responses POST /openai/responses'
   'azure-list-models GET /openai/models'
   'azure-list-models-head HEAD /openai/models'
   'azure-get-model GET /openai/models/{model_id}'
   'azure-get-model-head HEAD /openai/models/{model_id}'
   'azure-v1-chat-completions POST /openai/v1/chat/completions'
+  'azure-v1-completions POST /openai/v1/completions'
   'azure-v1-embeddings POST /openai/v1/embeddings'
   'azure-v1-image-generations POST /openai/v1/images/generations'
   'azure-v1-audio-speech POST /openai/v1/audio/speech'
   'azure-v1-audio-transcriptions POST /openai/v1/audio/transcriptions'
+  'azure-v1-audio-translations POST /openai/v1/audio/translations'
   'azure-v1-responses POST /openai/v1/responses'
   'azure-v1-list-models GET /openai/v1/models'
   'azure-v1-list-models-head HEAD /openai/v1/models'
@@ -101,16 +107,19 @@ var operations = [
 // these get the token limit and token metrics (apim-llm-policy.xml). Health,
 // model lists, admin, usage reports, images, speech (binary) and transcription
 // (multipart) have no tokens to count. tests/test_infra.py checks that every
-// chat completions, responses and embeddings route, whatever its path shape,
-// is listed here and nothing else is.
+// chat completions, legacy completions, responses and embeddings route,
+// whatever its path shape, is listed here and nothing else is.
 var tokenMeteredOperations = [
   'chat-completions'
+  'completions'
   'responses'
   'embeddings'
   'azure-chat-completions'
+  'azure-completions'
   'azure-responses'
   'azure-embeddings'
   'azure-v1-chat-completions'
+  'azure-v1-completions'
   'azure-v1-responses'
   'azure-v1-embeddings'
 ]

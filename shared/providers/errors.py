@@ -91,7 +91,8 @@ def provider_error(error: Any, secrets: Iterable[str]) -> ProviderError:
 def error_object(exc: Exception) -> Any:
     """The provider's own error object, wherever LiteLLM kept it: the
     response's body, its `provider_specific_fields` (Azure content filters),
-    or a JSON text in its body's message (Azure Responses and images)."""
+    a JSON text in its body's message (Azure Responses and images), or in
+    its own message after the provider's name (Azure AI Foundry)."""
     response = getattr(exc, "response", None)
     try:
         found = response.json().get("error")  # type: ignore[union-attr]
@@ -103,18 +104,29 @@ def error_object(exc: Exception) -> Any:
     if isinstance(fields, dict) and isinstance(fields.get("azure_error"), dict):
         return fields["azure_error"]
     body = getattr(exc, "body", None)
-    if not isinstance(body, dict):
-        return None
-    if isinstance(body.get("error"), dict):
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body["error"]
-    message = body.get("message")
-    if isinstance(message, str) and message.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(message)
-        except ValueError:
-            return None
-        return parsed.get("error") if isinstance(parsed, dict) else None
-    return None
+    if isinstance(body, dict) and _is_json_object(body.get("message")):
+        return _error_of(body["message"])
+    # LiteLLM's `<Provider>Exception - <the provider's body>` (Azure AI Foundry's errors).
+    wrapped = _WRAPPED_BODY.search(str(getattr(exc, "message", "") or ""))
+    return _error_of(wrapped.group(1)) if wrapped else None
+
+
+_WRAPPED_BODY = re.compile(r"\w+Exception - (\{.*\})\s*$", re.DOTALL)
+
+
+def _is_json_object(text: Any) -> bool:
+    return isinstance(text, str) and text.lstrip().startswith("{")
+
+
+def _error_of(text: str) -> Any:
+    """The `error` member of a JSON text, if it is an object holding one."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed.get("error") if isinstance(parsed, dict) else None
 
 
 def translate(exc: Exception, model_id: str, secrets: Iterable[str] = ()) -> GatewayError | None:

@@ -2,7 +2,8 @@
 arguments and the deployment's credentials (`mapper.ProviderCall`).
 
 `LiteLLM` is the transport (see `base.py`) for every operation of every
-deployment no other transport serves. A result becomes an `Answer` shaped by
+deployment no other transport serves; audio translations, which LiteLLM has
+no call for, are sent with the Azure deployment's own openai client. A result becomes an `Answer` shaped by
 `wire.py` and a stream an `Upstream`; a failure becomes a gateway error
 (`errors.translate`).
 """
@@ -41,11 +42,25 @@ async def translated(model: LLMModel, call: ProviderCall, pending: Awaitable[T])
         raise translate(exc, model.id, call.undisclosed) or exc from None
 
 
+def litellm_route(call: ProviderCall) -> str:
+    """The LiteLLM provider route of the call's model (`azure_ai` of `azure_ai/Phi-4`)."""
+    return str(call.arguments.get("model", "")).partition("/")[0]
+
+
+def provider_model(name: Any, route: str) -> str | None:
+    """The provider's name for its model in a LiteLLM result, without the `route/`
+    LiteLLM puts before some (`azure_ai/DeepSeek-V3-0324`)."""
+    if not isinstance(name, str) or not name:
+        return None
+    return name.removeprefix(f"{route}/") if route else name
+
+
 async def answered(model: LLMModel, call: ProviderCall, pending: Awaitable[Any]) -> Answer[Any]:
     """A LiteLLM result as an `Answer`, with the token counts and model name it carries."""
     result = await translated(model, call, pending)
-    provider_model = getattr(result, "model", None)
-    return Answer(result, getattr(result, "usage", None), provider_model if isinstance(provider_model, str) else None)
+    return Answer(
+        result, getattr(result, "usage", None), provider_model(getattr(result, "model", None), litellm_route(call))
+    )
 
 
 def whole(function: str, arguments: dict[str, Any]) -> Attempt[Answer[Any]]:
@@ -64,7 +79,7 @@ def stream(function: str, arguments: dict[str, Any], shaper: Callable[[str], Sha
     async def attempt(model: LLMModel, call: ProviderCall) -> Upstream:
         llm = await litellm()
         items = await translated(model, call, getattr(llm, function)(**call.keyword_arguments(arguments)))
-        return LiteLLMStream(items, model.id, call.undisclosed, shaper(model.id))
+        return LiteLLMStream(items, model.id, call.undisclosed, shaper(model.id), litellm_route(call))
 
     return attempt
 
@@ -72,11 +87,13 @@ def stream(function: str, arguments: dict[str, Any], shaper: Callable[[str], Sha
 class LiteLLMStream:
     """A LiteLLM stream (a `base.Upstream`), its failures as gateway errors."""
 
-    def __init__(self, items: Any, model_id: str, secrets: tuple[str, ...], shaper: Shaper) -> None:
+    def __init__(self, items: Any, model_id: str, secrets: tuple[str, ...], shaper: Shaper, route: str = "") -> None:
         self.items = items
         self.model_id = model_id
         self.secrets = secrets
         self.shaper = shaper
+        #: The LiteLLM route to take off the provider's model name (`litellm_route`).
+        self.route = route
 
     @property
     def usage(self) -> Any:
@@ -84,7 +101,7 @@ class LiteLLMStream:
 
     @property
     def model(self) -> str | None:
-        return self.shaper.model
+        return provider_model(self.shaper.model, self.route)
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         items = aiter(self.items)
@@ -106,6 +123,7 @@ class LiteLLMStream:
 #: LiteLLM's function for each operation.
 FUNCTIONS = {
     Operation.CHAT_COMPLETION: "acompletion",
+    Operation.COMPLETION: "atext_completion",
     Operation.RESPONSES: "aresponses",
     Operation.EMBEDDINGS: "aembedding",
     Operation.IMAGES: "aimage_generation",
@@ -121,6 +139,7 @@ class LiteLLM:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         operation, arguments = request.operation, request.arguments
+        call = _for_operation(model, call, operation)
         # LiteLLM refuses encoding_format for Vertex: ask for floats, encode them here.
         encode_here = (
             operation is Operation.EMBEDDINGS
@@ -129,14 +148,21 @@ class LiteLLM:
         )
         if encode_here:
             arguments = {key: value for key, value in arguments.items() if key != "encoding_format"}
+        if operation is Operation.AUDIO_TRANSLATION:
+            return await translation(model, call, request)
         if operation is Operation.AUDIO_STT and call.azure_client is not None:
             # LiteLLM ignores api_version for Azure transcriptions; a client of the gateway's carries it.
             arguments = arguments | {"client": call.azure_client()}
+        if operation is Operation.EMBEDDINGS and call.embeddings_client is not None:
+            # LiteLLM's embeddings take an openai SDK client, not its HTTP client (`ProviderCall.embeddings_client`).
+            arguments = arguments | {"client": call.embeddings_client()}
         answer = await whole(FUNCTIONS[operation], arguments)(model, call)
         result = answer.body
         body: Any
         if operation is Operation.CHAT_COMPLETION:
             body = wire.chat_completion(result, model.id)
+        elif operation is Operation.COMPLETION:
+            body = wire.text_completion(result, model.id)
         elif operation is Operation.RESPONSES:
             body = wire.response(result, model.id)
         elif operation is Operation.EMBEDDINGS:
@@ -156,6 +182,29 @@ class LiteLLM:
         if request.operation is Operation.RESPONSES:
             return await stream("aresponses", request.arguments, wire.ResponseEvents)(model, call)
         caller_wants_usage = request.caller_wants_usage
+        shaper = wire.TextCompletionStream if request.operation is Operation.COMPLETION else wire.ChatStream
         return await stream(
-            "acompletion", request.arguments, lambda model_id: wire.ChatStream(model_id, caller_wants_usage)
-        )(model, call)
+            FUNCTIONS[request.operation], request.arguments, lambda model_id: shaper(model_id, caller_wants_usage)
+        )(model, _for_operation(model, call, request.operation))
+
+
+async def translation(model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
+    """An audio translation, sent by the deployment's own `AsyncAzureOpenAI`
+    client (`ProviderMapper.azure_client`: the catalog's endpoint, api_version
+    and credential): LiteLLM has no translation call. Text formats come back
+    as text, the JSON ones shaped as a transcription's."""
+    assert call.azure_client is not None, "the catalog lets only Azure models list audio_translation"
+    client = call.azure_client()
+    pending = client.audio.translations.create(
+        model=call.deployment.code, timeout=call.http_timeout(), **request.arguments
+    )
+    result = await translated(model, call, pending)
+    return Answer(result if isinstance(result, str) else wire.transcription(result))
+
+
+def _for_operation(model: LLMModel, call: ProviderCall, operation: Operation) -> ProviderCall:
+    """The deployment's call with LiteLLM's model string for `operation` (a legacy
+    completion's may differ: see `domain.LITELLM_COMPLETION_MODEL_FORMAT`)."""
+    if operation is not Operation.COMPLETION:
+        return call
+    return replace(call, arguments=call.arguments | {"model": model.litellm_completion_model_for(call.deployment.code)})

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -30,6 +31,11 @@ DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_CONNECT_SECONDS = 5.0
 DEFAULT_VERTEX_LOCATION = "us-central1"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+#: The Azure AI model inference API's version when the catalog names none: the one
+#: Microsoft's Foundry Models REST examples and its azure-ai-inference SDK send.
+FOUNDRY_API_VERSION = "2024-05-01-preview"
+#: Where a Foundry resource serves the model inference API (`https://<resource>.services.ai.azure.com/models`).
+FOUNDRY_MODELS_PATH = "/models"
 #: What LiteLLM sees as the messages of a call whose messages travel in `extra_body`.
 PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 
@@ -38,6 +44,43 @@ PLACEHOLDER_MESSAGE = {"role": "user", "content": ""}
 RELAYED_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 #: Deployment names the relay puts in a URL path as they are.
 RELAYED_DEPLOYMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class FoundryAuth(str, Enum):
+    """How a Foundry deployment's calls are authorised: the header the model inference API reads."""
+
+    #: The resource's key, in `api-key`.
+    KEY = "api-key"
+    #: An Entra ID token (managed identity), as `Authorization: Bearer <token>`.
+    ENTRA_ID = "entra-id"
+
+
+def foundry_models_base(endpoint: str) -> str:
+    """The model inference API's root for a Foundry endpoint, given as the resource's
+    (`https://<resource>.services.ai.azure.com`) or as that root itself (`.../models`)."""
+    base = endpoint.rstrip("/")
+    return base if base.endswith(FOUNDRY_MODELS_PATH) else base + FOUNDRY_MODELS_PATH
+
+
+def foundry_authorisation(auth: FoundryAuth) -> Callable[[Any], Any]:
+    """An httpx request hook that puts the credential LiteLLM set in the one header
+    `auth` calls for. LiteLLM chooses the header by the endpoint's host name
+    (`api-key` for chat on `*.services.ai.azure.com`, `Authorization: Bearer`
+    elsewhere and for every embeddings call), the model inference API by the
+    credential: a key in `api-key`, an Entra ID token as a bearer token."""
+
+    async def authorise(request: Any) -> None:
+        key = request.headers.pop("api-key", None)
+        bearer = request.headers.pop("authorization", None)
+        credential = key if key is not None else bearer.removeprefix("Bearer ") if bearer is not None else None
+        if credential is None:
+            return
+        if auth is FoundryAuth.KEY:
+            request.headers["api-key"] = credential
+        else:
+            request.headers["authorization"] = f"Bearer {credential}"
+
+    return authorise
 
 
 class TokenSource(Protocol):
@@ -160,10 +203,14 @@ class ProviderCall:
     azure_relay: AzureDeployment | None = None
     #: The longest wait for a new connection to the provider (TCP and TLS).
     connect_seconds: float = DEFAULT_CONNECT_SECONDS
-    #: LiteLLM's HTTP client for this call, when the `timeout` argument cannot carry the connect budget.
+    #: LiteLLM's HTTP client for this call, when the `timeout` argument cannot carry the connect
+    #: budget (and for Foundry, to send the credential in the header its kind calls for).
     litellm_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     #: An Azure deployment's `AsyncAzureOpenAI` client, for LiteLLM's transcriptions (`ProviderMapper.azure_client`).
     azure_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    #: The openai SDK client LiteLLM's embeddings are to use (they take no HTTP client), when
+    #: the deployment needs one of the gateway's (`ProviderMapper.foundry_embeddings_client`).
+    embeddings_client: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def http_timeout(self) -> Any:
         """The attempt's `httpx.Timeout`: the connect budget, then the model's
@@ -189,7 +236,7 @@ class ProviderCall:
         other request of the worker waits.
         """
         merged = request | self.arguments | {"timeout": self.http_timeout()}
-        if self.litellm_client is not None:
+        if self.litellm_client is not None and "client" not in request:
             merged["client"] = self.litellm_client()
         if self.raw_messages and "messages" in request:
             merged["extra_body"] = request.get("extra_body", {}) | {"messages": request["messages"]}
@@ -222,12 +269,14 @@ class ProviderMapper:
         self.transports = transports
         self.connect_seconds = connect_seconds
         self._azure_clients: dict[tuple[str, str, str], Any] = {}
-        self._vertex_clients: dict[float, Any] = {}
+        self._http_clients: dict[tuple[float, FoundryAuth | None], Any] = {}
 
     async def call_for(self, model: LLMModel, deployment: Deployment) -> ProviderCall:
         """The deployment ready to be called, with the transport that calls it."""
         parameters = await self.secrets.resolve_parameters(deployment.parameters, model_id=model.id)
-        if model.provider is Provider.AZURE:
+        if model.model_type is ModelType.AZURE_FOUNDRY:
+            call = await self._foundry(model, deployment, parameters)
+        elif model.provider is Provider.AZURE:
             call = await self._azure(model, deployment, parameters)
             call = replace(call, azure_client=functools.partial(self.azure_client, call))
         elif model.provider is Provider.MOCK:
@@ -269,6 +318,50 @@ class ProviderMapper:
         transport = self.transports.litellm if relay is None else self.transports.azure_relay
         return ProviderCall(deployment, transport, arguments, (secret,), raw_messages=raw_messages, azure_relay=relay)
 
+    async def _foundry(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
+        """An Azure AI Foundry deployment, called on the resource's model inference API
+        (`<endpoint>/models/chat/completions`, `/models/embeddings`) through LiteLLM's
+        `azure_ai` provider, the deployment named by the body's `model`.
+
+        The credential always goes to LiteLLM as `api_key`, an Entra ID token
+        included: without one LiteLLM looks for a key in the environment
+        (`AZURE_AI_API_KEY`, `AZURE_OPENAI_API_KEY`, `AZURE_API_KEY`) before it
+        uses a token provider. The gateway's HTTP client then puts it in the
+        header its kind calls for (`foundry_authorisation`).
+        """
+        endpoint = parameters.get("api_base") or parameters.get("endpoint")
+        if not endpoint:
+            raise ConfigurationError(f"Model '{model.id}' is misconfigured: parameters.endpoint is missing.")
+        api_key = parameters.get("api_key")
+        auth = FoundryAuth.KEY if api_key else FoundryAuth.ENTRA_ID
+        credential = api_key or await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
+        arguments = _common(model, deployment, parameters) | {
+            "api_base": foundry_models_base(endpoint),
+            "api_version": parameters.get("api_version") or FOUNDRY_API_VERSION,
+            "api_key": credential,
+        }
+        timeout = arguments["timeout"]
+        return ProviderCall(
+            deployment,
+            self.transports.litellm,
+            arguments,
+            (credential,),
+            litellm_client=functools.partial(self.http_client, timeout, auth),
+            embeddings_client=functools.partial(self.foundry_embeddings_client, arguments, auth),
+        )
+
+    def foundry_embeddings_client(self, arguments: dict[str, Any], auth: FoundryAuth) -> Any:
+        """The openai SDK client for one Foundry embeddings call: LiteLLM's own sends
+        no `api-version`, which the model inference API requires. It shares the
+        gateway's HTTP client for the deployment's `timeout` and credential kind,
+        and never retries (see `_unretried_openai_client`)."""
+        return _unretried_openai_client()(
+            api_key=arguments["api_key"],
+            base_url=arguments["api_base"],
+            default_query={"api-version": arguments["api_version"]},
+            http_client=self.http_client(arguments["timeout"], auth).client,
+        )
+
     def azure_client(self, call: ProviderCall) -> Any:
         """An `AsyncAzureOpenAI` client for an Azure call, for LiteLLM's `client`
         argument; one per endpoint, api_version and credential, reused.
@@ -299,13 +392,14 @@ class ProviderMapper:
     async def _entra_token(self) -> str:
         return await self.tokens.token(COGNITIVE_SERVICES_SCOPE)
 
-    def vertex_client(self, timeout: float) -> Any:
-        """LiteLLM's HTTP client for Vertex calls of models with this `timeout`,
-        one per value, reused. LiteLLM gives Vertex requests a number, one wait
-        for every phase (it keeps an `httpx.Timeout` only for OpenAI and Azure),
-        so this client caps each request's wait for a connection at the budget;
-        called once LiteLLM is loaded."""
-        client = self._vertex_clients.get(timeout)
+    def http_client(self, timeout: float, auth: FoundryAuth | None = None) -> Any:
+        """LiteLLM's HTTP client for calls of models with this `timeout` (and, for
+        Foundry, this credential kind: see `foundry_authorisation`), one per
+        combination, reused. LiteLLM gives Vertex and Foundry requests a number,
+        one wait for every phase (it keeps an `httpx.Timeout` only for OpenAI
+        and Azure OpenAI), so this client caps each request's wait for a
+        connection at the budget; called once LiteLLM is loaded."""
+        client = self._http_clients.get((timeout, auth))
         if client is None:
             import httpx
             from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
@@ -319,18 +413,21 @@ class ProviderMapper:
                     "connect": connect_seconds if given is None else min(given, connect_seconds)
                 }
 
+            hooks: list[Callable[..., Any]] = [cap_connect]
+            if auth is not None:
+                hooks.append(foundry_authorisation(auth))
             client = AsyncHTTPHandler(
-                timeout=httpx.Timeout(timeout, connect=connect_seconds), event_hooks={"request": [cap_connect]}
+                timeout=httpx.Timeout(timeout, connect=connect_seconds), event_hooks={"request": hooks}
             )
-            self._vertex_clients[timeout] = client
+            self._http_clients[(timeout, auth)] = client
         return client
 
     async def close(self) -> None:
-        """Close the clients `azure_client` and `vertex_client` made (at shutdown)."""
-        for client in [*self._azure_clients.values(), *self._vertex_clients.values()]:
+        """Close the clients `azure_client` and `http_client` made (at shutdown)."""
+        for client in [*self._azure_clients.values(), *self._http_clients.values()]:
             await client.close()
         self._azure_clients.clear()
-        self._vertex_clients.clear()
+        self._http_clients.clear()
 
     def _vertex(self, model: LLMModel, deployment: Deployment, parameters: dict[str, Any]) -> ProviderCall:
         arguments = _common(model, deployment, parameters) | {
@@ -339,7 +436,7 @@ class ProviderMapper:
         }
         if parameters.get("api_base"):
             arguments["api_base"] = parameters["api_base"]
-        client = functools.partial(self.vertex_client, arguments["timeout"])
+        client = functools.partial(self.http_client, arguments["timeout"])
         credentials = parameters.get("secret_name")
         if not credentials:
             return ProviderCall(deployment, self.transports.vertex, arguments, litellm_client=client)
@@ -353,6 +450,26 @@ class ProviderMapper:
         arguments["vertex_credentials"] = account
         secrets = (credentials, str(account.get("private_key", "")))
         return ProviderCall(deployment, self.transports.vertex, arguments, secrets, litellm_client=client)
+
+
+@functools.cache
+def _unretried_openai_client() -> type[Any]:
+    """`AsyncOpenAI` whose `max_retries` stays 0. LiteLLM's azure_ai embeddings pass
+    the call's `max_retries` (0) on as none, and so set the client's to LiteLLM's
+    default (2): the SDK would retry a failed attempt twice inside the attempt's
+    time, where the gateway's routing moves on to the next deployment."""
+    from openai import AsyncOpenAI
+
+    class UnretriedAsyncOpenAI(AsyncOpenAI):
+        @property
+        def max_retries(self) -> int:
+            return 0
+
+        @max_retries.setter
+        def max_retries(self, value: int) -> None:
+            """LiteLLM's setting is ignored."""
+
+    return UnretriedAsyncOpenAI
 
 
 def _mock(model: LLMModel, deployment: Deployment, parameters: dict[str, Any], transport: Transport) -> ProviderCall:

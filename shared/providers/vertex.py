@@ -5,7 +5,8 @@ included, into the request body it sends to Google, sends no token at all when
 `api_base` is set, and fetches a new OAuth token on every call. So image
 generation on Vertex goes through this small adapter: Imagen's `:predict`
 with a bearer token from credentials cached per service account. `Vertex` is
-the transport of Vertex deployments: Imagen for images, LiteLLM for the rest.
+the transport of Vertex deployments: Imagen for images, LiteLLM for the rest,
+legacy completions, speech and transcription held to what LiteLLM can send Google.
 """
 
 from __future__ import annotations
@@ -14,15 +15,48 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..domain import LLMModel, Operation
-from ..errors import ConfigurationError, UpstreamError, UpstreamTimeout
+from ..errors import ConfigurationError, InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, lowered, scrub
 from .mapper import ProviderCall
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+@dataclass(frozen=True)
+class GoogleAudio:
+    """What LiteLLM can send Google of a speech or transcription request."""
+
+    what: str
+    #: The `response_format`s Google answers, as OpenAI names them, and the one
+    #: sent when the caller names none (OpenAI's default).
+    formats: tuple[str, ...]
+    default_format: str
+    #: The request fields LiteLLM passes on to Google (it refuses the others,
+    #: or drops them without a word).
+    fields: frozenset[str]
+
+
+#: Legacy completion fields with no chat equivalent: LiteLLM drops them for
+#: Gemini (and sends `logprobs`, a count, where Gemini takes a boolean), and
+#: sends them as they are to the other families' chat endpoints.
+CHAT_HAS_NO = ("suffix", "echo", "best_of", "logprobs")
+
+#: LiteLLM would send speech's `aac` and `pcm` as other encodings (MP3, WAV)
+#: and `flac` as one Cloud Text-to-Speech does not have, speech without a
+#: format as WAV, and refuse transcripts other than json and text.
+GOOGLE_AUDIO: dict[Operation, GoogleAudio] = {
+    Operation.AUDIO_TTS: GoogleAudio(
+        "speech", ("mp3", "opus", "wav"), "mp3", frozenset({"input", "voice", "response_format", "speed"})
+    ),
+    Operation.AUDIO_STT: GoogleAudio(
+        "transcription", ("json", "text"), "json", frozenset({"file", "language", "response_format"})
+    ),
+}
 
 
 class GoogleTokens:
@@ -129,12 +163,49 @@ class Vertex:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         if request.operation is not Operation.IMAGES:
-            return await self.fallback.whole(model, call, request)
+            return await self.fallback.whole(model, call, _for_google(model, request))
         arguments = call.arguments | {"timeout": call.http_timeout()}
         return Answer(await self.imagen.generate(model.id, call.deployment.code, arguments, request.body))
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
-        return await self.fallback.stream(model, call, request)
+        return await self.fallback.stream(model, call, _for_google(model, request))
+
+
+def _for_google(model: LLMModel, request: Request) -> Request:
+    """`request` as LiteLLM can send it to Vertex AI, or a 400 naming the field
+    it cannot: a legacy completion's one prompt (LiteLLM would make a list of
+    prompts one conversation, and cannot send token ids) and none of the
+    fields a chat has no equivalent of (`CHAT_HAS_NO`); speech and
+    transcription's fields and formats (see `GOOGLE_AUDIO`), a speech voice
+    named (Cloud Text-to-Speech has no voice objects)."""
+    if request.operation is Operation.COMPLETION:
+        if not isinstance(request.body.get("prompt"), str):
+            raise InvalidRequest(f"Model '{model.id}' (Vertex AI) takes one prompt, a string.", param="prompt")
+        for name in CHAT_HAS_NO:
+            if request.body.get(name) is not None:
+                raise InvalidRequest(
+                    f"Model '{model.id}' (Vertex AI) answers a completion as a chat, which has no '{name}'.",
+                    param=name,
+                )
+    audio = GOOGLE_AUDIO.get(request.operation)
+    if audio is None:
+        return request
+    for name in request.body:
+        if name not in audio.fields and name != "model":
+            raise InvalidRequest(
+                f"Model '{model.id}' (Vertex AI {audio.what}) takes {', '.join(sorted(audio.fields))}; not '{name}'.",
+                param=name,
+            )
+    if request.operation is Operation.AUDIO_TTS and not isinstance(request.body.get("voice"), str):
+        raise InvalidRequest(f"Model '{model.id}' (Vertex AI speech) takes a voice name.", param="voice")
+    chosen = request.body.get("response_format") or audio.default_format
+    if chosen not in audio.formats:
+        raise InvalidRequest(
+            f"Model '{model.id}' (Vertex AI {audio.what}) answers response_format {', '.join(audio.formats)}; "
+            f"got {chosen!r}.",
+            param="response_format",
+        )
+    return replace(request, arguments=request.arguments | {"response_format": chosen})
 
 
 def _aspect_ratio(size: str) -> str:

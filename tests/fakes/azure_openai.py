@@ -9,7 +9,8 @@ Every operation is served on both Azure surfaces:
 * v1: `/openai/v1/<operation>`, deployment in the body's (or form's) `model`;
   `api-version` is optional, and if given must be `preview`, `latest` or `v1`.
 
-Operations: `chat/completions` (JSON and SSE), `embeddings`, `images/generations`,
+Operations: `chat/completions` (JSON and SSE), the legacy `completions` (JSON and
+SSE, `prompt` a string or a list of them), `embeddings`, `images/generations`,
 `audio/speech`, `audio/transcriptions` and `audio/translations` (multipart), and
 `responses` (JSON and SSE).
 
@@ -399,6 +400,56 @@ class ChatReply:
         return [*events, b"data: [DONE]\n\n"]
 
 
+# Legacy completions
+
+
+def _prompts(given: Any) -> list[str]:
+    """A legacy `prompt` as texts: a string, strings, or token ids (each id a word)."""
+    if isinstance(given, str):
+        return [given]
+    if given and isinstance(given[0], int):
+        given = [given]
+    return [item if isinstance(item, str) else " ".join(map(str, item)) for item in given]
+
+
+def completions(recorded: RecordedRequest) -> Response | EventStream:
+    """`text_completion` answers: per prompt (times `n`) a choice echoing it, Azure's filter results beside."""
+    body = recorded.json
+    prompts = _prompts(body["prompt"])
+    texts = ["echo: " + prompt for prompt in prompts for _ in range(body.get("n") or 1)]
+    prompt_tokens = sum(map(words, prompts))
+    completion_tokens = sum(map(words, texts))
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    envelope = {"id": _new_id("cmpl-"), "object": "text_completion", "created": int(time.time())}
+    envelope |= {"model": UPSTREAM_MODEL}
+
+    def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+        filters = CONTENT_FILTER_RESULTS if finish_reason is None else {}
+        return {"text": text, "index": index, "finish_reason": finish_reason, "logprobs": None} | {
+            "content_filter_results": filters
+        }
+
+    if not body.get("stream"):
+        choices = [
+            choice(index, text, "stop") | {"content_filter_results": CONTENT_FILTER_RESULTS}
+            for index, text in enumerate(texts)
+        ]
+        return JSONResponse(
+            envelope | {"choices": choices, "usage": usage, "prompt_filter_results": PROMPT_FILTER_RESULTS}
+        )
+    events = [_sse(envelope | {"choices": [], "prompt_filter_results": PROMPT_FILTER_RESULTS})]
+    for index, text in enumerate(texts):
+        events += [_sse(envelope | {"choices": [choice(index, piece, None)]}) for piece in _pieces(text)]
+        events.append(_sse(envelope | {"choices": [choice(index, "", "stop")]}))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        events.append(_sse(envelope | {"choices": [], "usage": usage}))
+    return EventStream([*events, b"data: [DONE]\n\n"], kept_on_error=3)
+
+
 # Embeddings, images, speech
 
 
@@ -616,6 +667,7 @@ def responses(recorded: RecordedRequest) -> Response | EventStream:
 #: operation path -> (Azure's operation name, the field a request must carry, handler)
 OPERATIONS: dict[str, tuple[str, str, Handler]] = {
     "chat/completions": ("ChatCompletions_Create", "messages", chat),
+    "completions": ("Completions_Create", "prompt", completions),
     "embeddings": ("Embeddings_Create", "input", embeddings),
     "images/generations": ("ImageGenerations_Create", "prompt", images),
     "audio/speech": ("AudioSpeech_Create", "input", speech),

@@ -12,8 +12,16 @@ fake's root URL (Imagen and Cloud TTS take a full URL as `api_base` instead):
   - mistralai, ai21 `rawPredict` / `streamRawPredict`: OpenAI-style chat.
 - `POST /v1/projects/{p}/locations/{l}/endpoints/openapi/chat/completions`:
   Llama, DeepSeek, Qwen, gpt-oss and other MaaS models, OpenAI-style chat.
-- `POST /v1/text:synthesize`: Cloud Text-to-Speech.
-- `POST /v2/projects/{p}/locations/{l}/recognizers/{r}:recognize`: Speech-to-Text v2.
+- `POST /v1/text:synthesize`: Cloud Text-to-Speech, as Google documents it:
+  `input` (`text` or `ssml`), `voice` (`languageCode` required, `name`) and
+  `audioConfig` (`audioEncoding` one of v1's encodings, `speakingRate` 0.25
+  to 4) are required; the answer is `{"audioContent": <base64>}`, LINEAR16
+  (and MULAW, ALAW) with a WAV header. The voice's name stands for the model
+  (`extra["model"]`), so a voice named after a fault produces it.
+- `POST /v2/projects/{p}/locations/{l}/recognizers/{r}:recognize`: Speech-to-Text v2,
+  as documented: exactly one of `content` (base64) and `uri`; with the implicit
+  recognizer `_`, `config` must name its `model` and `languageCodes` and one
+  decoding config (`autoDecodingConfig` or `explicitDecodingConfig`).
 
 Every call needs `Authorization: Bearer <token>` issued by the given
 `FakeGoogleOAuth` (else 401 UNAUTHENTICATED); the token's account is recorded
@@ -133,8 +141,8 @@ def pieces(text: str) -> list[str]:
 def fake_audio(encoding: str, text: str) -> bytes:
     """Deterministic audio bytes whose header matches `encoding`, content naming `text`."""
     pcm = f"FAKEAUDIO:{text}:".encode() * 4
-    headers = {"MP3": b"ID3", "OGG_OPUS": b"OggS" + b"\0" * 24 + b"OpusHead", "FLAC": b"fLaC"}
-    if encoding in ("LINEAR16", "WAV"):
+    headers = {"MP3": b"ID3", "OGG_OPUS": b"OggS" + b"\0" * 24 + b"OpusHead"}
+    if encoding in ("LINEAR16", "MULAW", "ALAW"):  # Google wraps these in a WAV header
         return wav(pcm)
     return headers.get(encoding, b"") + pcm
 
@@ -509,19 +517,39 @@ def imagen_response(body: dict[str, Any]) -> Response:
 # --- Speech -------------------------------------------------------------------------------------
 
 
+#: Cloud Text-to-Speech v1's `AudioEncoding` values (AUDIO_ENCODING_UNSPECIFIED is refused).
+TTS_ENCODINGS = frozenset({"LINEAR16", "MP3", "OGG_OPUS", "MULAW", "ALAW", "PCM"})
+
+
 def synthesize_response(body: dict[str, Any]) -> Response:
-    text = (body.get("input") or {}).get("text") or (body.get("input") or {}).get("ssml")
-    if not text:
-        return google_error(400, "Either `input.text` or `input.ssml` needs to be set.")
-    encoding = (body.get("audioConfig") or {}).get("audioEncoding", "LINEAR16")
-    return JSONResponse({"audioContent": base64.b64encode(fake_audio(encoding, text)).decode()})
+    given = body.get("input") or {}
+    texts = [given[key] for key in ("text", "ssml") if given.get(key)]
+    if len(texts) != 1:
+        return google_error(400, "Exactly one of `input.text` or `input.ssml` needs to be set.")
+    voice, config = body.get("voice"), body.get("audioConfig")
+    if not isinstance(voice, dict) or not field(voice, "languageCode"):
+        return google_error(400, "voice.language_code is required.")
+    if not isinstance(config, dict) or field(config, "audioEncoding") not in TTS_ENCODINGS:
+        return google_error(400, "audio_config.audio_encoding must be a supported AudioEncoding.")
+    rate = field(config, "speakingRate")
+    if rate is not None and not 0.25 <= float(rate) <= 4.0:
+        return google_error(400, "audio_config.speaking_rate must be between 0.25 and 4.0.")
+    audio = fake_audio(field(config, "audioEncoding"), texts[0])
+    return JSONResponse({"audioContent": base64.b64encode(audio).decode()})
 
 
-def recognize_response(body: dict[str, Any]) -> Response:
+def recognize_response(body: dict[str, Any], recognizer: str) -> Response:
+    if bool(body.get("content")) == bool(body.get("uri")):
+        return google_error(400, "Exactly one of content or uri must be set.")
+    config = body.get("config") or {}
+    if recognizer == "_" and not (config.get("model") and field(config, "languageCodes")):
+        return google_error(400, "The implicit recognizer needs config.model and config.language_codes.")
+    if not (field(config, "autoDecodingConfig") is not None or field(config, "explicitDecodingConfig")):
+        return google_error(400, "config needs auto_decoding_config or explicit_decoding_config.")
     size = len(base64.b64decode(body.get("content") or ""))
     if not size:
         return google_error(400, "Audio content is empty.")
-    language = ((body.get("config") or {}).get("languageCodes") or ["en-US"])[0]
+    language = field(config, "languageCodes")[0]
     result = {
         "alternatives": [{"transcript": f"transcribed {size} bytes", "confidence": 0.9}],
         "resultEndOffset": "1s",
@@ -562,12 +590,20 @@ class FakeVertexAI:
     async def _admit(self, request: Request, method: str) -> tuple[RecordedRequest, Response | None]:
         """Record the call; return the error response when it must not be served.
 
-        The model comes from the path, else from the body (`model`, or Speech-to-Text's `config.model`).
+        The model comes from the path, else from the body (`model`, Speech-to-Text's
+        `config.model`, or Text-to-Speech's voice name).
         """
         recorded = await record(request)
         params = request.path_params
         body = recorded.json if isinstance(recorded.json, dict) else {}
-        model = params.get("model") or body.get("model") or (body.get("config") or {}).get("model") or ""
+        voice = body.get("voice") if isinstance(body.get("voice"), dict) else {}
+        model = (
+            params.get("model")
+            or body.get("model")
+            or (body.get("config") or {}).get("model")
+            or voice.get("name")
+            or ""
+        )
         recorded.extra.update(
             model=model,
             method=method,
@@ -622,7 +658,7 @@ class FakeVertexAI:
 
     async def _recognize(self, request: Request) -> Response:
         recorded, refusal = await self._admit(request, "recognize")
-        return refusal or recognize_response(recorded.json)
+        return refusal or recognize_response(recorded.json, request.path_params["recognizer"])
 
     async def _unrouted(self, request: Request) -> Response:
         """Record a call to a path Vertex AI does not serve (such as a malformed model path), answer 404."""

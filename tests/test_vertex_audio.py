@@ -1,0 +1,220 @@
+"""Vertex AI speech (Cloud Text-to-Speech) and transcription (Speech-to-Text v2,
+Gemini transcription) through LiteLLM, against the fake Google APIs."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import openai
+import pytest
+
+from shared.domain import InvalidCatalogEntry, LLMModel
+from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO
+from tests.fakes.vertex import fake_audio
+from tests.openapi import assert_conforms
+from tests.support import wav_bytes
+
+#: OpenAI's format, Google's encoding for it, and the content type the caller gets.
+SPEECH = [("mp3", "MP3", "audio/mpeg"), ("opus", "OGG_OPUS", "audio/ogg"), ("wav", "LINEAR16", "audio/wav")]
+
+
+@pytest.fixture
+def client(vertex_gateway, google):
+    google[1].clear()
+    return openai.OpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
+
+
+def private_keys(gateway) -> list[str]:
+    return [account["private_key"] for account in gateway.accounts.values()]
+
+
+def assert_no_credential_in(text: str, gateway) -> None:
+    for key in private_keys(gateway):
+        assert key not in text
+        assert key.splitlines()[1] not in text  # not even one line of it
+
+
+# Speech
+
+
+@pytest.mark.parametrize(("audio_format", "encoding", "content_type"), SPEECH)
+def test_cloud_text_to_speech_in_each_format(client, google, vertex_gateway, audio_format, encoding, content_type):
+    speech = client.audio.speech.create(
+        model="cloud-tts", voice="alloy", input="say this", response_format=audio_format, speed=1.25
+    )
+    assert speech.content == fake_audio(encoding, "say this")
+    assert speech.response.headers["content-type"] == content_type
+    (upstream,) = google[1].requests
+    assert (upstream.method, upstream.path) == ("POST", "/v1/text:synthesize")
+    assert upstream.extra["account"] == ACCOUNT_ONE  # the bearer token is the model's service account's
+    assert upstream.headers["x-goog-user-project"] == "proj-one"
+    sent = upstream.json
+    assert sent["input"] == {"text": "say this"}
+    assert sent["voice"]["languageCode"] == "en-US" and sent["voice"]["name"]
+    assert sent["audioConfig"]["audioEncoding"] == encoding
+    assert float(sent["audioConfig"]["speakingRate"]) == 1.25
+    assert_no_credential_in(upstream.body.decode(), vertex_gateway)
+
+
+def test_speech_without_a_format_is_mp3_as_on_openai(client, google):
+    with client.audio.speech.with_streaming_response.create(model="cloud-tts", voice="alloy", input="hi") as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        assert b"".join(response.iter_bytes()) == fake_audio("MP3", "hi")
+    assert google[1].requests[0].json["audioConfig"]["audioEncoding"] == "MP3"
+
+
+def test_a_google_voice_name_is_sent_as_it_is(client, google):
+    client.audio.speech.create(model="cloud-tts", voice="en-GB-Chirp3-HD-Charon", input="hello")
+    assert google[1].requests[0].json["voice"] == {"languageCode": "en-GB", "name": "en-GB-Chirp3-HD-Charon"}
+
+
+@pytest.mark.parametrize("audio_format", ["aac", "flac", "pcm"])
+def test_formats_cloud_text_to_speech_does_not_answer_are_a_400(vertex_gateway, google, audio_format):
+    google[1].clear()
+    response = httpx.post(
+        f"{vertex_gateway.url}/v1/audio/speech",
+        json={"model": "cloud-tts", "voice": "alloy", "input": "x", "response_format": audio_format},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "response_format"
+    assert google[1].requests == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"), [({"instructions": "calm"}, "instructions"), ({"voice": {"id": "voice_1"}}, "voice")]
+)
+def test_speech_fields_google_does_not_take_are_a_400(vertex_gateway, google, extra, param):
+    google[1].clear()
+    body = {"model": "cloud-tts", "voice": "alloy", "input": "x"} | extra
+    response = httpx.post(f"{vertex_gateway.url}/v1/audio/speech", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert google[1].requests == []
+
+
+def test_speech_is_metered_and_refusals_are_mapped(client, vertex_gateway, google):
+    vertex_gateway.client("local", "vertex-tts-1").audio.speech.create(model="cloud-tts", voice="alloy", input="x")
+    record = vertex_gateway.usage_record("vertex-tts-1")
+    assert (record["model"], record["operation"], record["status"]) == ("cloud-tts", "audio_tts", 200)
+
+    with pytest.raises(openai.RateLimitError):  # the fake faults on a voice named after the fault
+        client.audio.speech.create(model="cloud-tts", voice="en-US-rate-limited", input="x")
+    with pytest.raises(openai.APIStatusError) as forbidden:
+        client.audio.speech.create(model="cloud-tts", voice="en-US-forbidden", input="x")
+    assert (forbidden.value.status_code, forbidden.value.code) == (502, "upstream_error")
+    assert_no_credential_in(forbidden.value.response.text, vertex_gateway)
+    assert_no_credential_in(vertex_gateway.log(), vertex_gateway)
+
+
+# Transcription
+
+
+def test_speech_to_text_v2_as_json_and_text(client, google, vertex_gateway):
+    audio = wav_bytes()
+    result = client.audio.transcriptions.create(model="chirp-stt", file=("clip.wav", audio), language="en")
+    assert_conforms("CreateTranscriptionResponseJson", result.to_dict())
+    assert result.text == f"transcribed {len(audio)} bytes"
+    (upstream,) = google[1].requests
+    assert upstream.path == "/v2/projects/proj-one/locations/us-central1/recognizers/_:recognize"
+    assert upstream.extra["account"] == ACCOUNT_TWO
+    config = upstream.json["config"]
+    assert (config["model"], config["languageCodes"]) == ("chirp_2", ["en-US"])
+    assert base64.b64decode(upstream.json["content"]) == audio
+    assert_no_credential_in(upstream.body.decode(), vertex_gateway)
+
+    text = client.audio.transcriptions.create(model="chirp-stt", file=("clip.wav", audio), response_format="text")
+    assert text == f"transcribed {len(audio)} bytes"
+
+
+def test_gemini_transcription_is_metered_in_tokens(vertex_gateway, google):
+    google[1].clear()
+    audio = wav_bytes()
+    client = vertex_gateway.client("local", "vertex-stt-gemini")
+    result = client.audio.transcriptions.create(model="gemini-stt", file=("clip.wav", audio))
+    assert_conforms("CreateTranscriptionResponseJson", result.to_dict())
+    assert result.text == f"transcribed {len(audio)} bytes"
+    (upstream,) = google[1].requests
+    assert upstream.path.endswith("/publishers/google/models/gemini-3.5-transcribe:generateContent")
+    (part,) = upstream.json["contents"][0]["parts"]
+    assert part["inlineData"]["mimeType"] == "audio/wav"
+    assert base64.b64decode(part["inlineData"]["data"]) == audio
+    record = vertex_gateway.usage_record("vertex-stt-gemini")
+    assert (record["operation"], record["prompt_tokens"], record["completion_tokens"]) == ("audio_stt", 1, 3)
+
+
+@pytest.mark.parametrize("text_format", ["verbose_json", "srt", "vtt"])
+def test_transcript_formats_google_does_not_answer_are_a_400(vertex_gateway, google, text_format):
+    google[1].clear()
+    response = httpx.post(
+        f"{vertex_gateway.url}/v1/audio/transcriptions",
+        data={"model": "chirp-stt", "response_format": text_format},
+        files={"file": ("a.wav", wav_bytes(), "audio/wav")},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "response_format"
+    assert google[1].requests == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("prompt", "names"), ("temperature", "0.2")])
+def test_transcription_fields_google_does_not_take_are_a_400(vertex_gateway, google, field, value):
+    google[1].clear()
+    response = httpx.post(
+        f"{vertex_gateway.url}/v1/audio/transcriptions",
+        data={"model": "gemini-stt", field: value},
+        files={"file": ("a.wav", wav_bytes(), "audio/wav")},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+    assert google[1].requests == []
+
+
+def test_transcription_refusals_are_mapped(client, vertex_gateway):
+    with pytest.raises(openai.RateLimitError):
+        client.audio.transcriptions.create(model="stt-rate-limited", file=("a.wav", wav_bytes()))
+    with pytest.raises(openai.APIStatusError) as forbidden:
+        client.audio.transcriptions.create(model="stt-forbidden", file=("a.wav", wav_bytes()))
+    assert (forbidden.value.status_code, forbidden.value.code) == (502, "upstream_error")
+    assert_no_credential_in(forbidden.value.response.text, vertex_gateway)
+
+
+# What the catalog takes
+
+
+def vertex_document(code, operations, **parameters):
+    return {
+        "id": "m",
+        "provider": "Google",
+        "model_type": "GoogleVertex",
+        "code": code,
+        "parameters": {"gcp_project": "p"} | parameters,
+        "operations": operations,
+    }
+
+
+def test_the_catalog_takes_the_speech_models_litellm_serves():
+    synthesize = "https://texttospeech.googleapis.com/v1/text:synthesize"
+    assert LLMModel.from_document(vertex_document("chirp", ["audio_tts"], api_base=synthesize)).operations
+    assert LLMModel.from_document(vertex_document("chirp", ["audio_tts"]))
+    assert LLMModel.from_document(vertex_document("chirp_3", ["audio_stt"], api_base="https://speech.example"))
+    assert LLMModel.from_document(vertex_document("gemini-3.5-transcribe", ["audio_stt"]))
+
+
+@pytest.mark.parametrize(
+    ("code", "operations", "parameters", "field"),
+    [
+        ("gemini-2.5-flash-tts", ["audio_tts"], {}, "operations"),
+        ("gemini-2.0-flash", ["audio_stt"], {}, "operations"),
+        ("chirp", ["audio_tts"], {"api_base": "https://tts.example"}, "parameters.api_base"),
+        (
+            "chirp",
+            ["audio_tts", "audio_stt"],
+            {"api_base": "https://tts.example/v1/text:synthesize"},
+            "parameters.api_base",
+        ),
+    ],
+)
+def test_speech_models_litellm_cannot_serve_are_refused(code, operations, parameters, field):
+    with pytest.raises(InvalidCatalogEntry) as caught:
+        LLMModel.from_document(vertex_document(code, operations, **parameters))
+    assert caught.value.field_name == field
