@@ -96,9 +96,9 @@ class Gateway:
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, completion = await call.whole(request)
-            return _answer(completion, model)
+            return _answer(completion, model, call)
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model))
+        return EventStream(events, headers=_answered_by(model, call))
 
     async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
         caller = await self.authenticator.caller(inbound.headers)
@@ -135,7 +135,7 @@ class Gateway:
         request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.translation)
         call = await self.calls.route(inbound.request_id, caller, request)
         model, translated = await call.whole(request)
-        return _answer(translated, model)
+        return _answer(translated, model, call)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         caller = await self.authenticator.caller(inbound.headers)
