@@ -163,7 +163,8 @@ def test_rate_limits_hold_across_instances_per_minute(cosmos, fake_azure, tmp_pa
 def test_a_killed_instance_s_reservations_are_spendable_again_within_the_lease(cosmos, fake_azure, tmp_path):
     stream_body = {"model": "slow-stream", "messages": USER, "max_tokens": 50, "stream": True}
     chat_body = CHAT_BODY | {"max_tokens": 50}
-    _, stream_worst = worst(stream_body)
+    # The gateway always asks for a stream's usage chunk: its body, so its estimate, carries that too.
+    _, stream_worst = worst(stream_body | {"stream_options": {"include_usage": True}})
     _, chat_worst = worst(chat_body)
     budget = 4 * stream_worst + chat_worst / 2
     seed(cosmos, "limits-kill", fake_azure.url, {"held": {"budget_usd": budget}})
