@@ -206,6 +206,10 @@ def test_a_caller_that_hangs_up_mid_stream_is_charged_what_it_received(limited, 
             if "w2" in line:
                 break
     record = limited.usage_record("lim-gone")
+    deadline = time.monotonic() + 5
+    while "closed" not in fake_azure.stream_outcomes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_azure.stream_outcomes == ["closed"]  # the upstream stream was cancelled too
     assert record["status"] == 499
     assert record["completion_tokens"] == received
     assert record["prompt_tokens"] == prompt_tokens(body | {"stream_options": {"include_usage": True}})

@@ -204,6 +204,10 @@ def test_a_killed_instance_s_reservations_are_spendable_again_within_the_lease(c
         assert time.monotonic() - killed <= LEASE_SECONDS + SKEW_SECONDS + RENEW_SECONDS
         for thread in threads:
             thread.join()
+        deadline = time.monotonic() + 10
+        while len(fake_azure.stream_outcomes) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake_azure.stream_outcomes == ["closed"] * 4  # the dead instance's upstream streams ended too
 
 
 def survivor_call(gateway: GatewayProcess, body: dict) -> str:
