@@ -74,6 +74,11 @@ def validate_limits(value: Any) -> dict[str, Any]:
         raise InvalidRequest(str(exc), param=exc.field) from None
 
 
+def _key_id(document: dict[str, Any]) -> str:
+    """A key's id as the CLI shows it and its limits' scope names it: the first 12 characters of its hash."""
+    return str(document["id"])[len(KEY_DOCUMENT_PREFIX) :][:12]
+
+
 class Management:
     def __init__(
         self,
@@ -105,24 +110,44 @@ class Management:
                 if d.get("type") == "key" and d.get("project") == project["id"]
             ]
         scopes = [scope_of(f"project:{project['id']}", project)]
-        scopes += [scope_of(f"key:{key['id'][len(KEY_DOCUMENT_PREFIX) :][:12]}", key) for key in keys]
+        scopes += [scope_of(f"key:{_key_id(key)}", key) for key in keys]
         return JSONResult(await self._limits_report(project["id"], tuple(s for s in scopes if s is not None)))
 
     async def put_project_limits(self, inbound: Inbound) -> JSONResult:
-        """Set a project's `limits` (admin); callers' keys see them within the key cache's 60 s."""
+        """Set a project's `limits`, or with `?key=<key id>` one of its keys' (admin); callers see them
+        within the key cache's 60 s."""
         await self._admin(inbound)
         limits = validate_limits(await inbound.json())
-        project = await self._project(inbound.path_param("project_id"))
+        project, document = await self._limited(inbound)
         async with self._projects_store():
-            await self.projects.upsert(project | {"limits": limits})
-        return JSONResult({"object": "limits", "project": project["id"], "limits": limits})
+            await self.projects.upsert(document | {"limits": limits})
+        return JSONResult({"object": "limits", "project": project, "key": inbound.query.get("key"), "limits": limits})
 
     async def delete_project_limits(self, inbound: Inbound) -> JSONResult:
         await self._admin(inbound)
-        project = await self._project(inbound.path_param("project_id"))
+        project, document = await self._limited(inbound)
         async with self._projects_store():
-            await self.projects.upsert({key: value for key, value in project.items() if key != "limits"})
-        return JSONResult({"object": "limits", "project": project["id"], "limits": None})
+            await self.projects.upsert({key: value for key, value in document.items() if key != "limits"})
+        return JSONResult({"object": "limits", "project": project, "key": inbound.query.get("key"), "limits": None})
+
+    async def _limited(self, inbound: Inbound) -> tuple[str, dict[str, Any]]:
+        """The project the path names and the document whose limits change: the project's, or its key's."""
+        project = await self._project(inbound.path_param("project_id"))
+        wanted = inbound.query.get("key")
+        if not wanted:
+            return project["id"], project
+        async with self._projects_store():
+            documents = await self.projects.documents()
+        keys = [
+            d
+            for d in documents
+            if d.get("type") == "key" and d.get("project") == project["id"] and _key_id(d).startswith(wanted)
+        ]
+        if len(keys) != 1:
+            raise InvalidRequest(
+                f"{len(keys) or 'No'} keys of project '{project['id']}' match '{wanted}'.", param="key"
+            )
+        return project["id"], {key: value for key, value in keys[0].items() if not key.startswith("_")}
 
     async def _limits_report(self, project: str, scopes: tuple[Scope, ...]) -> dict[str, Any]:
         return {"object": "limits", "project": project, "data": await self.limiter.report(scopes)}

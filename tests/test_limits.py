@@ -272,6 +272,22 @@ def test_the_admin_api_sets_reads_and_clears_a_project_s_limits(limited):
     assert admin(limited, "PUT", path, json=PROJECTS["rpm"]).status_code == 200
 
 
+def test_the_admin_api_sets_and_clears_a_key_s_limits(limited):
+    key_id = key_document(key_of("plain"), "plain")["id"][4:16]
+    path = f"/v1/admin/projects/plain/limits?key={key_id[:8]}"
+    stored = admin(limited, "PUT", path, json={"requests_per_minute": 7})
+    assert stored.status_code == 200 and stored.json()["limits"] == {
+        "requests_per_minute": 7,
+        "when_store_unavailable": "deny",
+    }
+    rows = admin(limited, "GET", "/v1/admin/projects/plain/limits").json()["data"]
+    assert [(r["scope"], r["limit"], r["max"]) for r in rows] == [(f"key:{key_id}", "requests", 7)]
+    assert admin(limited, "DELETE", path).json()["limits"] is None
+    assert admin(limited, "GET", "/v1/admin/projects/plain/limits").json()["data"] == []
+    refused = admin(limited, "PUT", "/v1/admin/projects/plain/limits?key=zzzz", json={"requests_per_minute": 7})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "key"
+
+
 def test_the_cli_sets_shows_and_clears_limits(tmp_path):
     projects = tmp_path / "projects.json"
     projects.write_text(
