@@ -82,11 +82,15 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 
 #: Operations the gateway can serve per Google model type. Vertex speech and
 #: transcription are refused: LiteLLM 1.110.2 fetches a new OAuth token on every
-#: such call and cannot take a private endpoint for Gemini TTS; the Responses
-#: API on Vertex is not covered by the tests yet.
+#: such call and cannot take a private endpoint for Gemini TTS. The Responses API
+#: is served over each model's chat completions (`providers/responses_chat.py`).
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
-} | {ModelType.GOOGLE_VERTEX: frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS, Operation.IMAGES})}
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES}) for model_type in VERTEX_CODE_PREFIXES
+} | {
+    ModelType.GOOGLE_VERTEX: frozenset(
+        {Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS, Operation.IMAGES}
+    )
+}
 
 #: What LiteLLM's `mock_response` can answer: chat (plain and streamed), the
 #: Responses API (whole, not streamed) and embeddings.

@@ -29,6 +29,7 @@ from .providers.azure_relay import AzureRelay
 from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock
+from .providers.responses_chat import ResponsesOverChat
 from .providers.vertex import GoogleTokens, Vertex, VertexImagen
 from .providers.vertex_chat import VertexChat
 from .routing import Router
@@ -73,7 +74,9 @@ def build_gateway(settings: Settings) -> Gateway:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock(litellm))
+    # Vertex has no Responses API: its deployments answer it over their chat completions.
+    vertex = ResponsesOverChat(Vertex(imagen, vertex_chat))
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=vertex, mock=Mock(litellm))
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     return Gateway(

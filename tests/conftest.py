@@ -214,7 +214,10 @@ def vertex_gateway(
         name: make_service_account(oauth.token_uri(oauth.url), email, email.split("@")[1].split(".")[0])
         for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
     }
-    entries = [vertex_entry(family, model_type, code, vertex.url) for family, (model_type, code) in FAMILIES.items()]
+    entries = [
+        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Responses"))
+        for family, (model_type, code) in FAMILIES.items()
+    ]
     entries += [
         vertex_entry("gemini-two", "GoogleVertex", "gemini-2.5-flash", vertex.url, secret="$GOOGLE_SA_TWO"),
         vertex_entry("gemini-embed", "GoogleVertex", "text-embedding-005", vertex.url, operations=["embeddings"]),
@@ -230,7 +233,9 @@ def vertex_gateway(
         vertex_entry("bad-secret", "GoogleVertex", "gemini-2.0-flash", vertex.url, secret="$NOT_A_SERVICE_ACCOUNT"),
     ]
     entries += [
-        vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
+        vertex_entry(
+            f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url, operations=("ChatCompletion", "Responses")
+        )
         for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "long-decode", "signature-check")
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
