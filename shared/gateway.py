@@ -26,6 +26,7 @@ from .projects import Authenticator
 from .providers.base import Request
 from .providers.mapper import load_litellm_for
 from .routing import Router
+from .stored_responses import ResponseHistory
 from .usage import Meter, UsageRecorder
 
 ANSWERED_BY_HEADER = "x-gateway-model"
@@ -45,6 +46,8 @@ class Gateway:
         environment: str,
         limits: Limits | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        *,
+        history: ResponseHistory,
     ) -> None:
         self.limits = limits or Limits()
         self.catalog = catalog
@@ -54,6 +57,7 @@ class Gateway:
         self.recorder = recorder
         self.environment = environment
         self._closers = closers
+        self.history = history
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
@@ -131,16 +135,34 @@ class Gateway:
         return _answer(transcript, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        """A response, stored (`store`, true by default) before it is answered; with
+        `previous_response_id`, the provider is sent the whole conversation (`stored_responses.py`)."""
         caller = await self._caller(inbound)
         body = await inbound.json(payloads.responses)
         stream = bool(body.get("stream"))
+        turn = await self.history.turn(caller, body)
         call = await self._route(inbound, caller, body["model"], Operation.RESPONSES, stream=stream)
-        request = Request(Operation.RESPONSES, body, payloads.litellm_arguments(body, payloads.RESPONSES_FIELDS))
+        sent = turn.body
+        request = Request(Operation.RESPONSES, sent, payloads.litellm_arguments(sent, payloads.RESPONSES_FIELDS))
         if not stream:
             model, response = await call.whole(request)
-            return _answer(response, model)
+            return _answer(await self.history.keep(turn, response), model)
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model), done_marker=False)
+        return EventStream(self.history.kept(turn, events), headers=_answered_by(model), done_marker=False)
+
+    async def get_response(self, inbound: Inbound) -> JSONResult:
+        caller = await self._caller(inbound)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        return JSONResult(stored.response)
+
+    async def delete_response(self, inbound: Inbound) -> JSONResult:
+        caller = await self._caller(inbound)
+        return JSONResult(await self.history.delete(caller, inbound.path_param("response_id")))
+
+    async def response_input_items(self, inbound: Inbound) -> JSONResult:
+        caller = await self._caller(inbound)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        return JSONResult(self.history.input_items(stored, inbound.query))
 
     async def _route(
         self,

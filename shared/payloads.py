@@ -262,6 +262,10 @@ def responses(body: dict[str, Any]) -> dict[str, Any]:
     validation.number(body, "temperature", 0, 2)
     validation.number(body, "top_p", 0, 1)
     validation.kind(body, "instructions", str, "a string")
+    validation.kind(body, "store", bool, "a boolean")
+    previous = body.get("previous_response_id")
+    if previous is not None and not (isinstance(previous, str) and previous):
+        raise InvalidRequest("'previous_response_id' must be a response id.", param="previous_response_id")
     validation.tools(body.get("tools"), nested=False)
     return body
 

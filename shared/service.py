@@ -35,6 +35,7 @@ from .providers.vertex_chat import VertexChat
 from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
+from .stored_responses import ResponseHistory
 from .stores import Stores
 from .usage import UsageRecorder
 
@@ -92,6 +93,7 @@ def build_gateway(settings: Settings) -> Gateway:
             settings.upstream_first_byte_seconds,
         ),
         closers=closers,
+        history=ResponseHistory(stores.responses),
     )
 
 
