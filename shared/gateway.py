@@ -19,7 +19,7 @@ from . import payloads, telemetry
 from .calls import Call, Limits
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation
-from .errors import ModelNotFound, UnsupportedOperation
+from .errors import InvalidRequest, ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
 from .management import Management
 from .projects import Authenticator
@@ -153,6 +153,8 @@ class Gateway:
     async def get_response(self, inbound: Inbound) -> JSONResult:
         caller = await self._caller(inbound)
         stored = await self.history.find(caller, inbound.path_param("response_id"))
+        if inbound.query.get("stream", "false").lower() != "false":
+            raise InvalidRequest("A stored response is retrieved whole: leave out 'stream'.", param="stream")
         return JSONResult(stored.response)
 
     async def delete_response(self, inbound: Inbound) -> JSONResult:

@@ -240,6 +240,12 @@ def vertex_gateway(
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
     entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))
+    # The same for the Responses API: Azure's own, then Gemini's over its chat completions.
+    entries.append(
+        azure_entry(
+            "azure-responses-to-gemini", "broken", fake_azure.url, operations=["Responses"], fallbacks=["gemini"]
+        )
+    )
     directory = tmp_path_factory.mktemp("vertex")
     catalog = write_catalog(directory / "models.json", entries)
     env = gateway_env(

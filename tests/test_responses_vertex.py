@@ -176,6 +176,19 @@ def test_responses_are_metered_as_responses(vertex_gateway):
     assert (record["operation"], record["stream"], record["completion_tokens"]) == ("Responses", True, 4)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_azure_responses_model_falls_back_to_gemini(client, fake_azure, google, stream):
+    fake_azure.clear()
+    if stream:
+        with client.responses.stream(model="azure-responses-to-gemini", input="hello there") as events:
+            response = events.get_final_response()
+    else:
+        response = client.responses.create(model="azure-responses-to-gemini", input="hello there")
+    assert response.output_text == "echo: hello there" and response.model == "gemini"
+    assert [request.extra["deployment"] for request in fake_azure.requests] == ["broken"]
+    assert len(google[1].requests) == 1
+
+
 def test_the_sdk_parses_a_streamed_function_call(client):
     with client.responses.stream(model="claude", input="Rome", tools=[FUNCTION_TOOL], max_output_tokens=50) as s:
         final = s.get_final_response()

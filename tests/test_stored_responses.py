@@ -123,6 +123,9 @@ def test_a_stored_response_is_retrieved_listed_and_deleted(instances, family):
     assert raw.status_code == 200 and raw.json() == created.model_dump(mode="json", exclude_unset=True)
     assert_conforms("Response", raw.json(), "retrieved response")
 
+    with pytest.raises(openai.BadRequestError, match="retrieved whole"):
+        two.responses.retrieve(created.id, stream=True)  # a replay as events is not offered
+
     items = two.responses.input_items.list(created.id)
     (item,) = items.data
     assert (item.type, item.role, item.content[0].text) == ("message", "user", "keep this")
