@@ -19,14 +19,14 @@ from . import payloads, telemetry
 from .calls import Call, Limits
 from .catalog import Catalog
 from .domain import Caller, LLMModel, Operation
-from .errors import InvalidRequest, ModelNotFound, UnsupportedOperation
+from .errors import ModelNotFound, UnsupportedOperation
 from .http import Content, EventStream, Inbound, JSONResult
 from .management import Management
 from .projects import Authenticator
 from .providers.base import Request
 from .providers.mapper import load_litellm_for
 from .routing import Router
-from .stored_responses import ResponseHistory
+from .stored_responses import ResponseHistory, replayed
 from .usage import Meter, UsageRecorder
 
 ANSWERED_BY_HEADER = "x-gateway-model"
@@ -150,12 +150,13 @@ class Gateway:
         model, events = await call.stream(request)
         return EventStream(self.history.kept(turn, events), headers=_answered_by(model), done_marker=False)
 
-    async def get_response(self, inbound: Inbound) -> JSONResult:
+    async def get_response(self, inbound: Inbound) -> JSONResult | EventStream:
+        """A stored response; with `stream=true`, replayed as the stream events that produce it."""
         caller = await self._caller(inbound)
         stored = await self.history.find(caller, inbound.path_param("response_id"))
-        if inbound.query.get("stream", "false").lower() != "false":
-            raise InvalidRequest("A stored response is retrieved whole: leave out 'stream'.", param="stream")
-        return JSONResult(stored.response)
+        if inbound.query.get("stream", "false").lower() == "false":
+            return JSONResult(stored.response)
+        return EventStream(replayed(stored.response), done_marker=False)
 
     async def delete_response(self, inbound: Inbound) -> JSONResult:
         caller = await self._caller(inbound)

@@ -361,6 +361,52 @@ class ResponseHistory:
         }
 
 
+async def replayed(response: dict[str, Any]) -> AsyncGenerator[Event, None]:
+    """A stored response as the stream events that produce it (`GET /v1/responses/{id}?stream=true`):
+    each output item added, its text or arguments as one delta, done; then the response itself."""
+    sequence = 0
+
+    def event(kind: str, **fields: Any) -> Event:
+        nonlocal sequence
+        sequence += 1
+        return kind, {"type": kind, "sequence_number": sequence - 1} | fields
+
+    started = {key: value for key, value in response.items() if key != "usage"}
+    started |= {"status": "in_progress", "output": [], "incomplete_details": None}
+    yield event("response.created", response=started)
+    yield event("response.in_progress", response=started)
+    for index, item in enumerate(response.get("output") or []):
+        kind = item.get("type")
+        if kind == "message":
+            yield event(
+                "response.output_item.added", output_index=index, item=item | {"status": "in_progress", "content": []}
+            )
+            for position, part in enumerate(item.get("content") or []):
+                where = {"item_id": item["id"], "output_index": index, "content_index": position}
+                if part.get("type") == "output_text":
+                    yield event("response.content_part.added", **where, part=part | {"text": ""})
+                    yield event("response.output_text.delta", **where, delta=part["text"], logprobs=[])
+                    yield event("response.output_text.done", **where, text=part["text"], logprobs=[])
+                else:
+                    yield event("response.content_part.added", **where, part=part)
+                yield event("response.content_part.done", **where, part=part)
+        elif kind == "function_call":
+            at = {"item_id": item["id"], "output_index": index}
+            yield event(
+                "response.output_item.added", output_index=index, item=item | {"status": "in_progress", "arguments": ""}
+            )
+            yield event("response.function_call_arguments.delta", **at, delta=item["arguments"])
+            yield event("response.function_call_arguments.done", **at, name=item["name"], arguments=item["arguments"])
+        else:
+            yield event("response.output_item.added", output_index=index, item=item)
+        yield event("response.output_item.done", output_index=index, item=item)
+    yield event(_FINAL_EVENTS.get(str(response.get("status")), "response.completed"), response=response)
+
+
+#: The last event of a stream, by the response's status.
+_FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+
+
 def _for_caller(turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
     answer = response | {"store": turn.store}
     if turn.previous_response_id is not None:

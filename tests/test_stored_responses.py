@@ -96,6 +96,8 @@ def test_a_continuation_works_on_the_next_call_on_another_instance(instances, fa
     sent = upstream_bodies(family, fake_azure, google)[-1]
     assert "my name is Ada" in sent and "echo: my name is Ada" in sent and "what is my name" in sent
     assert "previous_response_id" not in sent  # the gateway keeps the conversation, not the provider
+    if family == "azure":
+        assert json.loads(sent)["store"] is False  # and Azure keeps nothing of it
 
     # A streamed continuation of the continuation: stored before its last event, so readable at once.
     with one.responses.stream(
@@ -123,9 +125,6 @@ def test_a_stored_response_is_retrieved_listed_and_deleted(instances, family):
     assert raw.status_code == 200 and raw.json() == created.model_dump(mode="json", exclude_unset=True)
     assert_conforms("Response", raw.json(), "retrieved response")
 
-    with pytest.raises(openai.BadRequestError, match="retrieved whole"):
-        two.responses.retrieve(created.id, stream=True)  # a replay as events is not offered
-
     items = two.responses.input_items.list(created.id)
     (item,) = items.data
     assert (item.type, item.role, item.content[0].text) == ("message", "user", "keep this")
@@ -139,6 +138,31 @@ def test_a_stored_response_is_retrieved_listed_and_deleted(instances, family):
         one.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         one.responses.create(model=family, previous_response_id=created.id, input="again")
+
+
+@pytest.mark.parametrize(
+    ("family", "tools"),
+    [("azure", False), ("gemini", False), ("gemini", True), ("claude", False), ("claude", True)],
+    ids=["azure-text", "gemini-text", "gemini-function-call", "claude-text", "claude-function-call"],
+)
+def test_a_stored_response_is_replayed_as_its_stream(instances, family, tools):
+    one, two = clients(instances)
+    options = {"tools": [FUNCTION_TOOL]} if tools else {}
+    created = one.responses.create(model=family, input="Paris", max_output_tokens=50, **options)
+    replayed = list(two.responses.retrieve(created.id, stream=True))
+    assert replayed[-1].type == "response.completed" and replayed[-1].response == created
+    if options:
+        (done,) = [event for event in replayed if event.type == "response.function_call_arguments.done"]
+        assert json.loads(done.arguments) == {"echo": "Paris"}
+    else:
+        assert "".join(e.delta for e in replayed if e.type == "response.output_text.delta") == created.output_text
+    url = f"{instances[0].url}/v1/responses/{created.id}?stream=true"
+    with httpx.stream("GET", url, headers={"Authorization": f"Bearer {TEAM_A}"}, timeout=30) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    for event in events:
+        assert_conforms("ResponseStreamEvent", event, f"replayed {event['type']}")
 
 
 def test_input_items_are_paged_in_openais_order(instances):
@@ -261,3 +285,16 @@ def test_a_response_larger_than_a_cosmos_document_is_kept_in_chunks_of_its_parti
     assert asyncio.run(use(lambda store: store.delete("resp_large"))) is True
     assert partition() == []
     assert asyncio.run(use(lambda store: store.get("resp_large"))) is None
+
+
+def test_azure_openai_clients_reach_stored_responses_on_azures_paths(instances):
+    client = openai.AzureOpenAI(
+        azure_endpoint=instances[0].url, api_key=TEAM_A, api_version="2025-03-01-preview", max_retries=0
+    )
+    created = client.responses.create(model="gemini", input="from an Azure client")
+    assert client.responses.retrieve(created.id).output_text == created.output_text
+    (item,) = client.responses.input_items.list(created.id).data
+    assert item.content[0].text == "from an Azure client"
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        instances[1].client(TEAM_A).responses.retrieve(created.id)
