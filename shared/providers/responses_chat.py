@@ -22,7 +22,6 @@ field the gateway does not know is, as for chat completions.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -32,7 +31,7 @@ from typing import Any
 from .. import payloads, wire
 from ..domain import LLMModel, Operation
 from ..errors import InvalidRequest
-from ..wire import Event, Framed
+from ..wire import Event
 from .base import Answer, Request, Transport, Upstream
 from .mapper import ProviderCall
 
@@ -361,7 +360,7 @@ class ResponsesFromChat:
             "object": "response",
             "created_at": self.created_at,
             "model": self.model_id,
-            "output": [item for item in self._output if item is not None],
+            "output": list(self._output),
             "usage": _usage(usage),
         }
         return wire.response(made | _echoed(self.body) | status, self.model_id)
@@ -369,19 +368,19 @@ class ResponsesFromChat:
     async def events(self) -> AsyncGenerator[Event | None, None]:
         started = False
         async for event in self.chat.events():
-            if event is None:
+            chunk = event[1] if event is not None else None
+            if not isinstance(chunk, dict):  # nothing sent for this read
                 yield None
                 continue
-            for chunk in _chunks(event):
-                if not started:
-                    started = True
-                    in_progress = self._response({"status": "in_progress", "incomplete_details": None})
-                    yield self._event("response.created", response=in_progress)
-                    yield self._event("response.in_progress", response=in_progress)
-                for choice in chunk.get("choices") or []:
-                    self._finish = choice.get("finish_reason") or self._finish
-                    for produced in self._delta(choice.get("delta") or {}):
-                        yield produced
+            if not started:
+                started = True
+                in_progress = self._response({"status": "in_progress", "incomplete_details": None})
+                yield self._event("response.created", response=in_progress)
+                yield self._event("response.in_progress", response=in_progress)
+            for choice in chunk.get("choices") or []:
+                self._finish = choice.get("finish_reason") or self._finish
+                for produced in self._delta(choice.get("delta") or {}):
+                    yield produced
         if not started:
             return
         for produced in self._close_text():
@@ -482,14 +481,6 @@ class ResponsesFromChat:
         await self.chat.close(completed)
 
 
-def _chunks(event: Event) -> list[dict[str, Any]]:
-    """The chat chunks of one of the chat stream's events (a chunk, or relayed SSE bytes)."""
-    _, payload = event
-    if isinstance(payload, Framed):
-        return [json.loads(line[6:]) for line in payload.data.split(b"\n") if line.startswith(b"data: {")]
-    return [payload] if isinstance(payload, dict) else []
-
-
 class ResponsesOverChat:
     """The Responses API of `chat`'s deployments, through their chat completions; other operations to `chat`."""
 
@@ -500,8 +491,7 @@ class ResponsesOverChat:
         if request.operation is not Operation.RESPONSES:
             return await self.chat.whole(model, call, request)
         answer = await self.chat.whole(model, call, _chat(request.body))
-        completion = answer.body if isinstance(answer.body, dict) else json.loads(answer.body)
-        return Answer(response(completion, request.body, model.id), answer.usage, answer.model)
+        return Answer(response(answer.body, request.body, model.id), answer.usage, answer.model)
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
         if request.operation is not Operation.RESPONSES:
