@@ -298,3 +298,19 @@ def test_azure_openai_clients_reach_stored_responses_on_azures_paths(instances):
     client.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         instances[1].client(TEAM_A).responses.retrieve(created.id)
+
+
+def test_a_response_that_cannot_be_stored_is_not_answered_as_if_it_were(instances, cosmos):
+    one, _ = clients(instances)
+    one.responses.create(model="gemini", input="warm the caches")  # the key and the model, known
+    cosmos.pause()
+    try:
+        with pytest.raises(openai.InternalServerError) as refused:
+            one.responses.create(model="gemini", input="keep me")
+        assert refused.value.status_code == 503
+        assert refused.value.response.json()["error"]["code"] == "response_store_unavailable"
+        with pytest.raises(openai.APIError, match="Stored responses cannot be read or written"):
+            list(one.responses.create(model="gemini", input="keep me", stream=True))
+        assert one.responses.create(model="gemini", input="not kept", store=False).output_text == "echo: not kept"
+    finally:
+        cosmos.resume()
