@@ -292,10 +292,10 @@ class ResponseHistory:
         sent |= {"input": [*context, *own_input] if context else given, "store": False}
         return Turn(caller, sent, previous_id, body.get("store", True) is not False, own_input, context)
 
-    async def keep(self, turn: Turn, response: dict[str, Any] | bytes) -> dict[str, Any]:
+    async def keep(self, turn: Turn, response: dict[str, Any]) -> dict[str, Any]:
         """The response for the caller (its `previous_response_id` and `store` as the caller sent them),
         stored first when the caller asked for it."""
-        answer = _for_caller(turn, json.loads(response) if isinstance(response, bytes) else response)
+        answer = _for_caller(turn, response)
         if turn.store:
             stored = StoredResponse(
                 answer["id"],
