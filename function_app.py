@@ -78,6 +78,18 @@ def create_app(settings: Settings) -> GatewayApp:
     async def responses(req: Request) -> Response:
         return await handle(req, gateway.responses)
 
+    @app.route(route="v1/responses/{response_id}", methods=["GET", "HEAD"])
+    async def get_response(req: Request) -> Response:
+        return await handle(req, gateway.get_response)
+
+    @app.route(route="v1/responses/{response_id}", methods=["DELETE"])
+    async def delete_response(req: Request) -> Response:
+        return await handle(req, gateway.delete_response)
+
+    @app.route(route="v1/responses/{response_id}/input_items", methods=["GET", "HEAD"])
+    async def response_input_items(req: Request) -> Response:
+        return await handle(req, gateway.response_input_items)
+
     @app.route(route="v1/usage", methods=["GET", "HEAD"])
     async def usage(req: Request) -> Response:
         return await handle(req, gateway.management.own_usage)
@@ -137,6 +149,18 @@ def create_app(settings: Settings) -> GatewayApp:
     async def azure_responses(req: Request) -> Response:
         return await handle(req, gateway.responses)
 
+    @app.route(route="openai/responses/{response_id}", methods=["GET", "HEAD"])
+    async def azure_get_response(req: Request) -> Response:
+        return await handle(req, gateway.get_response)
+
+    @app.route(route="openai/responses/{response_id}", methods=["DELETE"])
+    async def azure_delete_response(req: Request) -> Response:
+        return await handle(req, gateway.delete_response)
+
+    @app.route(route="openai/responses/{response_id}/input_items", methods=["GET", "HEAD"])
+    async def azure_response_input_items(req: Request) -> Response:
+        return await handle(req, gateway.response_input_items)
+
     @app.route(route="openai/models", methods=["GET", "HEAD"])
     async def azure_list_models(req: Request) -> Response:
         return await handle(req, gateway.list_models)
@@ -178,6 +202,18 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="openai/v1/responses", methods=["POST"])
     async def azure_v1_responses(req: Request) -> Response:
         return await handle(req, gateway.responses)
+
+    @app.route(route="openai/v1/responses/{response_id}", methods=["GET", "HEAD"])
+    async def azure_v1_get_response(req: Request) -> Response:
+        return await handle(req, gateway.get_response)
+
+    @app.route(route="openai/v1/responses/{response_id}", methods=["DELETE"])
+    async def azure_v1_delete_response(req: Request) -> Response:
+        return await handle(req, gateway.delete_response)
+
+    @app.route(route="openai/v1/responses/{response_id}/input_items", methods=["GET", "HEAD"])
+    async def azure_v1_response_input_items(req: Request) -> Response:
+        return await handle(req, gateway.response_input_items)
 
     @app.route(route="openai/v1/models", methods=["GET", "HEAD"])
     async def azure_v1_list_models(req: Request) -> Response:

@@ -90,16 +90,18 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 #: Operations the gateway can serve per Google model type. Speech is Cloud
 #: Text-to-Speech and transcription Speech-to-Text v2 or Gemini transcription,
 #: both through LiteLLM, on `GoogleVertex` models (see `_check_vertex_audio`
-#: for the codes and `api_base` each takes); the Responses API on Vertex is not
-#: covered by the tests yet. A legacy completion is LiteLLM's: the prompt as a
+#: for the codes and `api_base` each takes); the Responses API is served over each
+#: model's chat completions (`providers/responses_chat.py`). A legacy completion is LiteLLM's: the prompt as a
 #: chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES})
+    for model_type in VERTEX_CODE_PREFIXES
 } | {
     ModelType.GOOGLE_VERTEX: frozenset(
         {
             Operation.CHAT_COMPLETION,
             Operation.COMPLETION,
+            Operation.RESPONSES,
             Operation.EMBEDDINGS,
             Operation.IMAGES,
             Operation.AUDIO_TTS,

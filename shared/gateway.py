@@ -27,6 +27,7 @@ from .http import Content, EventStream, JSONResult
 from .inbound import Inbound
 from .management import Management
 from .projects import Authenticator
+from .stored_responses import ResponseHistory, replayed
 from .usage import UsageRecorder
 
 ANSWERED_BY_HEADER = "x-gateway-model"
@@ -45,6 +46,8 @@ class Gateway:
         recorder: UsageRecorder,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        *,
+        history: ResponseHistory,
     ) -> None:
         self.catalog = catalog
         self.calls = calls
@@ -53,6 +56,7 @@ class Gateway:
         self.recorder = recorder
         self.environment = environment
         self._closers = closers
+        self.history = history
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
@@ -136,14 +140,35 @@ class Gateway:
         return _answer(translated, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        """A response, stored (`store`, true by default) before it is answered; with
+        `previous_response_id`, the provider is sent the whole conversation (`stored_responses.py`)."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.responses)
+        asked = await inbound.json(payloads.responses)
+        turn = await self.history.turn(caller, asked.body)
+        request = payloads.responses_sent(asked, turn.body)
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, response = await call.whole(request)
-            return _answer(response, model)
+            return _answer(await self.history.keep(turn, response), model)
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model), done_marker=False)
+        return EventStream(self.history.kept(turn, events), headers=_answered_by(model), done_marker=False)
+
+    async def get_response(self, inbound: Inbound) -> JSONResult | EventStream:
+        """A stored response; with `stream=true`, replayed as the stream events that produce it."""
+        caller = await self.authenticator.caller(inbound.headers)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        if inbound.query.get("stream", "false").lower() == "false":
+            return JSONResult(stored.response)
+        return EventStream(replayed(stored.response), done_marker=False)
+
+    async def delete_response(self, inbound: Inbound) -> JSONResult:
+        caller = await self.authenticator.caller(inbound.headers)
+        return JSONResult(await self.history.delete(caller, inbound.path_param("response_id")))
+
+    async def response_input_items(self, inbound: Inbound) -> JSONResult:
+        caller = await self.authenticator.caller(inbound.headers)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        return JSONResult(self.history.input_items(stored, inbound.query))
 
 
 def _model_object(model: LLMModel) -> dict[str, Any]:

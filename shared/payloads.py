@@ -11,6 +11,7 @@ cannot redirect the gateway's credentials.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from . import validation
@@ -326,9 +327,19 @@ def responses(body: dict[str, Any]) -> Request:
     validation.number(body, "temperature", 0, 2)
     validation.number(body, "top_p", 0, 1)
     validation.kind(body, "instructions", str, "a string")
+    validation.kind(body, "store", bool, "a boolean")
+    previous = body.get("previous_response_id")
+    if previous is not None and not (isinstance(previous, str) and previous):
+        raise InvalidRequest("'previous_response_id' must be a response id.", param="previous_response_id")
     validation.tools(body.get("tools"), nested=False)
     arguments = litellm_arguments(body, RESPONSES_FIELDS)
     return Request(Operation.RESPONSES, body, arguments, stream=bool(body.get("stream")))
+
+
+def responses_sent(asked: Request, body: dict[str, Any]) -> Request:
+    """The Responses request as sent on: `body` is the caller's, its conversation
+    resolved (`stored_responses.ResponseHistory.turn`)."""
+    return dataclasses.replace(asked, body=body, arguments=litellm_arguments(body, RESPONSES_FIELDS))
 
 
 def chat_completion(body: dict[str, Any]) -> Request:

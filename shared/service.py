@@ -29,11 +29,13 @@ from .providers.azure_relay import AzureRelay
 from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock
+from .providers.responses_chat import ResponsesOverChat
 from .providers.vertex import GoogleTokens, Vertex, VertexImagen
 from .providers.vertex_chat import VertexChat
 from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
+from .stored_responses import ResponseHistory
 from .stores import Stores
 from .usage import UsageRecorder
 
@@ -73,7 +75,9 @@ def build_gateway(settings: Settings) -> Gateway:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock())
+    # Vertex has no Responses API: its deployments answer it over their chat completions.
+    vertex = ResponsesOverChat(Vertex(imagen, vertex_chat))
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=vertex, mock=Mock())
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     recorder = UsageRecorder(stores.usage)
@@ -90,6 +94,7 @@ def build_gateway(settings: Settings) -> Gateway:
         recorder=recorder,
         environment=settings.environment,
         closers=closers,
+        history=ResponseHistory(stores.responses),
     )
 
 

@@ -9,6 +9,12 @@ from .catalog import CatalogSource, CosmosCatalogSource, FileCatalogSource
 from .cosmos import ContainerDefinition, CosmosDatabase
 from .projects import CosmosProjectStore, FileProjectStore, ProjectStore
 from .settings import COSMOS_CONTAINERS, Settings
+from .stored_responses import (
+    RESPONSES_INDEXING_POLICY,
+    CosmosResponseStore,
+    FileResponseStore,
+    ResponseStore,
+)
 from .usage import USAGE_INDEXING_POLICY, CosmosUsageStore, FileUsageStore, UsageStore
 
 _DAY_SECONDS = 86_400
@@ -18,6 +24,7 @@ def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
     """The gateway's containers, under the ids the settings give them."""
     defaults = Settings()
     retention = settings.usage_retention_days
+    responses_retention = settings.responses_retention_days
     return [
         ContainerDefinition(settings.cosmos_container_id, COSMOS_CONTAINERS[defaults.cosmos_container_id]),
         ContainerDefinition(
@@ -29,6 +36,12 @@ def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
             default_ttl=retention * _DAY_SECONDS if retention else None,
             indexing_policy=USAGE_INDEXING_POLICY,
         ),
+        ContainerDefinition(
+            settings.cosmos_responses_container_id,
+            COSMOS_CONTAINERS[defaults.cosmos_responses_container_id],
+            default_ttl=responses_retention * _DAY_SECONDS if responses_retention else None,
+            indexing_policy=RESPONSES_INDEXING_POLICY,
+        ),
     ]
 
 
@@ -39,6 +52,7 @@ class Stores:
     catalog: CatalogSource
     projects: ProjectStore
     usage: UsageStore
+    responses: ResponseStore
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: The Cosmos database, when the stores are in Cosmos.
     database: CosmosDatabase | None = None
@@ -50,6 +64,7 @@ class Stores:
                 FileCatalogSource(settings.models_file),
                 FileProjectStore(settings.projects_file),
                 FileUsageStore(settings.usage_file),
+                FileResponseStore(settings.responses_file, settings.responses_retention_days),
             )
         database = CosmosDatabase(
             settings.cosmos_url,
@@ -62,6 +77,7 @@ class Stores:
             CosmosCatalogSource(database, settings.cosmos_container_id),
             CosmosProjectStore(database, settings.cosmos_projects_container_id),
             CosmosUsageStore(database, settings.cosmos_usage_container_id, settings.usage_retention_days),
+            CosmosResponseStore(database, settings.cosmos_responses_container_id),
             [database.close],
             database,
         )

@@ -227,7 +227,7 @@ def vertex_gateway(
         for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
     }
     entries = [
-        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion"))
+        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion", "Responses"))
         for family, (model_type, code) in FAMILIES.items()
     ]
     entries += [
@@ -255,7 +255,9 @@ def vertex_gateway(
         vertex_entry("stt-forbidden", "GoogleVertex", "chirp_2-forbidden", vertex.url, operations=["audio_stt"]),
     ]
     entries += [
-        vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
+        vertex_entry(
+            f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url, operations=("ChatCompletion", "Responses")
+        )
         for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "long-decode", "signature-check")
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
@@ -263,6 +265,12 @@ def vertex_gateway(
     entries.append(
         azure_entry(
             "azure-instruct-to-gemini", "broken", fake_azure.url, operations=["Completion"], fallbacks=["gemini"]
+        )
+    )
+    # The same for the Responses API: Azure's own, then Gemini's over its chat completions.
+    entries.append(
+        azure_entry(
+            "azure-responses-to-gemini", "broken", fake_azure.url, operations=["Responses"], fallbacks=["gemini"]
         )
     )
     directory = tmp_path_factory.mktemp("vertex")

@@ -90,6 +90,7 @@ class GatewayProcess:
         self.env |= {
             "PYTHONUNBUFFERED": "1",
             "USAGE_FILE": str(log_path.parent / "usage.jsonl"),
+            "RESPONSES_FILE": str(log_path.parent / "responses.jsonl"),
             "PROJECTS_FILE": str(log_path.parent / "projects.json"),
         } | env
         self._process: subprocess.Popen[bytes] | None = None

@@ -256,7 +256,12 @@ def test_records_of_the_former_container_are_copied_into_day_partitions_once(cos
 @pytest.mark.parametrize(("value", "ttl"), [("30", 30 * 86400), ("0", None), ("", None), (" 365 ", 365 * 86400)])
 def test_usage_retention_days_sets_the_usage_containers_ttl(value, ttl):
     containers = cosmos_containers(Settings.from_environment({"USAGE_RETENTION_DAYS": value}))
-    assert {c.id: c.default_ttl for c in containers} == {"models": None, "projects": None, USAGE: ttl}
+    assert {c.id: c.default_ttl for c in containers} == {
+        "models": None,
+        "projects": None,
+        USAGE: ttl,
+        "responses": 30 * 86400,
+    }
 
 
 @pytest.mark.parametrize("value", ["1.5", "-3", "a month"])
