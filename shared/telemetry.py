@@ -90,7 +90,9 @@ class Telemetry:
     def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+        from .spans import GatewayTracer
+
+        self.tracer = GatewayTracer(tracer_provider.get_tracer(INSTRUMENTATION_NAME), INSTRUMENTATION_NAME)
         meter = meter_provider.get_meter(INSTRUMENTATION_NAME)
         self.operation_duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration."
@@ -113,11 +115,11 @@ class Telemetry:
         # A span already open here (the Functions worker's invocation context, when the
         # worker's own telemetry is on) is the parent; else the caller's traceparent.
         local_parent = trace.get_current_span().get_span_context().is_valid
-        span = self.tracer.start_span(
+        span = self.tracer.start(
             f"{request.method} {route}",
-            context=None if local_parent else self.propagator.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={
+            SpanKind.SERVER,
+            None if local_parent else self.propagator.extract(request.headers),
+            {
                 "http.request.method": request.method,
                 "http.route": route,
                 "url.path": request.url.path,
@@ -159,9 +161,7 @@ class Telemetry:
             if model.id != requested.id:
                 attributes["gateway.fallback_from"] = requested.id
             operation = attributes["gen_ai.operation.name"]
-            span = self.tracer.start_span(
-                f"{operation} {call.deployment.code}", kind=SpanKind.CLIENT, attributes=attributes
-            )
+            span = self.tracer.start(f"{operation} {call.deployment.code}", SpanKind.CLIENT, None, attributes)
             started = time.monotonic()
             try:
                 with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
