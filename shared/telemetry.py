@@ -36,8 +36,9 @@ from .domain import LLMModel, Operation, Provider
 from .usage import ANONYMOUS_PROJECT
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
 
     from .providers.base import Attempt
     from .providers.mapper import ProviderCall
@@ -90,10 +91,11 @@ class Telemetry:
     def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+        from .histograms import Histograms
         from .spans import GatewayTracer
 
         self.tracer = GatewayTracer(tracer_provider.get_tracer(INSTRUMENTATION_NAME), INSTRUMENTATION_NAME)
-        meter = meter_provider.get_meter(INSTRUMENTATION_NAME)
+        meter = Histograms(meter_provider, INSTRUMENTATION_NAME)
         self.operation_duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration."
         )
@@ -268,19 +270,21 @@ def configure(settings: Settings) -> None:
     What would cost every call CPU for nothing is left out: live metrics and
     the distro's performance counters (a span processor that counts every
     span, and a reader of process counters the Functions platform already
-    reports), metric exemplars (which Application Insights does not take),
-    the GenAI main-agent span processor and the exporter's model layer for
-    the gateway's own spans (`app_insights.gateway_pipeline`).
+    reports), the GenAI main-agent span processor and the exporter's model
+    layer for the gateway's own spans (`app_insights.gateway_pipeline`); the
+    gateway's spans and histograms are its own (`spans`, `histograms`), not
+    the SDK's.
     """
     if not settings.applicationinsights_connection_string:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
     from .app_insights import gateway_pipeline
 
     os.environ["OTEL_LOGS_EXPORTER"] = "none"
-    os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     with gateway_pipeline(INSTRUMENTATION_NAME):
         configure_azure_monitor(
             connection_string=settings.applicationinsights_connection_string,
@@ -288,7 +292,10 @@ def configure(settings: Settings) -> None:
             enable_performance_counters=False,
             instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS},
         )
-    enable(trace.get_tracer_provider(), metrics.get_meter_provider())
+    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+    if not isinstance(tracer_provider, TracerProvider) or not isinstance(meter_provider, MeterProvider):
+        raise TypeError("the Azure Monitor distro set up no OpenTelemetry SDK providers to record with")
+    enable(tracer_provider, meter_provider)
 
 
 def enable(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
