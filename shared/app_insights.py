@@ -69,6 +69,10 @@ ATTEMPT_ATTRIBUTES = frozenset(
         "_MS.sampleRate",
     }
 )
+#: Those the exporter sends as custom properties: all a span the fast way may carry.
+CUSTOM_ATTRIBUTES = frozenset(
+    key for key in REQUEST_ATTRIBUTES | ATTEMPT_ATTRIBUTES if not trace_exporter._is_standard_attribute(key)
+)
 #: The exporter's limits on a property and a name.
 MAX_PROPERTY = 8 * 1024
 MAX_NAME = 1024
@@ -136,9 +140,12 @@ def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation
     start = span.start_time or 0
     data["duration"] = exporter_utils.ns_to_duration((span.end_time or start) - start if start else 0)
     data["properties"] = {
-        key: str(value)[:MAX_PROPERTY] for key, value in attributes.items() if _is_custom(key) and value is not None
+        key: str(value)[:MAX_PROPERTY]
+        for key, value in attributes.items()
+        if key in CUSTOM_ATTRIBUTES and value is not None
     }
-    tags = _resource_tags(span.resource) | {"ai.operation.id": f"{context.trace_id:032x}"}
+    tags = dict(_resource_tags(span.resource))
+    tags["ai.operation.id"] = f"{context.trace_id:032x}"
     if span.parent is not None and span.parent.span_id:
         tags["ai.operation.parentId"] = f"{span.parent.span_id:016x}"
     tags["ai.operation.name"] = operation
@@ -222,12 +229,6 @@ class RequestJson(Json):
 
 class DependencyJson(Json):
     readonly: ClassVar[Mapping[str, str]] = {"kind": "RemoteDependencyData"}
-
-
-@functools.cache
-def _is_custom(key: str) -> bool:
-    """Whether the exporter sends attribute `key` as a custom property."""
-    return not trace_exporter._is_standard_attribute(key)
 
 
 def _resource_tags(resource: Resource) -> dict[str, str]:
