@@ -115,12 +115,12 @@ class Telemetry:
 
         route = getattr(request.scope.get("route"), "path", None) or request.url.path
         # A span already open here (the Functions worker's invocation context, when the
-        # worker's own telemetry is on) is the parent; else the caller's traceparent.
-        local_parent = trace.get_current_span().get_span_context().is_valid
+        # worker's own telemetry is on) is the parent; else the caller's traceparent, if any.
+        remote_parent = "traceparent" in request.headers and not trace.get_current_span().get_span_context().is_valid
         span = self.tracer.start(
             f"{request.method} {route}",
             SpanKind.SERVER,
-            None if local_parent else self.propagator.extract(request.headers),
+            self.propagator.extract(request.headers) if remote_parent else None,
             {
                 "http.request.method": request.method,
                 "http.route": route,
@@ -150,7 +150,7 @@ class Telemetry:
 
     def attempts(self, attempt: Attempt[T], meter: Meter) -> Attempt[T]:
         """`attempt` with a span per run; the one that succeeds ends when `meter` finishes."""
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, StatusCode
 
         requested = meter.model
@@ -165,9 +165,9 @@ class Telemetry:
             operation = attributes["gen_ai.operation.name"]
             span = self.tracer.start(f"{operation} {call.deployment.code}", SpanKind.CLIENT, None, attributes)
             started = time.monotonic()
+            token = context.attach(trace.set_span_in_context(span))
             try:
-                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                    result = await attempt(model, call)
+                result = await attempt(model, call)
             except BaseException as exc:
                 error_type = _error_type(exc)
                 previous.append(error_type)
@@ -178,6 +178,8 @@ class Telemetry:
                     time.monotonic() - started, _metric_attributes(attributes) | {"error.type": error_type}
                 )
                 raise
+            finally:
+                context.detach(token)
             outcome: dict[str, Any] = {}
             if meter.stream:
                 first_chunk = outcome["gen_ai.response.time_to_first_chunk"] = time.monotonic() - started
