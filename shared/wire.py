@@ -55,6 +55,11 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
 
 
+def sse_data(payload: Any) -> bytes:
+    """One server-sent event of `payload` as JSON, without an event name (a `Framed` holds such events)."""
+    return b"data: " + json_bytes(payload) + b"\n\n"
+
+
 _PROVIDER_FIELDS = "provider_specific_fields"
 #: Subtrees passed on untouched: already OpenAI's shape, where `null` is meaningful.
 _VERBATIM = frozenset({"logprobs"})
