@@ -415,10 +415,12 @@ class _Text:
 
 
 class _Lines:
-    """The SSE lines of a stream's first response, as LiteLLM's stream parsers
+    """The `data:` lines of a stream's first response, as LiteLLM's stream parsers
     read them (split by LiteLLM's own splitter), and whether the next one is
     already here (`ready`): what arrived in one read goes to the caller as one
-    frame. (A long decode's next hops are read by LiteLLM from `_Text.aiter_text`.)"""
+    frame. The parsers make nothing of the other lines (blank lines, `event:`
+    names, comments), so they are not handed over. (A long decode's next hops
+    are read by LiteLLM from `_Text.aiter_text`.)"""
 
     def __init__(self, text: _Text) -> None:
         from litellm.llms.custom_httpx.sse_lines import _SSELineSplitter
@@ -445,13 +447,13 @@ class _Lines:
                 self._take(piece)
             else:
                 self._ended = True
-                self._lines.extend(self._splitter.feed(self._decoder.decode(b"", final=True)))
-                self._lines.extend(self._splitter.flush())
+                self._keep(self._splitter.feed(self._decoder.decode(b"", final=True)))
+                self._keep(self._splitter.flush())
         return self._lines.popleft()
 
     def ready(self) -> bool:
-        """Whether a whole line is here without waiting for the provider (a failure
-        to read is not: the next read reports it)."""
+        """Whether a whole `data:` line is here without waiting for the provider (a
+        failure to read is not: the next read reports it)."""
         if not self._lines and not self._ended:
             try:
                 self._take(self.content.read_nowait())
@@ -460,7 +462,10 @@ class _Lines:
         return bool(self._lines)
 
     def _take(self, piece: bytes) -> None:
-        self._lines.extend(self._splitter.feed(self._decoder.decode(piece)))
+        self._keep(self._splitter.feed(self._decoder.decode(piece)))
+
+    def _keep(self, lines: tuple[str, ...]) -> None:
+        self._lines.extend(line for line in lines if line.startswith("data:"))
 
 
 def _with_body(request: _Request, body: Mapping[str, Any]) -> _Request:
@@ -572,9 +577,7 @@ class VertexStream:
         frame: list[bytes] = []
         while True:
             try:
-                item = await anext(parsed)
-                # Anthropic's parser answers an SSE line that is not data (`event:`) with a dict
-                chunk = None if isinstance(item, dict) else self._chunk(item)
+                chunk = self._chunk(await anext(parsed))
             except StopAsyncIteration:
                 break
             except Exception as exc:
