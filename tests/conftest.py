@@ -258,7 +258,17 @@ def vertex_gateway(
         vertex_entry(
             f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url, operations=("ChatCompletion", "Responses")
         )
-        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "long-decode", "signature-check")
+        for fault in (
+            "rate-limited",
+            "invalid",
+            "forbidden",
+            "broken",
+            "blocked",
+            "long-decode",
+            "signature-check",
+            "midstream-error",
+            "trickle",
+        )
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
     entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))

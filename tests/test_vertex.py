@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
+from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -276,3 +277,31 @@ def test_a_replayed_thought_signature_gemini_refuses_is_sent_again_as_the_placeh
     ]
     assert base64.b64encode(b"minted-elsewhere").decode() in signatures[0]
     assert base64.b64encode(b"skip_thought_signature_validator").decode() in signatures[1]
+
+
+def test_a_stream_cut_across_reads_mid_line_and_mid_character_comes_out_whole(client):
+    words = "héllo wörld ✓ 𝄞 là"
+    chunks = list(
+        client.chat.completions.create(
+            model="gemini-trickle",
+            messages=[{"role": "user", "content": words}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for position, chunk in enumerate(chunks):
+        assert_conforms("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True), f"chunk {position}")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"echo: {words}"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == len(words.split()) + 1
+
+
+def test_the_chunks_before_an_error_mid_stream_reach_the_caller_before_it(client):
+    stream = client.chat.completions.create(model="gemini-midstream-error", messages=USER, stream=True)
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            received.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "echo: hello "
+    assert raised.value.body["type"] == "rate_limit_error"
+    assert "Resource exhausted" in raised.value.message

@@ -369,8 +369,8 @@ class ResponsesFromChat:
     async def events(self) -> AsyncGenerator[Event | None, None]:
         started = False
         async for event in self.chat.events():
-            chunk = event[1] if event is not None else None
-            if not isinstance(chunk, dict):  # nothing sent for this read
+            chunks = _chat_chunks(event)
+            if not chunks:  # nothing sent for this read
                 yield None
                 continue
             if not started:
@@ -378,10 +378,11 @@ class ResponsesFromChat:
                 in_progress = self._response({"status": "in_progress", "incomplete_details": None})
                 yield self._event("response.created", response=in_progress)
                 yield self._event("response.in_progress", response=in_progress)
-            for choice in chunk.get("choices") or []:
-                self._finish = choice.get("finish_reason") or self._finish
-                for produced in self._delta(choice.get("delta") or {}):
-                    yield produced
+            for chunk in chunks:
+                for choice in chunk.get("choices") or []:
+                    self._finish = choice.get("finish_reason") or self._finish
+                    for produced in self._delta(choice.get("delta") or {}):
+                        yield produced
         if not started:
             return
         for produced in self._close_text():
@@ -499,6 +500,15 @@ class ResponsesOverChat:
             return await self.chat.stream(model, call, request)
         chat = await self.chat.stream(model, call, _chat(request.body))
         return ResponsesFromChat(chat, request.body, model.id)
+
+
+def _chat_chunks(event: Event | None) -> list[dict[str, Any]]:
+    """The chat chunks one event of a chat stream carries: a chunk, or the chunks
+    of a frame the provider's transport already wrote as SSE (`wire.Framed`)."""
+    payload = event[1] if event is not None else None
+    if isinstance(payload, wire.Framed):
+        return [chunk for chunk in wire.sse_payloads(payload.data) if isinstance(chunk, dict)]
+    return [payload] if isinstance(payload, dict) else []
 
 
 def _chat(body: dict[str, Any]) -> Request:
