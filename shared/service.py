@@ -48,6 +48,11 @@ for _name in (
 
 
 def build_gateway(settings: Settings) -> Gateway:
+    return _gateway_and_secrets(settings)[0]
+
+
+def _gateway_and_secrets(settings: Settings) -> tuple[Gateway, SecretResolver]:
+    """The gateway, and the secret resolver its provider calls use (the gate reads its shared secret through it too)."""
     stores = Stores.from_settings(settings)
     tokens = AzureTokenSource()
     closers = [*stores.closers, tokens.close]
@@ -82,7 +87,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings.stream_first_byte_timeout_seconds,
         settings.upstream_first_byte_seconds,
     )
-    return Gateway(
+    gateway = Gateway(
         catalog=catalog,
         calls=Calls(catalog, Router(providers), recorder, limits),
         authenticator=authenticator,
@@ -91,6 +96,7 @@ def build_gateway(settings: Settings) -> Gateway:
         environment=settings.environment,
         closers=closers,
     )
+    return gateway, secrets
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,8 @@ class Service:
 def compose(settings: Settings) -> Service:
     """Everything a Functions app serves, built from `settings`, telemetry configured."""
     telemetry.configure(settings)
-    gateway = build_gateway(settings)
-    gate = Gate(
-        settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.calls.router.providers.secrets
-    )
+    gateway, secrets = _gateway_and_secrets(settings)
+    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, secrets)
     return Service(settings, gateway, gate)
 
 
