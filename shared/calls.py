@@ -15,9 +15,11 @@ within the deadline. There are two kinds:
   stream that fails to start can still move on to another deployment. Then
   it passes on the events, each one within the deadline.
 
-Only this module counts and finishes the meter. A whole answer is metered
-when it returns. A stream is metered when it ends, however it ends: a caller who
-hangs up midway is recorded with what was counted so far.
+Only this module finishes the meter, once the attempt that succeeded has
+given it the provider's report to count (`usage.Meter.report`: the `Answer`, or
+the `Upstream` that started). A whole answer is metered when it returns. A
+stream is metered when it ends, however it ends: a caller who hangs up midway
+is recorded with what the provider had counted so far.
 """
 
 from __future__ import annotations
@@ -104,9 +106,7 @@ class Call:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
 
         model, answer = await self._run(answered)
-        self.meter.response_model = answer.model
-        if answer.usage is not None:
-            self.meter.count(answer.usage)
+        self.meter.report = answer
         self.meter.finish(200)
         return model, answer.body
 
@@ -121,15 +121,18 @@ class Call:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    events = self._events(model, call, await call.transport.stream(model, call, request))
+                    upstream = await call.transport.stream(model, call, request)
+                    events = self._events(model, call, upstream)
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
                         ended_at_once = True
-                        return events
                     except BaseException:
                         await events.aclose()
                         raise
+                    self.meter.report = upstream  # this attempt started: the meter counts what its provider reports
+                    if ended_at_once:
+                        return events
             except TimeoutError:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
@@ -166,9 +169,9 @@ class Call:
 
     async def _events(self, model: LLMModel, call: ProviderCall, upstream: Upstream) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
-        sent, the stream is metered when it ends, with the status the caller saw
-        (one that ends before its first event is `stream`'s to finish, once the
-        attempt is known to have succeeded).
+        sent, the meter is finished when the stream ends, with the status the
+        caller saw (one that ends before its first event is `stream`'s to finish,
+        once the attempt is known to have succeeded).
         The deployment's health is settled then too: healthy when the stream
         was read to its end, one failure more when the provider broke it off."""
         deployment = health_key(model, call.deployment)
@@ -206,10 +209,6 @@ class Call:
             if aclose is not None:
                 await aclose()
             await upstream.close(status == 200)
-            if sent or status == 200:
-                if upstream.usage:
-                    self.meter.count(upstream.usage)
-                self.meter.response_model = upstream.model
             if sent:
                 self.meter.finish(status)
 

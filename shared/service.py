@@ -50,6 +50,11 @@ for _name in (
 
 
 def build_gateway(settings: Settings) -> Gateway:
+    return _gateway_and_secrets(settings)[0]
+
+
+def _gateway_and_secrets(settings: Settings) -> tuple[Gateway, SecretResolver]:
+    """The gateway, and the secret resolver its provider calls use (the gate reads its shared secret through it too)."""
     stores = Stores.from_settings(settings)
     tokens = AzureTokenSource()
     closers = [*stores.closers, tokens.close]
@@ -86,7 +91,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings.stream_first_byte_timeout_seconds,
         settings.upstream_first_byte_seconds,
     )
-    return Gateway(
+    gateway = Gateway(
         catalog=catalog,
         calls=Calls(catalog, Router(providers), recorder, limits),
         authenticator=authenticator,
@@ -96,6 +101,7 @@ def build_gateway(settings: Settings) -> Gateway:
         closers=closers,
         history=ResponseHistory(stores.responses),
     )
+    return gateway, secrets
 
 
 @dataclass(frozen=True)
@@ -114,10 +120,8 @@ class Service:
 def compose(settings: Settings) -> Service:
     """Everything a Functions app serves, built from `settings`, telemetry configured."""
     telemetry.configure(settings)
-    gateway = build_gateway(settings)
-    gate = Gate(
-        settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.calls.router.providers.secrets
-    )
+    gateway, secrets = _gateway_and_secrets(settings)
+    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, secrets)
     return Service(settings, gateway, gate)
 
 

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from ..domain import Deployment, LLMModel, ModelType, Operation, Provider
 from ..errors import ConfigurationError
-from ..secrets import SecretResolver
 from .base import Transport
 from .litellm_import import litellm
 
@@ -87,6 +86,13 @@ class TokenSource(Protocol):
     """Bearer tokens for a scope (Entra ID through managed identity in Azure)."""
 
     async def token(self, scope: str) -> str: ...
+
+
+class SecretReferences(Protocol):
+    """The values of the secret references (`"$NAME"`) in a deployment's
+    parameters (`secrets.SecretResolver`: the environment or Key Vault)."""
+
+    async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]: ...
 
 
 class EntraToken:
@@ -259,7 +265,7 @@ class Transports:
 class ProviderMapper:
     def __init__(
         self,
-        secrets: SecretResolver,
+        secrets: SecretReferences,
         tokens: TokenSource,
         transports: Transports,
         connect_seconds: float = DEFAULT_CONNECT_SECONDS,
