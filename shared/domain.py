@@ -113,8 +113,8 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
 CLOUD_TTS_PATH = "/v1/text:synthesize"
 
 #: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
-#: chat completions and embeddings, the operations the tests cover).
-FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+#: chat completions and embeddings, and the Responses API over its chat completions).
+FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
 #: Foundry model names LiteLLM sends elsewhere than the model inference API (Claude to
 #: Foundry's Anthropic API, agents, the model router): not served.
 FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")

@@ -75,7 +75,7 @@ def _relay() -> azure_relay.AzureRelay:
 
 def _mapper() -> ProviderMapper:
     litellm_transport = LiteLLM()
-    transports = Transports(litellm_transport, _relay(), litellm_transport, litellm_transport)
+    transports = Transports(litellm_transport, _relay(), litellm_transport, litellm_transport, litellm_transport)
     return ProviderMapper(_Literal(), _Token(), transports)  # type: ignore[arg-type]
 
 

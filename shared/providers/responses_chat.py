@@ -1,4 +1,5 @@
-"""The Responses API over chat completions, for providers that have no Responses API of their own.
+"""The Responses API over chat completions, for providers that have no Responses API of their own
+(Vertex AI, Azure AI Foundry's model inference API).
 
 `ResponsesOverChat` is a transport wrapping a deployment's own transport: a
 Responses request is translated to a chat completion request, sent through
