@@ -119,8 +119,10 @@ FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, 
 #: Foundry's Anthropic API, agents, the model router): not served.
 FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")
 
-#: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
-MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
+#: What the Mock model answers: chat, the Responses API and legacy completions (whole and streamed) and embeddings.
+MOCK_OPERATIONS = frozenset(
+    {Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS}
+)
 
 #: Parameters each provider needs; any one name of a tuple will do.
 REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {
