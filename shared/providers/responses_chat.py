@@ -4,8 +4,9 @@
 `ResponsesOverChat` is a transport wrapping a deployment's own transport: a
 Responses request is translated to a chat completion request, sent through
 the wrapped transport (so a Gemini or Claude call takes the gateway's own
-Vertex path, the other Vertex families and Foundry's models LiteLLM's), and the chat completion, whole or
-streamed, is translated back to a `Response` or to Responses stream events.
+Vertex path, the other Vertex families and Foundry's models LiteLLM's), and
+the chat completion, whole or streamed, is translated back to a `Response`
+or to Responses stream events.
 Every other operation goes to the wrapped transport unchanged.
 
 The translation is the gateway's own, for what chat completions can carry:
