@@ -113,14 +113,16 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
 CLOUD_TTS_PATH = "/v1/text:synthesize"
 
 #: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
-#: chat completions and embeddings, the operations the tests cover).
-FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+#: chat completions and embeddings, and the Responses API over its chat completions).
+FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
 #: Foundry model names LiteLLM sends elsewhere than the model inference API (Claude to
 #: Foundry's Anthropic API, agents, the model router): not served.
 FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")
 
-#: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
-MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
+#: What the Mock model answers: chat, the Responses API and legacy completions (whole and streamed) and embeddings.
+MOCK_OPERATIONS = frozenset(
+    {Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS}
+)
 
 #: Parameters each provider needs; any one name of a tuple will do.
 REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {

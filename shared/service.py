@@ -80,9 +80,11 @@ def _gateway_and_secrets(settings: Settings) -> tuple[Gateway, SecretResolver]:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    # Vertex has no Responses API: its deployments answer it over their chat completions.
+    # Vertex and Foundry's model inference API have no Responses API: their deployments answer it
+    # over their chat completions (Azure OpenAI's answer with Azure's own, through LiteLLM).
     vertex = ResponsesOverChat(Vertex(imagen, vertex_chat))
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=vertex, mock=Mock())
+    foundry = ResponsesOverChat(litellm)
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=vertex, foundry=foundry, mock=Mock())
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     recorder = UsageRecorder(stores.usage)

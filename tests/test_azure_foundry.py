@@ -28,6 +28,9 @@ from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
 from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
+from tests.test_responses_vertex import FUNCTION_TOOL
+from tests.test_responses_vertex import events as response_events
+from tests.test_responses_vertex import raw as raw_response
 from tests.test_upstream_budgets import black_hole  # noqa: F401 (a fixture: a port whose handshake never completes)
 
 FOUNDRY_KEY = "foundry-key-3b9d71c0e4a2"
@@ -90,8 +93,14 @@ def foundry_gateway(foundry, identity, ingestion, black_hole, tmp_path_factory):
     # A deployment on an endpoint that never completes the handshake, then the healthy one.
     ways = [{"name": "dead-end", "parameters": {"endpoint": black_hole}}, {"name": "healthy", "priority": 1}]
     entries = [
-        foundry_entry("deepseek", "DeepSeek-V3-0324", resource),
-        foundry_entry("llama-keyless", "Llama-3.3-70B-Instruct", inference, keyed=False),
+        foundry_entry("deepseek", "DeepSeek-V3-0324", resource, operations=["ChatCompletion", "Responses"]),
+        foundry_entry(
+            "llama-keyless",
+            "Llama-3.3-70B-Instruct",
+            inference,
+            keyed=False,
+            operations=["ChatCompletion", "Responses"],
+        ),
         foundry_entry("foundry-embed", "embed-v-4-0", resource, operations=["embeddings"]),
         foundry_entry("foundry-embed-keyless", "embed-v-4-0", inference, keyed=False, operations=["embeddings"]),
         foundry_entry("foundry-limited", "rate-limited", resource),
@@ -305,6 +314,73 @@ def test_embeddings_with_a_managed_identity(client, foundry):
     (upstream,) = foundry.requests
     assert_managed_identity(upstream, "/models/embeddings")
     assert upstream.json["model"] == "embed-v-4-0"
+
+
+def test_the_responses_api_over_foundry_chat_completions(client, foundry, foundry_gateway):
+    request_id = f"foundry-responses-{uuid.uuid4()}"
+    body = {"model": "deepseek", "input": "hello there foundry", "instructions": "be brief", "max_output_tokens": 50}
+    response = foundry_gateway.client("local", request_id).responses.create(**body)
+    assert response.output_text == "echo: hello there foundry"
+    assert (response.model, response.status, response.usage.output_tokens) == ("deepseek", "completed", 4)
+    record = foundry_gateway.usage_record(request_id)
+    assert (record["operation"], record["model"], record["prompt_tokens"]) == ("Responses", "deepseek", 5)
+    (upstream,) = foundry.requests
+    assert_keyed(upstream, "/models/chat/completions")
+    assert upstream.json["model"] == "DeepSeek-V3-0324" and upstream.json["max_tokens"] == 50
+    assert upstream.json["messages"] == [{"role": "system", "content": "be brief"}, *USER]
+    assert raw_response(foundry_gateway, body)["output"][0]["type"] == "message"
+
+    streamed = response_events(foundry_gateway, body)
+    text = "".join(event["delta"] for event in streamed if event["type"] == "response.output_text.delta")
+    assert text == "echo: hello there foundry"
+    final = streamed[-1]
+    assert final["type"] == "response.completed" and final["response"]["usage"]["output_tokens"] == 4
+    assert foundry.requests[-1].json["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_foundry_function_call_and_its_output_make_a_tool_turn(client, foundry, foundry_gateway, stream):
+    body = {"model": "llama-keyless", "input": "Paris", "tools": [FUNCTION_TOOL]}
+    if stream:
+        streamed = response_events(foundry_gateway, body)
+        (done,) = [event for event in streamed if event["type"] == "response.function_call_arguments.done"]
+        assert done["name"] == "lookup_weather"
+        output = streamed[-1]["response"]["output"]
+    else:
+        output = raw_response(foundry_gateway, body)["output"]
+    (call,) = [item for item in output if item["type"] == "function_call"]
+    assert call["name"] == "lookup_weather" and json.loads(call["arguments"]) == {"echo": "Paris"}
+
+    answered = client.responses.create(
+        model="llama-keyless",
+        input=[
+            {"role": "user", "content": "Paris"},
+            {"type": "function_call", "call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny and 21C"},
+        ],
+    )
+    assert answered.output_text == "echo: sunny and 21C" and answered.status == "completed"
+    sent = foundry.requests[-1]
+    assert_managed_identity(sent, "/models/chat/completions")
+    assert sent.json["messages"][1]["tool_calls"][0]["id"] == call["call_id"]
+    assert sent.json["messages"][2] == {"role": "tool", "tool_call_id": call["call_id"], "content": "sunny and 21C"}
+
+
+def test_a_stored_foundry_response_is_continued_with_previous_response_id(client, foundry):
+    first = client.responses.create(model="deepseek", input="my name is Ada")
+    second = client.responses.create(model="deepseek", previous_response_id=first.id, input="what is my name")
+    assert second.previous_response_id == first.id and second.output_text == "echo: what is my name"
+    sent = foundry.requests[-1].json
+    assert "previous_response_id" not in sent  # the gateway keeps the conversation, not the provider
+    assert sent["messages"] == [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "echo: my name is Ada"},
+        {"role": "user", "content": "what is my name"},
+    ]
+    assert client.responses.retrieve(second.id).output_text == "echo: what is my name"
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
 
 
 def test_a_rate_limited_deployment_answers_429_with_its_retry_after(client, foundry):

@@ -35,7 +35,7 @@ class Request:
     operation: Operation
     #: The caller's validated body (the relay sends it as it is), `stream_options` set to meter a stream.
     body: dict[str, Any]
-    #: The same request as LiteLLM's keyword arguments (`payloads.litellm_arguments`).
+    #: The same request as LiteLLM's keyword arguments (`arguments.litellm_arguments`).
     arguments: dict[str, Any]
     #: Whether the caller asked for a stream's usage chunk (the gateway always asks the provider for it).
     caller_wants_usage: bool = False

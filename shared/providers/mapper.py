@@ -259,6 +259,8 @@ class Transports:
     azure_relay: Transport
     #: Vertex AI deployments (Imagen for images, Gemini and Claude chat translated by the gateway).
     vertex: Transport
+    #: Azure AI Foundry deployments (LiteLLM's, the Responses API over their chat completions).
+    foundry: Transport
     mock: Transport
 
 
@@ -349,7 +351,7 @@ class ProviderMapper:
         timeout = arguments["timeout"]
         return ProviderCall(
             deployment,
-            self.transports.litellm,
+            self.transports.foundry,
             arguments,
             (credential,),
             litellm_client=functools.partial(self.http_client, timeout, auth),

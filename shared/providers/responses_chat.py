@@ -1,10 +1,12 @@
-"""The Responses API over chat completions, for providers that have no Responses API of their own.
+"""The Responses API over chat completions, for providers that have no Responses API of their own
+(Vertex AI, Azure AI Foundry's model inference API).
 
 `ResponsesOverChat` is a transport wrapping a deployment's own transport: a
 Responses request is translated to a chat completion request, sent through
 the wrapped transport (so a Gemini or Claude call takes the gateway's own
-Vertex path, the other families LiteLLM's), and the chat completion, whole or
-streamed, is translated back to a `Response` or to Responses stream events.
+Vertex path, the other Vertex families and Foundry's models LiteLLM's), and
+the chat completion, whole or streamed, is translated back to a `Response`
+or to Responses stream events.
 Every other operation goes to the wrapped transport unchanged.
 
 The translation is the gateway's own, for what chat completions can carry:
@@ -29,10 +31,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import payloads, wire
+from .. import validation, wire
 from ..domain import LLMModel, Operation
 from ..errors import InvalidRequest
 from ..wire import Event
+from .arguments import CHAT_COMPLETION_FIELDS, RESPONSES_FIELDS, maybe_streamed
 from .base import Answer, Request, Transport, Upstream
 from .mapper import ProviderCall
 
@@ -108,7 +111,7 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
-    known = payloads.RESPONSES_FIELDS | {"model"}
+    known = RESPONSES_FIELDS | {"model"}
     chat |= {name: value for name, value in body.items() if name not in known}
     return chat
 
@@ -512,6 +515,10 @@ def _chat_chunks(event: Event | None) -> list[dict[str, Any]]:
 
 
 def _chat(body: dict[str, Any]) -> Request:
-    """The chat completion request for a Responses body, as the gateway's chat use case would make it
-    (its usage is always read: a Response carries it)."""
-    return dataclasses.replace(payloads.chat_completion(chat_request(body)), caller_wants_usage=True)
+    """The chat completion request for a Responses body, checked and made as the gateway's chat
+    use case makes a caller's (its usage is always read: a Response carries it)."""
+    chat = chat_request(body)
+    validation.chat_completion(chat)
+    return dataclasses.replace(
+        maybe_streamed(Operation.CHAT_COMPLETION, chat, CHAT_COMPLETION_FIELDS), caller_wants_usage=True
+    )

@@ -142,9 +142,10 @@ class FakeFoundry:
         if any(not isinstance(m, dict) or m.get("role") not in ROLES for m in messages):
             return _error(400, "BadRequest", "Every message needs a 'role' of: " + ", ".join(sorted(ROLES)))
         users = [_text(m.get("content")) for m in messages if m["role"] == "user"]
-        text = "echo: " + (users[-1] if users else "")
+        answered_tool = messages[-1]["role"] == "tool"  # the model answers with what the tool gave
+        text = "echo: " + (_text(messages[-1].get("content")) if answered_tool else users[-1] if users else "")
         prompt = sum(_words(_text(m.get("content"))) for m in messages)
-        tools = body.get("tools") or []
+        tools = [] if answered_tool else body.get("tools") or []
         call = None
         if tools:
             arguments = json.dumps({"echo": text.removeprefix("echo: ")})
