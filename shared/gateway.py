@@ -27,6 +27,7 @@ from .http import Content, EventStream, JSONResult
 from .inbound import Inbound
 from .management import Management
 from .projects import Authenticator
+from .providers.base import Request
 from .stored_responses import ResponseHistory, replayed
 from .usage import UsageRecorder
 
@@ -82,19 +83,18 @@ class Gateway:
         return JSONResult(_model_object(await self.catalog.visible(caller.project, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.chat_completion)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        if not request.stream:
-            model, completion = await call.whole(request)
-            return _answer(completion, model)
-        model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model))
+        return await self._completion(inbound, payloads.chat_completion)
 
     async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
+        return await self._completion(inbound, payloads.completion)
+
+    async def _completion(
+        self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]
+    ) -> JSONResult | Content | EventStream:
+        """A chat or legacy completion (`read` parses which), answered whole or streamed."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.completion)
+        request = await inbound.json(read)
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, completion = await call.whole(request)
