@@ -9,8 +9,10 @@ from typing import Any
 import openai
 import pytest
 
+from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_openai import FakeAzureOpenAI
 from tests.fakes.google_oauth import FakeGoogleOAuth, make_service_account
+from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.fakes.vertex import FakeVertexAI
 from tests.support import CosmosServer, GatewayProcess, running_gateway, write_catalog
@@ -154,6 +156,24 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
     with running_gateway(directory, gateway_env(MODELS_FILE=str(catalog))) as process:
         process.wait_until_answering("chat-a")  # tests time the answers: none may wait for the LiteLLM import
         yield process
+
+
+@pytest.fixture(scope="module")
+def ingestion() -> Iterator[FakeIngestion]:
+    """An Application Insights ingestion endpoint, one per test module."""
+    fake = FakeIngestion()
+    with ServerThread(fake.app) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def identity() -> Iterator[FakeManagedIdentity]:
+    """The managed identity endpoint of an Azure Functions host, one per test module."""
+    fake = FakeManagedIdentity(header_secret="functions-identity-header")
+    with ServerThread(fake) as server:
+        fake.url = server.url
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.app_insights import FakeIngestion
-from tests.fakes.server import ServerThread, free_port
+from tests.fakes.server import free_port
 from tests.support import PROJECT_DIR, GatewayProcess, running_gateway, write_catalog
 
 PROMPT = "turquoise walrus sings opera"
@@ -47,14 +47,6 @@ def connection_string(endpoint: str) -> str:
 def catalog(directory, fake_url):
     shipped = json.loads((PROJECT_DIR / "models.json").read_text())
     return write_catalog(directory / "models.json", [*shipped, azure_entry("chat-a", "dep-a", fake_url)])
-
-
-@pytest.fixture(scope="module")
-def ingestion():
-    fake = FakeIngestion()
-    with ServerThread(fake.app) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,7 @@ import openai
 import pytest
 
 from tests.conftest import gateway_env
-from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
-from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
@@ -60,25 +58,9 @@ def foundry_entry(model_id: str, code: str, endpoint: str, keyed: bool = True, *
 
 
 @pytest.fixture(scope="module")
-def identity():
-    fake = FakeManagedIdentity(header_secret="foundry-identity-header")
-    with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def foundry():
     fake = FakeFoundry(FOUNDRY_KEY, DEPLOYMENTS, managed_identity_token)
     with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def ingestion():
-    fake = FakeIngestion()
-    with ServerThread(fake.app) as server:
         fake.url = server.url
         yield fake
 
