@@ -125,19 +125,19 @@ class Gateway:
         return Content(audio, media_type, headers=_answered_by(model))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.transcription)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        model, transcript = await call.whole(request)
-        return _answer(transcript, model)
+        return await self._audio_text(inbound, payloads.transcription)
 
     async def translations(self, inbound: Inbound) -> JSONResult | Content:
         """`/v1/audio/translations`: an upload as English text, in a transcription's formats."""
+        return await self._audio_text(inbound, payloads.translation)
+
+    async def _audio_text(self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]) -> JSONResult | Content:
+        """An audio upload's text (`read` parses the form for a transcription or a translation)."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.translation)
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, read)
         call = await self.calls.route(inbound.request_id, caller, request)
-        model, translated = await call.whole(request)
-        return _answer(translated, model)
+        model, text = await call.whole(request)
+        return _answer(text, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """A response, stored (`store`, true by default) before it is answered; with
