@@ -316,6 +316,17 @@ WEATHER_TOOLS = [
 ]
 
 
+def streamed_tool_names(chunks: list[Any]) -> list[str]:
+    """The function names a streamed chat completion's chunks call, in order."""
+    return [
+        tool.function.name
+        for chunk in chunks
+        if chunk.choices and chunk.choices[0].delta.tool_calls
+        for tool in chunk.choices[0].delta.tool_calls
+        if tool.function and tool.function.name
+    ]
+
+
 def admin_cli(env: dict[str, str], *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`python -m shared.admin ARGUMENTS` with `env` alone (no PATH beyond the system's); `check`: it must succeed."""
     result = subprocess.run(

@@ -24,7 +24,7 @@ from tests.conftest import gateway_env
 from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
-from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
+from tests.support import WEATHER_TOOLS, running_gateway, streamed_tool_names, write_catalog
 from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
 from tests.test_upstream_budgets import black_hole  # noqa: F401 (a fixture: a port whose handshake never completes)
 
@@ -209,14 +209,7 @@ def test_tool_calls_plain_and_streamed(client, foundry):
     chunks = stream_chunks(
         client.chat.completions.create(model="deepseek", messages=USER, tools=WEATHER_TOOLS, stream=True)
     )
-    names = [
-        tool.function.name
-        for chunk in chunks
-        if chunk.choices and chunk.choices[0].delta.tool_calls
-        for tool in chunk.choices[0].delta.tool_calls
-        if tool.function and tool.function.name
-    ]
-    assert names == ["lookup_weather"]
+    assert streamed_tool_names(chunks) == ["lookup_weather"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert_keyed(foundry.requests[1], "/models/chat/completions")
 
