@@ -237,6 +237,13 @@ def google() -> Iterator[tuple[FakeGoogleOAuth, FakeVertexAI]]:
         yield oauth, vertex
 
 
+@pytest.fixture
+def vertex_client(vertex_gateway: GatewayProcess, google: tuple[FakeGoogleOAuth, FakeVertexAI]) -> openai.OpenAI:
+    """A client of the Vertex gateway, the fake Vertex AI's request log cleared."""
+    google[1].clear()
+    return vertex_gateway.client("local")
+
+
 @pytest.fixture(scope="session")
 def vertex_gateway(
     google, fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactory
