@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -226,6 +227,20 @@ def vertex_entry(model_id, model_type, code, api_base, secret="$GOOGLE_SA_ONE", 
         "costs": {"input": 0.001, "output": 0.002},
         "operations": list(operations),
     }
+
+
+#: An image a caller sends a Vertex model, as a data URL.
+PNG_DATA_URL = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+
+
+def assert_sent_the_image(sent: dict[str, Any], family: str) -> None:
+    """The body sent to Vertex AI carries the image in the family's own form:
+    Gemini's inline data part, or Anthropic's base64 image block."""
+    if family == "gemini":
+        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
+    else:
+        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
+        assert image_block["source"]["type"] == "base64"
 
 
 @pytest.fixture(scope="session")

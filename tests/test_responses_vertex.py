@@ -6,14 +6,13 @@ body and stream event the caller gets is checked against OpenAI's schema.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import FAMILIES
+from tests.conftest import FAMILIES, PNG_DATA_URL, assert_sent_the_image
 from tests.openapi import assert_conforms
 from tests.test_wire_format import sse
 
@@ -117,17 +116,11 @@ def test_a_function_call_and_its_output_make_a_tool_turn(vertex_client, vertex_g
 
 @pytest.mark.parametrize("family", FAMILIES_WITH_OWN_PATH)
 def test_an_image_input_reaches_the_model(vertex_client, google, vertex_gateway, family):
-    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
-    content = [{"type": "input_text", "text": "describe"}, {"type": "input_image", "image_url": image}]
+    content = [{"type": "input_text", "text": "describe"}, {"type": "input_image", "image_url": PNG_DATA_URL}]
     body = {"model": family, "input": [{"role": "user", "content": content}], "max_output_tokens": 20}
     response = vertex_client.responses.create(**body)
     assert response.usage.input_tokens == 2  # one text word + one image part
-    sent = google[1].requests[0].json
-    if family == "gemini":
-        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
-    else:
-        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
-        assert image_block["source"]["type"] == "base64"
+    assert_sent_the_image(google[1].requests[0].json, family)
     raw(vertex_gateway, body)
 
 

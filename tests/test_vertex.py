@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
+from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES, PNG_DATA_URL, assert_sent_the_image
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS
 
@@ -70,21 +70,18 @@ def test_tool_calling(vertex_client, family):
 
 @pytest.mark.parametrize("family", ["gemini", "claude"])
 def test_image_parts_reach_the_model(vertex_client, google, family):
-    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
     messages = [
         {
             "role": "user",
-            "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image}}],
+            "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": PNG_DATA_URL}},
+            ],
         }
     ]
     completion = vertex_client.chat.completions.create(model=family, messages=messages, max_tokens=20)
     assert completion.usage.prompt_tokens == 2  # one text word + one image part
-    sent = google[1].requests[0].json
-    if family == "gemini":
-        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
-    else:
-        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
-        assert image_block["source"]["type"] == "base64"
+    assert_sent_the_image(google[1].requests[0].json, family)
 
 
 def test_gemini_embeddings(vertex_client, google):
