@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -21,7 +22,10 @@ from typing import Any
 
 import openai
 
+from shared.cosmos import CosmosDatabase
 from shared.projects import hash_key, key_document_id
+from shared.settings import Settings
+from shared.stores import cosmos_containers
 from tests.fakes.server import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -245,6 +249,19 @@ class CosmosServer:
         container = database.create_container_if_not_exists(container_id, partition_key=PartitionKey(partition_key))
         for document in documents:
             container.upsert_item(document)
+
+
+def create_containers(url: str, database_id: str) -> None:
+    """The gateway's containers in `database_id`, on the Cosmos DB at `url`, as its set-up creates them."""
+
+    async def create() -> None:
+        database = CosmosDatabase(url, CosmosServer.KEY, database_id, verify_tls=False)
+        try:
+            await database.create_containers(cosmos_containers(Settings()))
+        finally:
+            await database.close()
+
+    asyncio.run(create())
 
 
 def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
