@@ -25,7 +25,7 @@ from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS, running_gateway, streamed_tool_names, write_catalog
-from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
+from tests.test_app_insights import FAST_EXPORT, connection_string, exported_call
 from tests.test_upstream_budgets import black_hole  # noqa: F401 (a fixture: a port whose handshake never completes)
 
 FOUNDRY_KEY = "foundry-key-3b9d71c0e4a2"
@@ -378,22 +378,7 @@ def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_ga
     else:
         usage = client.chat.completions.create(model="deepseek", messages=USER).usage
 
-    def request_envelope():
-        return [
-            e
-            for e in ingestion.of_type("RequestData")
-            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == request_id
-        ]
-
-    [request] = eventually(request_envelope, "the request envelope", ingestion, foundry_gateway)
-    parent = request["data"]["baseData"]["id"]
-
-    def dependency_envelope():
-        return [
-            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == parent
-        ]
-
-    [dependency] = eventually(dependency_envelope, "the dependency envelope", ingestion, foundry_gateway)
+    _, dependency = exported_call(ingestion, foundry_gateway, request_id)
     properties = dependency["data"]["baseData"]["properties"]
     assert dependency["data"]["baseData"]["name"] == "chat DeepSeek-V3-0324"
     assert properties["gen_ai.provider.name"] == "azure.ai.inference"
