@@ -27,6 +27,7 @@ from .http import Content, EventStream, JSONResult
 from .inbound import Inbound
 from .management import Management
 from .projects import Authenticator
+from .providers.base import Request
 from .stored_responses import ResponseHistory, replayed
 from .usage import UsageRecorder
 
@@ -82,19 +83,18 @@ class Gateway:
         return JSONResult(_model_object(await self.catalog.visible(caller.project, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.chat_completion)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        if not request.stream:
-            model, completion = await call.whole(request)
-            return _answer(completion, model)
-        model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model))
+        return await self._completion(inbound, payloads.chat_completion)
 
     async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
+        return await self._completion(inbound, payloads.completion)
+
+    async def _completion(
+        self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]
+    ) -> JSONResult | Content | EventStream:
+        """A chat or legacy completion (`read` parses which), answered whole or streamed."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.completion)
+        request = await inbound.json(read)
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, completion = await call.whole(request)
@@ -125,19 +125,19 @@ class Gateway:
         return Content(audio, media_type, headers=_answered_by(model))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.transcription)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        model, transcript = await call.whole(request)
-        return _answer(transcript, model)
+        return await self._audio_text(inbound, payloads.transcription)
 
     async def translations(self, inbound: Inbound) -> JSONResult | Content:
         """`/v1/audio/translations`: an upload as English text, in a transcription's formats."""
+        return await self._audio_text(inbound, payloads.translation)
+
+    async def _audio_text(self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]) -> JSONResult | Content:
+        """An audio upload's text (`read` parses the form for a transcription or a translation)."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.translation)
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, read)
         call = await self.calls.route(inbound.request_id, caller, request)
-        model, translated = await call.whole(request)
-        return _answer(translated, model)
+        model, text = await call.whole(request)
+        return _answer(text, model)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """A response, stored (`store`, true by default) before it is answered; with

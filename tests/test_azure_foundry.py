@@ -21,13 +21,11 @@ import openai
 import pytest
 
 from tests.conftest import gateway_env
-from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
-from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
-from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
-from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
+from tests.support import WEATHER_TOOLS, running_gateway, streamed_tool_names, write_catalog
+from tests.test_app_insights import FAST_EXPORT, connection_string, exported_call
 from tests.test_responses_vertex import FUNCTION_TOOL
 from tests.test_responses_vertex import events as response_events
 from tests.test_responses_vertex import raw as raw_response
@@ -63,25 +61,9 @@ def foundry_entry(model_id: str, code: str, endpoint: str, keyed: bool = True, *
 
 
 @pytest.fixture(scope="module")
-def identity():
-    fake = FakeManagedIdentity(header_secret="foundry-identity-header")
-    with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def foundry():
     fake = FakeFoundry(FOUNDRY_KEY, DEPLOYMENTS, managed_identity_token)
     with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def ingestion():
-    fake = FakeIngestion()
-    with ServerThread(fake.app) as server:
         fake.url = server.url
         yield fake
 
@@ -236,14 +218,7 @@ def test_tool_calls_plain_and_streamed(client, foundry):
     chunks = stream_chunks(
         client.chat.completions.create(model="deepseek", messages=USER, tools=WEATHER_TOOLS, stream=True)
     )
-    names = [
-        tool.function.name
-        for chunk in chunks
-        if chunk.choices and chunk.choices[0].delta.tool_calls
-        for tool in chunk.choices[0].delta.tool_calls
-        if tool.function and tool.function.name
-    ]
-    assert names == ["lookup_weather"]
+    assert streamed_tool_names(chunks) == ["lookup_weather"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert_keyed(foundry.requests[1], "/models/chat/completions")
 
@@ -479,22 +454,7 @@ def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_ga
     else:
         usage = client.chat.completions.create(model="deepseek", messages=USER).usage
 
-    def request_envelope():
-        return [
-            e
-            for e in ingestion.of_type("RequestData")
-            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == request_id
-        ]
-
-    [request] = eventually(request_envelope, "the request envelope", ingestion, foundry_gateway)
-    parent = request["data"]["baseData"]["id"]
-
-    def dependency_envelope():
-        return [
-            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == parent
-        ]
-
-    [dependency] = eventually(dependency_envelope, "the dependency envelope", ingestion, foundry_gateway)
+    _, dependency = exported_call(ingestion, foundry_gateway, request_id)
     properties = dependency["data"]["baseData"]["properties"]
     assert dependency["data"]["baseData"]["name"] == "chat DeepSeek-V3-0324"
     assert properties["gen_ai.provider.name"] == "azure.ai.inference"

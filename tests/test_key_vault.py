@@ -15,7 +15,6 @@ import pytest
 
 from tests.conftest import API_VERSION, azure_entry, gateway_env
 from tests.fakes.key_vault import FakeKeyVault, tls_files
-from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
 from tests.support import running_gateway, write_catalog
@@ -28,14 +27,6 @@ USER = [{"role": "user", "content": "from the vault"}]
 
 def managed_identity_token(token: str) -> bool:
     return token.startswith("mi-token-cognitiveservices.azure.com-")
-
-
-@pytest.fixture(scope="module")
-def identity():
-    fake = FakeManagedIdentity(header_secret="functions-identity-header")
-    with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture(scope="module")

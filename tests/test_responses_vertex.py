@@ -6,14 +6,13 @@ body and stream event the caller gets is checked against OpenAI's schema.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import FAMILIES
+from tests.conftest import FAMILIES, PNG_DATA_URL, assert_sent_the_image
 from tests.openapi import assert_conforms
 from tests.test_wire_format import sse
 
@@ -24,12 +23,6 @@ FUNCTION_TOOL = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 FAMILIES_WITH_OWN_PATH = ["gemini", "claude"]
-
-
-@pytest.fixture
-def client(vertex_gateway, google):
-    google[1].clear()
-    return vertex_gateway.client("local")
 
 
 def raw(gateway, body):
@@ -52,8 +45,8 @@ def events(gateway, body):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_answers_the_responses_api(client, vertex_gateway, family):
-    response = client.responses.create(model=family, input="hello there", max_output_tokens=100)
+def test_every_family_answers_the_responses_api(vertex_client, vertex_gateway, family):
+    response = vertex_client.responses.create(model=family, input="hello there", max_output_tokens=100)
     assert response.output_text == "echo: hello there"
     assert response.model == family and response.status == "completed"
     assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (2, 3, 5)
@@ -61,8 +54,10 @@ def test_every_family_answers_the_responses_api(client, vertex_gateway, family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_streams_the_responses_api(client, vertex_gateway, family):
-    streamed = list(client.responses.create(model=family, input="hello there", max_output_tokens=100, stream=True))
+def test_every_family_streams_the_responses_api(vertex_client, vertex_gateway, family):
+    streamed = list(
+        vertex_client.responses.create(model=family, input="hello there", max_output_tokens=100, stream=True)
+    )
     kinds = [event.type for event in streamed]
     assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
     text = "".join(event.delta for event in streamed if event.type == "response.output_text.delta")
@@ -75,8 +70,8 @@ def test_every_family_streams_the_responses_api(client, vertex_gateway, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES_WITH_OWN_PATH)
-def test_instructions_and_parameters_reach_the_model(client, google, family):
-    client.responses.create(
+def test_instructions_and_parameters_reach_the_model(vertex_client, google, family):
+    vertex_client.responses.create(
         model=family, input="hello there", instructions="be brief", max_output_tokens=40, temperature=0.25
     )
     (upstream,) = google[1].requests
@@ -92,7 +87,7 @@ def test_instructions_and_parameters_reach_the_model(client, google, family):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("family", FAMILIES_WITH_OWN_PATH)
-def test_a_function_call_and_its_output_make_a_tool_turn(client, vertex_gateway, family, stream):
+def test_a_function_call_and_its_output_make_a_tool_turn(vertex_client, vertex_gateway, family, stream):
     body = {"model": family, "input": "Paris", "tools": [FUNCTION_TOOL], "max_output_tokens": 100}
     if stream:
         streamed = events(vertex_gateway, body)
@@ -106,7 +101,7 @@ def test_a_function_call_and_its_output_make_a_tool_turn(client, vertex_gateway,
     (call,) = [item for item in output if item["type"] == "function_call"]
     assert call["name"] == "lookup_weather" and json.loads(call["arguments"]) == {"echo": "Paris"}
 
-    answered = client.responses.create(
+    answered = vertex_client.responses.create(
         model=family,
         input=[
             {"role": "user", "content": "Paris"},
@@ -120,18 +115,12 @@ def test_a_function_call_and_its_output_make_a_tool_turn(client, vertex_gateway,
 
 
 @pytest.mark.parametrize("family", FAMILIES_WITH_OWN_PATH)
-def test_an_image_input_reaches_the_model(client, google, vertex_gateway, family):
-    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
-    content = [{"type": "input_text", "text": "describe"}, {"type": "input_image", "image_url": image}]
+def test_an_image_input_reaches_the_model(vertex_client, google, vertex_gateway, family):
+    content = [{"type": "input_text", "text": "describe"}, {"type": "input_image", "image_url": PNG_DATA_URL}]
     body = {"model": family, "input": [{"role": "user", "content": content}], "max_output_tokens": 20}
-    response = client.responses.create(**body)
+    response = vertex_client.responses.create(**body)
     assert response.usage.input_tokens == 2  # one text word + one image part
-    sent = google[1].requests[0].json
-    if family == "gemini":
-        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
-    else:
-        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
-        assert image_block["source"]["type"] == "base64"
+    assert_sent_the_image(google[1].requests[0].json, family)
     raw(vertex_gateway, body)
 
 
@@ -165,8 +154,8 @@ def test_a_provider_refusal_and_a_rate_limit_keep_their_status(vertex_gateway):
 
 
 def test_responses_are_metered_as_responses(vertex_gateway):
-    client = vertex_gateway.client("local", request_id="vertex-responses-metered")
-    client.responses.create(model="claude", input="count me please", max_output_tokens=50)
+    vertex_client = vertex_gateway.client("local", request_id="vertex-responses-metered")
+    vertex_client.responses.create(model="claude", input="count me please", max_output_tokens=50)
     record = vertex_gateway.usage_record("vertex-responses-metered")
     assert (record["operation"], record["model"], record["status"]) == ("Responses", "claude", 200)
     assert (record["prompt_tokens"], record["completion_tokens"]) == (3, 4)
@@ -177,20 +166,20 @@ def test_responses_are_metered_as_responses(vertex_gateway):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_an_azure_responses_model_falls_back_to_gemini(client, fake_azure, google, stream):
+def test_an_azure_responses_model_falls_back_to_gemini(vertex_client, fake_azure, google, stream):
     fake_azure.clear()
     if stream:
-        with client.responses.stream(model="azure-responses-to-gemini", input="hello there") as events:
+        with vertex_client.responses.stream(model="azure-responses-to-gemini", input="hello there") as events:
             response = events.get_final_response()
     else:
-        response = client.responses.create(model="azure-responses-to-gemini", input="hello there")
+        response = vertex_client.responses.create(model="azure-responses-to-gemini", input="hello there")
     assert response.output_text == "echo: hello there" and response.model == "gemini"
     assert [request.extra["deployment"] for request in fake_azure.requests] == ["broken"]
     assert len(google[1].requests) == 1
 
 
-def test_the_sdk_parses_a_streamed_function_call(client):
-    with client.responses.stream(model="claude", input="Rome", tools=[FUNCTION_TOOL], max_output_tokens=50) as s:
+def test_the_sdk_parses_a_streamed_function_call(vertex_client):
+    with vertex_client.responses.stream(model="claude", input="Rome", tools=[FUNCTION_TOOL], max_output_tokens=50) as s:
         final = s.get_final_response()
     (call,) = final.output
     assert isinstance(call, openai.types.responses.ResponseFunctionToolCall)

@@ -18,10 +18,9 @@ import pytest
 from shared.cosmos import CosmosDatabase
 from shared.settings import Settings
 from shared.stored_responses import CHUNK_CHARACTERS, CosmosResponseStore, StoredResponse
-from shared.stores import cosmos_containers
 from tests.conftest import azure_entry, gateway_env, vertex_entry
 from tests.openapi import assert_conforms
-from tests.support import CosmosServer, GatewayProcess, project_documents
+from tests.support import CosmosServer, GatewayProcess, create_containers, project_documents
 
 TEAM_A, TEAM_B = "sk-gw-team-a-responses", "sk-gw-team-b-responses"
 DATABASE = "stored-responses"
@@ -46,14 +45,7 @@ def instances(cosmos, fake_azure, google, vertex_gateway, tmp_path_factory):
         ),
     ]
 
-    async def create() -> None:
-        database = CosmosDatabase(cosmos.url, CosmosServer.KEY, DATABASE, verify_tls=False)
-        try:
-            await database.create_containers(cosmos_containers(Settings()))
-        finally:
-            await database.close()
-
-    asyncio.run(create())
+    create_containers(cosmos.url, DATABASE)
     cosmos.seed(DATABASE, "models", "/id", models)
     cosmos.seed(DATABASE, "projects", "/id", project_documents({TEAM_A: "team-a", TEAM_B: "team-b"}))
     accounts = {name: json.dumps(account) for name, account in vertex_gateway.accounts.items()}

@@ -17,7 +17,7 @@ from shared.settings import COSMOS_CONTAINERS, Settings, SettingsError
 from shared.stores import cosmos_containers
 from shared.usage import LOST_RECORD_MARKER, CosmosUsageStore, UsageRecorder
 from tests.fakes.cosmos_faults import Fault, FaultyCosmos, partition_of
-from tests.support import CosmosServer, admin_cli
+from tests.support import CosmosServer, admin_cli, create_containers
 
 USAGE = Settings().cosmos_usage_container_id
 
@@ -36,14 +36,7 @@ def database_id(request, faulty):
     faulty.refused.clear()
     name = f"usage-{request.node.name}"[:60].replace("[", "-").replace("]", "").replace("/", "-")
 
-    async def create():
-        database = CosmosDatabase(faulty.url, CosmosServer.KEY, name, verify_tls=False)
-        try:
-            await database.create_containers(cosmos_containers(Settings()))
-        finally:
-            await database.close()
-
-    asyncio.run(create())
+    create_containers(faulty.url, name)
     return name
 
 
