@@ -14,6 +14,8 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from shared import azure_paths
+from shared.gateway import Gateway
+from shared.http import Endpoint
 from shared.lifecycle import close_on_termination
 from shared.service import Service, compose, not_routed
 from shared.settings import Settings
@@ -27,6 +29,40 @@ class GatewayApp(func.FunctionApp):
         self.service = service
 
 
+_GET = ["GET", "HEAD"]
+
+#: The operations whose body names the model: Azure OpenAI's paths name it instead.
+_DEPLOYMENT_OPERATIONS = (
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "images/generations",
+    "audio/speech",
+    "audio/transcriptions",
+    "audio/translations",
+)
+
+
+def _openai_operations(gateway: Gateway) -> list[tuple[str, str, list[str], Endpoint]]:
+    """OpenAI's operations, each served under /v1 and Azure's paths: the function
+    name, the path after `v1/`, the methods and the use case."""
+    return [
+        ("chat_completions", "chat/completions", ["POST"], gateway.chat_completions),
+        ("completions", "completions", ["POST"], gateway.completions),
+        ("embeddings", "embeddings", ["POST"], gateway.embeddings),
+        ("image_generations", "images/generations", ["POST"], gateway.image_generations),
+        ("speech", "audio/speech", ["POST"], gateway.speech),
+        ("transcriptions", "audio/transcriptions", ["POST"], gateway.transcriptions),
+        ("translations", "audio/translations", ["POST"], gateway.translations),
+        ("responses", "responses", ["POST"], gateway.responses),
+        ("get_response", "responses/{response_id}", _GET, gateway.get_response),
+        ("delete_response", "responses/{response_id}", ["DELETE"], gateway.delete_response),
+        ("response_input_items", "responses/{response_id}/input_items", _GET, gateway.response_input_items),
+        ("list_models", "models", _GET, gateway.list_models),
+        ("get_model", "models/{model_id}", _GET, gateway.get_model),
+    ]
+
+
 def create_app(settings: Settings) -> GatewayApp:
     """The app with every route, serving a gateway built from `settings`."""
     service = compose(settings)
@@ -34,49 +70,28 @@ def create_app(settings: Settings) -> GatewayApp:
     app = GatewayApp(service)
     close_on_termination(gateway.close, grace_seconds=10.0)
 
+    def serve(name: str, route: str, methods: list[str], endpoint: Endpoint) -> None:
+        """Function `name`: `route`'s `methods`, handed to `endpoint`."""
+
+        async def handler(req: Request) -> Response:
+            return await handle(req, endpoint)
+
+        app.function_name(name)(app.route(route=route, methods=methods)(handler))
+
     @app.route(route="health", methods=["GET", "HEAD"])
     async def health(req: Request) -> Response:
         return await handle(req, gateway.health)
 
-    @app.route(route="v1/models", methods=["GET", "HEAD"])
-    async def list_models(req: Request) -> Response:
-        return await handle(req, gateway.list_models)
-
-    @app.route(route="v1/models/{model_id}", methods=["GET", "HEAD"])
-    async def get_model(req: Request) -> Response:
-        return await handle(req, gateway.get_model)
-
-    @app.route(route="v1/chat/completions", methods=["POST"])
-    async def chat_completions(req: Request) -> Response:
-        return await handle(req, gateway.chat_completions)
-
-    @app.route(route="v1/completions", methods=["POST"])
-    async def completions(req: Request) -> Response:
-        return await handle(req, gateway.completions)
-
-    @app.route(route="v1/embeddings", methods=["POST"])
-    async def embeddings(req: Request) -> Response:
-        return await handle(req, gateway.embeddings)
-
-    @app.route(route="v1/images/generations", methods=["POST"])
-    async def image_generations(req: Request) -> Response:
-        return await handle(req, gateway.image_generations)
-
-    @app.route(route="v1/audio/speech", methods=["POST"])
-    async def speech(req: Request) -> Response:
-        return await handle(req, gateway.speech)
-
-    @app.route(route="v1/audio/transcriptions", methods=["POST"])
-    async def transcriptions(req: Request) -> Response:
-        return await handle(req, gateway.transcriptions)
-
-    @app.route(route="v1/audio/translations", methods=["POST"])
-    async def translations(req: Request) -> Response:
-        return await handle(req, gateway.translations)
-
-    @app.route(route="v1/responses", methods=["POST"])
-    async def responses(req: Request) -> Response:
-        return await handle(req, gateway.responses)
+    # Each OpenAI operation under /v1; under Azure's v1 API (`OpenAI(base_url="<endpoint>/openai/v1")`);
+    # and under Azure OpenAI's paths, for code written for `openai.AzureOpenAI`, the deployment in
+    # the path being the catalog model where the operation names one (see shared/azure_paths.py).
+    for name, path, methods, endpoint in _openai_operations(gateway):
+        serve(name, f"v1/{path}", methods, endpoint)
+        serve(f"azure_v1_{name}", f"openai/v1/{path}", methods, endpoint)
+        if path in _DEPLOYMENT_OPERATIONS:
+            serve(f"azure_{name}", f"openai/deployments/{{model}}/{path}", methods, azure_paths.deployment(endpoint))
+        else:
+            serve(f"azure_{name}", f"openai/{path}", methods, endpoint)
 
     @app.route(route="v1/usage", methods=["GET", "HEAD"])
     async def usage(req: Request) -> Response:
@@ -117,91 +132,6 @@ def create_app(settings: Settings) -> GatewayApp:
     @app.route(route="v1/admin/models/{model_id}", methods=["DELETE"])
     async def manage_delete_model(req: Request) -> Response:
         return await handle(req, gateway.management.delete_model)
-
-    # Azure OpenAI's paths, for code written for `openai.AzureOpenAI`: the same operations,
-    # the deployment in the path being the catalog model (see shared/azure_paths.py).
-
-    @app.route(route="openai/deployments/{model}/chat/completions", methods=["POST"])
-    async def azure_chat_completions(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.chat_completions))
-
-    @app.route(route="openai/deployments/{model}/completions", methods=["POST"])
-    async def azure_completions(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.completions))
-
-    @app.route(route="openai/deployments/{model}/embeddings", methods=["POST"])
-    async def azure_embeddings(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.embeddings))
-
-    @app.route(route="openai/deployments/{model}/images/generations", methods=["POST"])
-    async def azure_image_generations(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.image_generations))
-
-    @app.route(route="openai/deployments/{model}/audio/speech", methods=["POST"])
-    async def azure_speech(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.speech))
-
-    @app.route(route="openai/deployments/{model}/audio/transcriptions", methods=["POST"])
-    async def azure_transcriptions(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.transcriptions))
-
-    @app.route(route="openai/deployments/{model}/audio/translations", methods=["POST"])
-    async def azure_translations(req: Request) -> Response:
-        return await handle(req, azure_paths.deployment(gateway.translations))
-
-    @app.route(route="openai/responses", methods=["POST"])
-    async def azure_responses(req: Request) -> Response:
-        return await handle(req, gateway.responses)
-
-    @app.route(route="openai/models", methods=["GET", "HEAD"])
-    async def azure_list_models(req: Request) -> Response:
-        return await handle(req, gateway.list_models)
-
-    @app.route(route="openai/models/{model_id}", methods=["GET", "HEAD"])
-    async def azure_get_model(req: Request) -> Response:
-        return await handle(req, gateway.get_model)
-
-    # Azure's v1 API (`OpenAI(base_url="<endpoint>/openai/v1")`): the /v1 operations.
-
-    @app.route(route="openai/v1/chat/completions", methods=["POST"])
-    async def azure_v1_chat_completions(req: Request) -> Response:
-        return await handle(req, gateway.chat_completions)
-
-    @app.route(route="openai/v1/completions", methods=["POST"])
-    async def azure_v1_completions(req: Request) -> Response:
-        return await handle(req, gateway.completions)
-
-    @app.route(route="openai/v1/embeddings", methods=["POST"])
-    async def azure_v1_embeddings(req: Request) -> Response:
-        return await handle(req, gateway.embeddings)
-
-    @app.route(route="openai/v1/images/generations", methods=["POST"])
-    async def azure_v1_image_generations(req: Request) -> Response:
-        return await handle(req, gateway.image_generations)
-
-    @app.route(route="openai/v1/audio/speech", methods=["POST"])
-    async def azure_v1_speech(req: Request) -> Response:
-        return await handle(req, gateway.speech)
-
-    @app.route(route="openai/v1/audio/transcriptions", methods=["POST"])
-    async def azure_v1_transcriptions(req: Request) -> Response:
-        return await handle(req, gateway.transcriptions)
-
-    @app.route(route="openai/v1/audio/translations", methods=["POST"])
-    async def azure_v1_translations(req: Request) -> Response:
-        return await handle(req, gateway.translations)
-
-    @app.route(route="openai/v1/responses", methods=["POST"])
-    async def azure_v1_responses(req: Request) -> Response:
-        return await handle(req, gateway.responses)
-
-    @app.route(route="openai/v1/models", methods=["GET", "HEAD"])
-    async def azure_v1_list_models(req: Request) -> Response:
-        return await handle(req, gateway.list_models)
-
-    @app.route(route="openai/v1/models/{model_id}", methods=["GET", "HEAD"])
-    async def azure_v1_get_model(req: Request) -> Response:
-        return await handle(req, gateway.get_model)
 
     @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     async def zz_unknown_route(req: Request) -> Response:

@@ -25,12 +25,13 @@ Vertex AI: a fresh gateway per model (`gateway/gemini`, Gemini 2.0 Flash;
 `gateway/claude`, Claude on Vertex) answers plain and 21-chunk streamed chat
 completions at concurrency 1 and 32, with its CPU per call and per chunk and
 its RSS after its first call; and the cold start to a first Claude answer.
-Last, budgets and rate limits: one gateway serves, turn about, a project
+Then budgets and rate limits: one gateway serves, turn about, a project
 without limits (`gateway/plain`) and one with a budget and both rate limits
 (`gateway/limits`, never reached), chat at concurrency 1 and 32 and streams at
 32, for the CPU and latency the limits add.
 
-    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH] [--only vertex|limits]
+    make bench     # or: .venv/bin/python bench/bench.py [--requests 1000] [--proxy PATH]
+                   #     [--only vertex|telemetry|limits]
 """
 
 from __future__ import annotations
@@ -521,8 +522,9 @@ def main() -> None:
     parser.add_argument("--proxy", type=Path, default=DEFAULT_PROXY, help="LiteLLM proxy server executable")
     parser.add_argument(
         "--only",
-        choices=("vertex", "limits"),
-        help="only the translated path (the Vertex models' rows and cold starts), or only the limits rows",
+        choices=("vertex", "telemetry", "limits"),
+        help="only the translated path (the Vertex models' rows and cold starts), the telemetry off/on rows,"
+        " or the limits rows",
     )
     options = parser.parse_args()
     everything = options.only is None
@@ -553,41 +555,70 @@ def main() -> None:
             operation: f"{deployment}/{path}?api-version={API_VERSION}"
             for operation, path in (("chat", "chat/completions"), ("embeddings", "embeddings"))
         }
-        if options.only == "limits":
+        if options.only == "telemetry":
+            summary["gateway"] = telemetry_rounds(setup, gateway_env, options.requests)
+        elif options.only == "limits":
             summary |= limits_rounds(gateway_env, setup.workdir, options.requests)
-            for server, figures in summary.items():
-                for what, value in figures.items():
-                    print_figure(server, what, value)
-            return
-        if everything:
-            azure_rounds(setup, gateway_env, direct_urls, options, summary)
-        summary |= vertex_rounds(gateway_env, setup.workdir, options.requests)
-        if everything:
-            summary |= limits_rounds(gateway_env, setup.workdir, options.requests)
-
-        chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        summary.setdefault("gateway", {})
-        for name, model in (("Azure", "bench"), ("Vertex", "bench-gemini"), ("Claude", "bench-claude")):
-            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
-            cold = GatewayProcess(gateway_env, setup.workdir / f"cold-{name}.log")
-            seconds = time_to_first_answer(
-                functools.partial(start_local_host, cold), _answers(f"{cold.url}/v1/chat/completions", {}, body)
-            )
-            summary["gateway"][f"cold start to first {name} answer"] = f"{seconds:.2f} s"
-        if everything and options.proxy.exists():
-            port = free_port()
-            command = proxy_command(options.proxy, setup.proxy_config(), port)
-            seconds = time_to_first_answer(
-                lambda: subprocess.Popen(
-                    command, env=_proxy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                ),
-                _answers(f"http://127.0.0.1:{port}/v1/chat/completions", PROXY_AUTH, chat),
-            )
-            summary["litellm-proxy"]["cold start to first Azure answer"] = f"{seconds:.2f} s"
+        else:
+            if everything:
+                azure_rounds(setup, gateway_env, direct_urls, options, summary)
+            summary |= vertex_rounds(gateway_env, setup.workdir, options.requests)
+            if everything:
+                summary |= limits_rounds(gateway_env, setup.workdir, options.requests)
+            cold_starts(setup, gateway_env, options, summary)
 
     for server, figures in summary.items():
         for what, value in figures.items():
             print_figure(server, what, value)
+
+
+def cold_starts(
+    setup: Setup, gateway_env: dict[str, str], options: argparse.Namespace, summary: dict[str, dict[str, str]]
+) -> None:
+    """Process start to the first 200: the gateway on each kind of model, LiteLLM's proxy on Azure."""
+    chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    summary.setdefault("gateway", {})
+    for name, model in (("Azure", "bench"), ("Vertex", "bench-gemini"), ("Claude", "bench-claude")):
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        cold = GatewayProcess(gateway_env, setup.workdir / f"cold-{name}.log")
+        seconds = time_to_first_answer(
+            functools.partial(start_local_host, cold), _answers(f"{cold.url}/v1/chat/completions", {}, body)
+        )
+        summary["gateway"][f"cold start to first {name} answer"] = f"{seconds:.2f} s"
+    if options.only is None and options.proxy.exists():
+        port = free_port()
+        command = proxy_command(options.proxy, setup.proxy_config(), port)
+        seconds = time_to_first_answer(
+            lambda: subprocess.Popen(command, env=_proxy_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            _answers(f"http://127.0.0.1:{port}/v1/chat/completions", PROXY_AUTH, chat),
+        )
+        summary["litellm-proxy"]["cold start to first Azure answer"] = f"{seconds:.2f} s"
+
+
+@contextmanager
+def traced_gateway(setup: Setup, gateway_env: dict[str, str], ingestion: FakeIngestion) -> Iterator[Target]:
+    """A gateway with telemetry on, exporting to `ingestion` served on a thread here."""
+    with ServerThread(ingestion.app) as ingestion_server:
+        traced = GatewayProcess(gateway_env | telemetry_env(ingestion_server.url), setup.workdir / "otel.log").start()
+        try:
+            yield Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
+        finally:
+            traced.stop()
+
+
+def telemetry_rounds(setup: Setup, gateway_env: dict[str, str], requests: int) -> dict[str, str]:
+    """Only the paired rows: a gateway without telemetry and one with it, in turn."""
+    gateway = GatewayProcess(gateway_env, setup.workdir / "gateway.log").start()
+    ingestion = FakeIngestion()
+    try:
+        target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
+        with traced_gateway(setup, gateway_env, ingestion) as traced_target:
+            summary = telemetry_pairs(target, traced_target, requests)
+            made = calls_made(TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), requests)
+            summary["calls traced, telemetry on"] = traced_calls(ingestion, made)
+    finally:
+        gateway.stop()
+    return summary
 
 
 def azure_rounds(
@@ -606,19 +637,12 @@ def azure_rounds(
         target = Target("gateway", openai_urls(gateway.url), {}, "bench", gateway.pid)
         figures, summary["gateway"] = server_rounds(target, options.requests)
         summary["gateway"]["p50 added over direct, c=1"] = overhead(figures, direct)
-        with ServerThread(ingestion.app) as ingestion_server:
-            traced = GatewayProcess(
-                gateway_env | telemetry_env(ingestion_server.url), setup.workdir / "otel.log"
-            ).start()
-            try:
-                traced_target = Target("gateway+otel", openai_urls(traced.url), {}, "bench", traced.pid)
-                traced_figures = run_loads(traced_target, options.requests)
-                summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
-                summary["gateway"] |= telemetry_pairs(target, traced_target, options.requests)
-                made = calls_made(len(LOADS) + TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), options.requests)
-                summary["gateway"]["calls traced, telemetry on"] = traced_calls(ingestion, made)
-            finally:
-                traced.stop()
+        with traced_gateway(setup, gateway_env, ingestion) as traced_target:
+            traced_figures = run_loads(traced_target, options.requests)
+            summary["gateway"]["p50 added by telemetry, c=1"] = overhead(traced_figures, figures)
+            summary["gateway"] |= telemetry_pairs(target, traced_target, options.requests)
+            made = calls_made(len(LOADS) + TELEMETRY_ROUNDS * len(TELEMETRY_LOADS), options.requests)
+            summary["gateway"]["calls traced, telemetry on"] = traced_calls(ingestion, made)
     finally:
         gateway.stop()
 

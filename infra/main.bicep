@@ -82,6 +82,10 @@ param cosmosAutoscaleMaxThroughput int = 1000
 @minValue(0)
 param usageRetentionDays int = 0
 
+@description('Days stored responses are kept (the responses container\'s default TTL; RESPONSES_RETENTION_DAYS). 0 = forever.')
+@minValue(0)
+param responsesRetentionDays int = 30
+
 @description('Existing Azure OpenAI / AI Services accounts the app may call keylessly: names (in this resource group) or full resource ids. The identity gets "Cognitive Services OpenAI User" on each.')
 param openAiAccounts array = []
 
@@ -179,6 +183,7 @@ module cosmos 'modules/cosmos.bicep' = {
     serverless: cosmosServerless
     autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
     usageRetentionDays: usageRetentionDays
+    responsesRetentionDays: responsesRetentionDays
   }
 }
 
@@ -229,6 +234,8 @@ var gatewaySettings = {
   COSMOS_USAGE_CONTAINER_ID: 'usage-by-day'
   COSMOS_LIMITS_CONTAINER_ID: 'limits'
   USAGE_RETENTION_DAYS: string(usageRetentionDays)
+  COSMOS_RESPONSES_CONTAINER_ID: 'responses'
+  RESPONSES_RETENTION_DAYS: string(responsesRetentionDays)
   COSMOS_VERIFY_TLS: 'true'
   KEY_VAULT_URL: keyVault.outputs.uri
   KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
@@ -250,6 +257,7 @@ var gatewaySettings = {
   MODELS_FILE: 'models.json'
   PROJECTS_FILE: 'projects.json'
   USAGE_FILE: 'usage.jsonl'
+  RESPONSES_FILE: 'responses.jsonl'
 }
 
 module functionApp 'modules/function-app.bicep' = {

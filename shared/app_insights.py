@@ -20,23 +20,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, cast
 
 from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
 from azure.monitor.opentelemetry.exporter import _utils as exporter_utils
-from azure.monitor.opentelemetry.exporter._generated.exporter.models import (
-    MonitorBase,
-    RemoteDependencyData,
-    RequestData,
-    TelemetryItem,
-)
+from azure.monitor.opentelemetry.exporter._generated.exporter.models import TelemetryItem
 from azure.monitor.opentelemetry.exporter.export.trace import _exporter as trace_exporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
-
-Model = TypeVar("Model", TelemetryItem, MonitorBase, RequestData, RemoteDependencyData)
 
 #: The attributes the gateway's spans carry (and the sampler's rate), none of
 #: which the exporter's converter reads except as a custom property, but for
@@ -76,6 +69,10 @@ ATTEMPT_ATTRIBUTES = frozenset(
         "_MS.sampleRate",
     }
 )
+#: Those the exporter sends as custom properties: all a span the fast way may carry.
+CUSTOM_ATTRIBUTES = frozenset(
+    key for key in REQUEST_ATTRIBUTES | ATTEMPT_ATTRIBUTES if not trace_exporter._is_standard_attribute(key)
+)
 #: The exporter's limits on a property and a name.
 MAX_PROPERTY = 8 * 1024
 MAX_NAME = 1024
@@ -92,7 +89,8 @@ class GatewayTraceExporter(AzureMonitorTraceExporter):
 
     def _span_to_envelope(self, span: ReadableSpan) -> TelemetryItem:
         envelope = fast_envelope(span, self._instrumentation_name, self._instrumentation_key or "")
-        return envelope if envelope is not None else super()._span_to_envelope(span)
+        # The exporter takes the JSON for its model: it reads no more of it than `Json` answers.
+        return cast(TelemetryItem, envelope) if envelope is not None else super()._span_to_envelope(span)
 
 
 @contextlib.contextmanager
@@ -117,7 +115,7 @@ def gateway_pipeline(instrumentation_name: str) -> Iterator[None]:
         _configure.AzureMonitorTraceExporter, _configure._GenAIMainAgentSpanProcessor = distro_choices  # type: ignore[misc]
 
 
-def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation_key: str) -> TelemetryItem | None:
+def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation_key: str) -> Json | None:
     """`span`'s envelope as the exporter would build it, or None for a span not of the gateway's shape."""
     scope = span.instrumentation_scope
     attributes = span.attributes or {}
@@ -142,9 +140,12 @@ def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation
     start = span.start_time or 0
     data["duration"] = exporter_utils.ns_to_duration((span.end_time or start) - start if start else 0)
     data["properties"] = {
-        key: str(value)[:MAX_PROPERTY] for key, value in attributes.items() if _is_custom(key) and value is not None
+        key: str(value)[:MAX_PROPERTY]
+        for key, value in attributes.items()
+        if key in CUSTOM_ATTRIBUTES and value is not None
     }
-    tags = _resource_tags(span.resource) | {"ai.operation.id": f"{context.trace_id:032x}"}
+    tags = dict(_resource_tags(span.resource))
+    tags["ai.operation.id"] = f"{context.trace_id:032x}"
     if span.parent is not None and span.parent.span_id:
         tags["ai.operation.parentId"] = f"{span.parent.span_id:016x}"
     tags["ai.operation.name"] = operation
@@ -153,54 +154,81 @@ def fast_envelope(span: ReadableSpan, instrumentation_name: str, instrumentation
         "iKey": instrumentation_key,
         "tags": tags,
         "time": _timestamp(start),
-        "data": _backed(MonitorBase, {"baseType": base_type, "baseData": data}),
+        "data": Json(baseType=base_type, baseData=data),
     }
     if SAMPLE_RATE in attributes:
         envelope["sampleRate"] = attributes[SAMPLE_RATE]
-    return _backed(TelemetryItem, envelope)
+    return Json(envelope)
 
 
-def _request(span: ReadableSpan, span_id: str, operation: str, attributes: Any) -> tuple[str, str, Any]:
+def _request(span: ReadableSpan, span_id: str, operation: str, attributes: Any) -> tuple[str, str, Json]:
     status = int(attributes.get("http.response.status_code") or 0)
-    data = {
-        "ver": SCHEMA_VERSION,
-        "kind": "RequestData",
-        "name": operation[:MAX_NAME],
-        "id": span_id,
-        "responseCode": str(status),
-        "success": span.status.is_ok and exporter_utils._is_status_code_success(status, is_trace=True),
-        "measurements": {},
-        "url": "",  # the exporter's, from a path without scheme and host
-    }
-    return "Microsoft.ApplicationInsights.Request", "RequestData", _backed(RequestData, data)
+    data = RequestJson(
+        {
+            "ver": SCHEMA_VERSION,
+            "name": operation[:MAX_NAME],
+            "id": span_id,
+            "responseCode": str(status),
+            "success": span.status.is_ok and exporter_utils._is_status_code_success(status, is_trace=True),
+            "measurements": {},
+            "url": "",  # the exporter's, from a path without scheme and host
+        }
+    )
+    return "Microsoft.ApplicationInsights.Request", "RequestData", data
 
 
-def _dependency(span: ReadableSpan, span_id: str, operation: str) -> tuple[str, str, Any]:
-    data = {
-        "ver": SCHEMA_VERSION,
-        "kind": "RemoteDependencyData",
-        "name": operation[:MAX_NAME],
-        "id": span_id,
-        "resultCode": "0",
-        "success": span.status.is_ok,
-        "measurements": {},
-        "type": "N/A",
-    }
-    return "Microsoft.ApplicationInsights.RemoteDependency", "RemoteDependencyData", _backed(RemoteDependencyData, data)
+def _dependency(span: ReadableSpan, span_id: str, operation: str) -> tuple[str, str, Json]:
+    data = DependencyJson(
+        {
+            "ver": SCHEMA_VERSION,
+            "name": operation[:MAX_NAME],
+            "id": span_id,
+            "resultCode": "0",
+            "success": span.status.is_ok,
+            "measurements": {},
+            "type": "N/A",
+        }
+    )
+    return "Microsoft.ApplicationInsights.RemoteDependency", "RemoteDependencyData", data
 
 
-def _backed(model: type[Model], data: dict[str, Any]) -> Model:
-    """An instance of one of the exporter's models holding `data`, its JSON, as it is:
-    what the model would hold, without its conversions."""
-    instance = model.__new__(model)
-    instance._data = data
-    return instance
+class Json(dict[str, Any]):
+    """Part of an envelope, as the JSON the exporter sends: its encoder writes a dict as
+    it is, where each of its models costs a call into Python to become one. It answers
+    what the exporter reads of its models besides: the fields its own statistics count
+    by (`data.base_type`, `data.base_data.success`) and `as_dict`, what it keeps on disk
+    to retry, which holds its models' read-only fields too."""
+
+    #: Read-only fields: kept on disk, not sent.
+    readonly: ClassVar[Mapping[str, str]] = {}
+
+    @property
+    def data(self) -> Any:
+        return self.get("data")
+
+    @property
+    def base_type(self) -> Any:
+        return self.get("baseType")
+
+    @property
+    def base_data(self) -> Any:
+        return self.get("baseData")
+
+    @property
+    def success(self) -> Any:
+        return self.get("success")
+
+    def as_dict(self) -> dict[str, Any]:
+        fields = {key: value.as_dict() if isinstance(value, Json) else value for key, value in self.items()}
+        return fields | dict(self.readonly)
 
 
-@functools.cache
-def _is_custom(key: str) -> bool:
-    """Whether the exporter sends attribute `key` as a custom property."""
-    return not trace_exporter._is_standard_attribute(key)
+class RequestJson(Json):
+    readonly: ClassVar[Mapping[str, str]] = {"kind": "RequestData"}
+
+
+class DependencyJson(Json):
+    readonly: ClassVar[Mapping[str, str]] = {"kind": "RemoteDependencyData"}
 
 
 def _resource_tags(resource: Resource) -> dict[str, str]:

@@ -18,13 +18,15 @@ within the deadline. There are two kinds:
 When the caller has budgets or rate limits, `Calls.route` admits the call
 (`limits.Limiter`: its worst case reserved, or the refusal raised) before any
 upstream call; the meter's finish settles it, and every answer and error
-carries the caller's x-ratelimit headers (`Call.headers`).
+carries the caller's x-ratelimit headers (`Call.headers`). A caller who hangs
+up on a stream before the provider's usage chunk is counted at the prompt's
+estimate (`quota.prompt_tokens`) and a completion token per event received.
 
-Only this module counts and finishes the meter. A whole answer is metered
-when it returns. A stream is metered when it ends, however it ends: a caller who
-hangs up midway, before the provider's usage chunk, is recorded with the
-prompt's estimate (`quota.prompt_tokens`) and a completion token per event
-received.
+Only this module finishes the meter, once the attempt that succeeded has
+given it the provider's report to count (`usage.Meter.report`: the `Answer`, or
+the `Upstream` that started). A whole answer is metered when it returns. A
+stream is metered when it ends, however it ends: a caller who hangs up midway
+is recorded with what the provider had counted so far.
 """
 
 from __future__ import annotations
@@ -143,9 +145,7 @@ class Call:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
 
         model, answer = await self._run(answered)
-        self.meter.response_model = answer.model
-        if answer.usage is not None:
-            self.meter.count(answer.usage)
+        self.meter.report = answer
         self.meter.finish(200)
         return model, answer.body
 
@@ -160,15 +160,18 @@ class Call:
             first_byte_by = min(self.deadline, asyncio.get_running_loop().time() + self.limits.first_byte_seconds)
             try:
                 async with asyncio.timeout_at(first_byte_by):
-                    events = self._events(model, call, await call.transport.stream(model, call, request), request)
+                    upstream = await call.transport.stream(model, call, request)
+                    events = self._events(model, call, upstream, request)
                     try:
                         first = await anext(events)
                     except StopAsyncIteration:
                         ended_at_once = True
-                        return events
                     except BaseException:
                         await events.aclose()
                         raise
+                    self.meter.report = upstream  # this attempt started: the meter counts what its provider reports
+                    if ended_at_once:
+                        return events
             except TimeoutError:
                 raise UpstreamTimeout(f"Model '{model.id}' did not start answering in time.") from None
             return _chain(first, events)
@@ -208,9 +211,9 @@ class Call:
         self, model: LLMModel, call: ProviderCall, upstream: Upstream, request: Request
     ) -> AsyncGenerator[Event, None]:
         """`upstream`'s events, each read within the deadline. Once one has been
-        sent, the stream is metered when it ends, with the status the caller saw
-        (one that ends before its first event is `stream`'s to finish, once the
-        attempt is known to have succeeded).
+        sent, the meter is finished when the stream ends, with the status the
+        caller saw (one that ends before its first event is `stream`'s to finish,
+        once the attempt is known to have succeeded).
         The deployment's health is settled then too: healthy when the stream
         was read to its end, one failure more when the provider broke it off."""
         deployment = health_key(model, call.deployment)
@@ -248,12 +251,9 @@ class Call:
             if aclose is not None:
                 await aclose()
             await upstream.close(status == 200)
-            if sent or status == 200:
-                if upstream.usage:
-                    self.meter.count(upstream.usage)
-                elif sent:  # the caller left before the usage chunk: what it received
-                    self.meter.count({"prompt_tokens": prompt_tokens(request.body), "completion_tokens": sent})
-                self.meter.response_model = upstream.model
+            if sent and not upstream.usage:  # the caller left before the usage chunk: what it received
+                usage = {"prompt_tokens": prompt_tokens(request.body), "completion_tokens": sent}
+                self.meter.report = Answer(None, usage, upstream.model)
             if sent:
                 self.meter.finish(status)
 

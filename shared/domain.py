@@ -94,16 +94,18 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 #: Operations the gateway can serve per Google model type. Speech is Cloud
 #: Text-to-Speech and transcription Speech-to-Text v2 or Gemini transcription,
 #: both through LiteLLM, on `GoogleVertex` models (see `_check_vertex_audio`
-#: for the codes and `api_base` each takes); the Responses API on Vertex is not
-#: covered by the tests yet. A legacy completion is LiteLLM's: the prompt as a
+#: for the codes and `api_base` each takes); the Responses API is served over each
+#: model's chat completions (`providers/responses_chat.py`). A legacy completion is LiteLLM's: the prompt as a
 #: chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
-    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION}) for model_type in VERTEX_CODE_PREFIXES
+    model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES})
+    for model_type in VERTEX_CODE_PREFIXES
 } | {
     ModelType.GOOGLE_VERTEX: frozenset(
         {
             Operation.CHAT_COMPLETION,
             Operation.COMPLETION,
+            Operation.RESPONSES,
             Operation.EMBEDDINGS,
             Operation.IMAGES,
             Operation.AUDIO_TTS,
@@ -115,14 +117,16 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
 CLOUD_TTS_PATH = "/v1/text:synthesize"
 
 #: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
-#: chat completions and embeddings, the operations the tests cover).
-FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.EMBEDDINGS})
+#: chat completions and embeddings, and the Responses API over its chat completions).
+FOUNDRY_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
 #: Foundry model names LiteLLM sends elsewhere than the model inference API (Claude to
 #: Foundry's Anthropic API, agents, the model router): not served.
 FOUNDRY_ROUTED_ELSEWHERE = ("claude", "agents/", "model-router", "model_router")
 
-#: What the Mock model answers: chat and the Responses API (whole and streamed) and embeddings.
-MOCK_OPERATIONS = frozenset({Operation.CHAT_COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS})
+#: What the Mock model answers: chat, the Responses API and legacy completions (whole and streamed) and embeddings.
+MOCK_OPERATIONS = frozenset(
+    {Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES, Operation.EMBEDDINGS}
+)
 
 #: Parameters each provider needs; any one name of a tuple will do.
 REQUIRED_PARAMETERS: dict[Provider, tuple[tuple[str, ...], ...]] = {

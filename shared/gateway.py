@@ -28,6 +28,8 @@ from .http import Content, EventStream, JSONResult
 from .inbound import Inbound
 from .management import Management
 from .projects import Authenticator
+from .providers.base import Request
+from .stored_responses import ResponseHistory, replayed
 from .usage import UsageRecorder
 
 ANSWERED_BY_HEADER = "x-gateway-model"
@@ -46,6 +48,8 @@ class Gateway:
         recorder: UsageRecorder,
         environment: str,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        *,
+        history: ResponseHistory,
     ) -> None:
         self.catalog = catalog
         self.calls = calls
@@ -54,6 +58,7 @@ class Gateway:
         self.recorder = recorder
         self.environment = environment
         self._closers = closers
+        self.history = history
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Write the queued usage records (within `grace_seconds`) and release
@@ -80,19 +85,18 @@ class Gateway:
         return JSONResult(_model_object(await self.catalog.visible(caller.project, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.chat_completion)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        if not request.stream:
-            model, completion = await call.whole(request)
-            return _answer(completion, model, call)
-        model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model, call))
+        return await self._completion(inbound, payloads.chat_completion)
 
     async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
+        return await self._completion(inbound, payloads.completion)
+
+    async def _completion(
+        self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]
+    ) -> JSONResult | Content | EventStream:
+        """A chat or legacy completion (`read` parses which), answered whole or streamed."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.completion)
+        request = await inbound.json(read)
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, completion = await call.whole(request)
@@ -123,29 +127,50 @@ class Gateway:
         return Content(audio, media_type, headers=_answered_by(model, call))
 
     async def transcriptions(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.transcription)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        model, transcript = await call.whole(request)
-        return _answer(transcript, model, call)
+        return await self._audio_text(inbound, payloads.transcription)
 
     async def translations(self, inbound: Inbound) -> JSONResult | Content:
         """`/v1/audio/translations`: an upload as English text, in a transcription's formats."""
+        return await self._audio_text(inbound, payloads.translation)
+
+    async def _audio_text(self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]) -> JSONResult | Content:
+        """An audio upload's text (`read` parses the form for a transcription or a translation)."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, payloads.translation)
+        request = await inbound.form(payloads.MAX_AUDIO_BYTES + MULTIPART_OVERHEAD, read)
         call = await self.calls.route(inbound.request_id, caller, request)
-        model, translated = await call.whole(request)
-        return _answer(translated, model, call)
+        model, text = await call.whole(request)
+        return _answer(text, model, call)
 
     async def responses(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        """A response, stored (`store`, true by default) before it is answered; with
+        `previous_response_id`, the provider is sent the whole conversation (`stored_responses.py`)."""
         caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.responses)
+        asked = await inbound.json(payloads.responses)
+        turn = await self.history.turn(caller, asked.body)
+        request = payloads.responses_sent(asked, turn.body)
         call = await self.calls.route(inbound.request_id, caller, request)
         if not request.stream:
             model, response = await call.whole(request)
-            return _answer(response, model, call)
+            return _answer(await self.history.keep(turn, response), model, call)
         model, events = await call.stream(request)
-        return EventStream(events, headers=_answered_by(model, call), done_marker=False)
+        return EventStream(self.history.kept(turn, events), headers=_answered_by(model, call), done_marker=False)
+
+    async def get_response(self, inbound: Inbound) -> JSONResult | EventStream:
+        """A stored response; with `stream=true`, replayed as the stream events that produce it."""
+        caller = await self.authenticator.caller(inbound.headers)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        if inbound.query.get("stream", "false").lower() == "false":
+            return JSONResult(stored.response)
+        return EventStream(replayed(stored.response), done_marker=False)
+
+    async def delete_response(self, inbound: Inbound) -> JSONResult:
+        caller = await self.authenticator.caller(inbound.headers)
+        return JSONResult(await self.history.delete(caller, inbound.path_param("response_id")))
+
+    async def response_input_items(self, inbound: Inbound) -> JSONResult:
+        caller = await self.authenticator.caller(inbound.headers)
+        stored = await self.history.find(caller, inbound.path_param("response_id"))
+        return JSONResult(self.history.input_items(stored, inbound.query))
 
 
 def _model_object(model: LLMModel) -> dict[str, Any]:

@@ -1,134 +1,33 @@
-"""Request bodies: what the gateway checks, and how the rest reaches LiteLLM.
+"""Request bodies: what the gateway checks of each operation's.
 
 Each operation's reader (`chat_completion`, `embedding`, ...) checks a body
 and makes it the `Request` the providers read. Only what the gateway itself
-needs is validated; every other field is passed on. The fields LiteLLM
-translates per provider go to it as arguments; any other field goes in
-`extra_body`, sent upstream as it came. Nothing a caller sends can become a
-LiteLLM-only argument (an `api_base`, a credential, a mock), so a caller
-cannot redirect the gateway's credentials.
+needs is validated; every other field is passed on, as
+`providers/arguments.py` says: the fields LiteLLM translates as its
+arguments, any other in `extra_body`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from . import validation
 from .domain import Operation
 from .errors import InvalidRequest
+from .providers.arguments import (
+    CHAT_COMPLETION_FIELDS,
+    COMPLETION_FIELDS,
+    EMBEDDING_FIELDS,
+    IMAGE_FIELDS,
+    RESPONSES_FIELDS,
+    SPEECH_FIELDS,
+    TRANSCRIPTION_FIELDS,
+    TRANSLATION_FIELDS,
+    litellm_arguments,
+    maybe_streamed,
+)
 from .providers.base import Request
-
-#: CreateChatCompletionRequest's properties in OpenAI's API schema, less `model`
-#: and less the fields LiteLLM refuses for Azure deployments it does not know
-#: (`service_tier`, `verbosity`, `safety_identifier`) or keeps for itself
-#: (`metadata`): those travel in `extra_body`, untouched.
-CHAT_COMPLETION_FIELDS = frozenset(
-    {
-        "audio",
-        "frequency_penalty",
-        "function_call",
-        "functions",
-        "logit_bias",
-        "logprobs",
-        "max_completion_tokens",
-        "max_tokens",
-        "messages",
-        "modalities",
-        "moderation",
-        "n",
-        "parallel_tool_calls",
-        "prediction",
-        "presence_penalty",
-        "prompt_cache_key",
-        "prompt_cache_options",
-        "prompt_cache_retention",
-        "reasoning_effort",
-        "response_format",
-        "seed",
-        "stop",
-        "store",
-        "stream",
-        "stream_options",
-        "temperature",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
-        "top_p",
-        "user",
-        "web_search_options",
-    }
-)
-
-
-#: CreateCompletionRequest's fields that LiteLLM's `atext_completion` takes by
-#: name (less `model`); `seed` and newer fields go in `extra_body`.
-COMPLETION_FIELDS = frozenset(
-    {
-        "best_of",
-        "echo",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "max_tokens",
-        "n",
-        "presence_penalty",
-        "prompt",
-        "stop",
-        "stream",
-        "stream_options",
-        "suffix",
-        "temperature",
-        "top_p",
-        "user",
-    }
-)
-
-#: Embedding fields LiteLLM translates (CreateEmbeddingRequest, less model).
-EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "user"})
-
-#: Image fields LiteLLM translates for every provider; the rest of
-#: CreateImageRequest (response_format, style, background...) goes in extra_body,
-#: which LiteLLM's Azure image call would otherwise refuse.
-IMAGE_FIELDS = frozenset({"prompt", "n", "size", "quality", "user"})
-
-#: CreateSpeechRequest's fields, less model.
-SPEECH_FIELDS = frozenset({"input", "voice", "instructions", "response_format", "speed", "stream_format"})
-
-#: CreateResponse's properties in OpenAI's API schema, less `model`.
-RESPONSES_FIELDS = frozenset(
-    {
-        "background",
-        "context_management",
-        "conversation",
-        "include",
-        "input",
-        "instructions",
-        "max_output_tokens",
-        "max_tool_calls",
-        "metadata",
-        "moderation",
-        "parallel_tool_calls",
-        "previous_response_id",
-        "prompt",
-        "prompt_cache_key",
-        "prompt_cache_options",
-        "prompt_cache_retention",
-        "reasoning",
-        "safety_identifier",
-        "service_tier",
-        "store",
-        "stream",
-        "stream_options",
-        "temperature",
-        "text",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
-        "top_p",
-        "truncation",
-        "user",
-    }
-)
 
 SPEECH_FORMATS: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -139,59 +38,20 @@ SPEECH_FORMATS: dict[str, str] = {
     "pcm": "audio/pcm",
 }
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-#: Transcription form fields LiteLLM sends on (CreateTranscriptionRequest's, less model).
-TRANSCRIPTION_FIELDS = frozenset(
-    {
-        "file",
-        "language",
-        "prompt",
-        "temperature",
-        "response_format",
-        "timestamp_granularities",
-        "chunking_strategy",
-        "include",
-    }
-)
-#: Translation form fields sent on (CreateTranslationRequest's, less model).
-TRANSLATION_FIELDS = frozenset({"file", "prompt", "temperature", "response_format"})
 #: OpenAI's limit for an audio upload.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 #: OpenAI's documented limits: inputs per embedding request, images per request,
-#: characters of speech input and of an image prompt, choices per chat completion.
+#: characters of speech input and of an image prompt.
 MAX_EMBEDDING_INPUTS = 2048
 MAX_IMAGES = 10
 MAX_SPEECH_CHARACTERS = 4096
 MAX_IMAGE_PROMPT_CHARACTERS = 32_000
-MAX_CHOICES = 128
 #: A legacy completion's most log probabilities per token, and most `best_of` candidates (OpenAI's limits).
 MAX_COMPLETION_LOGPROBS = 5
 MAX_BEST_OF = 20
 #: No embedding model offers more dimensions than this (OpenAI's largest: 3072);
 #: an unbounded value would have a provider allocate whatever it is asked for.
 MAX_EMBEDDING_DIMENSIONS = 8192
-
-
-def litellm_arguments(body: dict[str, Any], known_fields: frozenset[str]) -> dict[str, Any]:
-    """LiteLLM keyword arguments for a request body (its `model` excluded)."""
-    arguments: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for name, value in body.items():
-        if name == "model":
-            continue
-        if name in known_fields:
-            arguments[name] = value
-        else:
-            extra[name] = value
-    if extra:
-        arguments["extra_body"] = extra
-    return arguments
-
-
-def require_model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
-    return model
 
 
 def _required_text(body: dict[str, Any], name: str) -> str:
@@ -233,18 +93,8 @@ def _texts_or_tokens(body: dict[str, Any], name: str) -> None:
         )
 
 
-def _stop(body: dict[str, Any]) -> None:
-    stop = body.get("stop")
-    if (
-        stop is not None
-        and not isinstance(stop, str)
-        and not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(item, str) for item in stop))
-    ):
-        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
-
-
 def embedding(body: dict[str, Any]) -> Request:
-    require_model(body)
+    validation.require_model(body)
     _texts_or_tokens(body, "input")
     validation.list_length(body, "input", MAX_EMBEDDING_INPUTS)
     _one_of(body, "encoding_format", ("float", "base64"))
@@ -254,7 +104,7 @@ def embedding(body: dict[str, Any]) -> Request:
 
 
 def image_generation(body: dict[str, Any]) -> Request:
-    require_model(body)
+    validation.require_model(body)
     _required_text(body, "prompt")
     validation.text_length(body, "prompt", MAX_IMAGE_PROMPT_CHARACTERS)
     validation.integer(body, "n", 1, MAX_IMAGES)
@@ -264,7 +114,7 @@ def image_generation(body: dict[str, Any]) -> Request:
 
 
 def speech(body: dict[str, Any]) -> Request:
-    require_model(body)
+    validation.require_model(body)
     _required_text(body, "input")
     validation.text_length(body, "input", MAX_SPEECH_CHARACTERS)
     voice = body.get("voice")
@@ -286,7 +136,7 @@ def translation(fields: dict[str, Any]) -> Request:
 
 
 def _audio_upload(fields: dict[str, Any], task: str) -> Request:
-    require_model(fields)
+    validation.require_model(fields)
     upload = fields.get("file")
     if not isinstance(upload, tuple):
         raise InvalidRequest(f"'file' is required: the audio file to {task}.", param="file")
@@ -311,7 +161,7 @@ def _audio_upload(fields: dict[str, Any], task: str) -> Request:
 
 
 def responses(body: dict[str, Any]) -> Request:
-    require_model(body)
+    validation.require_model(body)
     value = body.get("input")
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
         raise InvalidRequest("'input' is required: a string or a non-empty array of input items.", param="input")
@@ -326,40 +176,33 @@ def responses(body: dict[str, Any]) -> Request:
     validation.number(body, "temperature", 0, 2)
     validation.number(body, "top_p", 0, 1)
     validation.kind(body, "instructions", str, "a string")
+    validation.kind(body, "store", bool, "a boolean")
+    previous = body.get("previous_response_id")
+    if previous is not None and not (isinstance(previous, str) and previous):
+        raise InvalidRequest("'previous_response_id' must be a response id.", param="previous_response_id")
     validation.tools(body.get("tools"), nested=False)
     arguments = litellm_arguments(body, RESPONSES_FIELDS)
     return Request(Operation.RESPONSES, body, arguments, stream=bool(body.get("stream")))
 
 
+def responses_sent(asked: Request, body: dict[str, Any]) -> Request:
+    """The Responses request as sent on: `body` is the caller's, its conversation
+    resolved (`stored_responses.ResponseHistory.turn`)."""
+    return dataclasses.replace(asked, body=body, arguments=litellm_arguments(body, RESPONSES_FIELDS))
+
+
 def chat_completion(body: dict[str, Any]) -> Request:
     """The body, checked for what the gateway relies on and what would
-    otherwise fail inside LiteLLM or upstream. A stream always asks the
-    provider for its usage chunk, to meter it; the caller gets it only if asked."""
-    require_model(body)
-    validation.messages(body.get("messages"))
-    validation.kind(body, "stream", bool, "a boolean")
-    validation.kind(body, "stream_options", dict, "an object")
-    validation.tools(body.get("tools"), nested=True)
-    validation.integer(body, "n", 1, MAX_CHOICES)
-    validation.integer(body, "max_tokens", 1)
-    validation.integer(body, "max_completion_tokens", 1)
-    validation.integer(body, "top_logprobs", 0, 20)
-    validation.integer(body, "seed", -(2**63), 2**63 - 1)
-    validation.number(body, "temperature", 0, 2)
-    validation.number(body, "top_p", 0, 1)
-    validation.number(body, "presence_penalty", -2, 2)
-    validation.number(body, "frequency_penalty", -2, 2)
-    validation.kind(body, "logprobs", bool, "a boolean")
-    validation.kind(body, "logit_bias", dict, "an object")
-    validation.response_format(body)
-    _stop(body)
-    return _maybe_streamed(Operation.CHAT_COMPLETION, body, litellm_arguments(body, CHAT_COMPLETION_FIELDS))
+    otherwise fail inside LiteLLM or upstream (`validation.chat_completion`).
+    A stream always asks the provider for its usage chunk, to meter it; the caller gets it only if asked."""
+    validation.chat_completion(body)
+    return maybe_streamed(Operation.CHAT_COMPLETION, body, CHAT_COMPLETION_FIELDS)
 
 
 def completion(body: dict[str, Any]) -> Request:
     """A legacy completion's body (CreateCompletionRequest), checked as a chat
     completion's is for the fields they share."""
-    require_model(body)
+    validation.require_model(body)
     _texts_or_tokens(body, "prompt")
     validation.kind(body, "stream", bool, "a boolean")
     validation.kind(body, "stream_options", dict, "an object")
@@ -367,7 +210,7 @@ def completion(body: dict[str, Any]) -> Request:
     validation.kind(body, "suffix", str, "a string")
     validation.kind(body, "user", str, "a string")
     validation.kind(body, "logit_bias", dict, "an object")
-    validation.integer(body, "n", 1, MAX_CHOICES)
+    validation.integer(body, "n", 1, validation.MAX_CHOICES)
     validation.integer(body, "best_of", 1, MAX_BEST_OF)
     validation.integer(body, "max_tokens", 1)
     validation.integer(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
@@ -376,15 +219,5 @@ def completion(body: dict[str, Any]) -> Request:
     validation.number(body, "top_p", 0, 1)
     validation.number(body, "presence_penalty", -2, 2)
     validation.number(body, "frequency_penalty", -2, 2)
-    _stop(body)
-    return _maybe_streamed(Operation.COMPLETION, body, litellm_arguments(body, COMPLETION_FIELDS))
-
-
-def _maybe_streamed(operation: Operation, body: dict[str, Any], arguments: dict[str, Any]) -> Request:
-    """The request, and for a stream one that always asks for the usage chunk,
-    to meter it; the caller gets it only if asked (`stream_options.include_usage`)."""
-    if not body.get("stream"):
-        return Request(operation, body, arguments)
-    caller_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    stream_options = {"stream_options": (body.get("stream_options") or {}) | {"include_usage": True}}
-    return Request(operation, body | stream_options, arguments | stream_options, caller_wants_usage, stream=True)
+    validation.stop(body)
+    return maybe_streamed(Operation.COMPLETION, body, COMPLETION_FIELDS)

@@ -30,11 +30,13 @@ from .providers.azure_relay import AzureRelay
 from .providers.litellm_calls import LiteLLM
 from .providers.mapper import ProviderMapper, Transports
 from .providers.mock import Mock
+from .providers.responses_chat import ResponsesOverChat
 from .providers.vertex import GoogleTokens, Vertex, VertexImagen
 from .providers.vertex_chat import VertexChat
 from .routing import Router
 from .secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretResolver, SecretSource
 from .settings import Settings
+from .stored_responses import ResponseHistory
 from .stores import Stores
 from .usage import UsageRecorder
 
@@ -49,6 +51,11 @@ for _name in (
 
 
 def build_gateway(settings: Settings) -> Gateway:
+    return _gateway_and_secrets(settings)[0]
+
+
+def _gateway_and_secrets(settings: Settings) -> tuple[Gateway, SecretResolver]:
+    """The gateway, and the secret resolver its provider calls use (the gate reads its shared secret through it too)."""
     stores = Stores.from_settings(settings)
     tokens = AzureTokenSource()
     closers = [*stores.closers, tokens.close]
@@ -74,7 +81,11 @@ def build_gateway(settings: Settings) -> Gateway:
     google = GoogleTokens()
     imagen = VertexImagen(google)
     vertex_chat = VertexChat(google, pool, fallback=litellm)
-    transports = Transports(litellm=litellm, azure_relay=relay, vertex=Vertex(imagen, vertex_chat), mock=Mock())
+    # Vertex and Foundry's model inference API have no Responses API: their deployments answer it
+    # over their chat completions (Azure OpenAI's answer with Azure's own, through LiteLLM).
+    vertex = ResponsesOverChat(Vertex(imagen, vertex_chat))
+    foundry = ResponsesOverChat(litellm)
+    transports = Transports(litellm=litellm, azure_relay=relay, vertex=vertex, foundry=foundry, mock=Mock())
     providers = ProviderMapper(secrets, tokens, transports, settings.upstream_connect_seconds)
     closers += [pool.close, imagen.close, providers.close]
     limiter = Limiter(stores.limits, reservation_seconds=settings.request_timeout_seconds + 30)
@@ -84,7 +95,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings.stream_first_byte_timeout_seconds,
         settings.upstream_first_byte_seconds,
     )
-    return Gateway(
+    gateway = Gateway(
         catalog=catalog,
         calls=Calls(catalog, Router(providers), recorder, limiter, limits),
         authenticator=authenticator,
@@ -92,7 +103,9 @@ def build_gateway(settings: Settings) -> Gateway:
         recorder=recorder,
         environment=settings.environment,
         closers=closers,
+        history=ResponseHistory(stores.responses),
     )
+    return gateway, secrets
 
 
 @dataclass(frozen=True)
@@ -111,10 +124,8 @@ class Service:
 def compose(settings: Settings) -> Service:
     """Everything a Functions app serves, built from `settings`, telemetry configured."""
     telemetry.configure(settings)
-    gateway = build_gateway(settings)
-    gate = Gate(
-        settings.apim_shared_secret, settings.apim_shared_secret_previous, gateway.calls.router.providers.secrets
-    )
+    gateway, secrets = _gateway_and_secrets(settings)
+    gate = Gate(settings.apim_shared_secret, settings.apim_shared_secret_previous, secrets)
     return Service(settings, gateway, gate)
 
 

@@ -16,10 +16,12 @@ SETTING_NAMES: tuple[str, ...] = (
     "COSMOS_PROJECTS_CONTAINER_ID",
     "COSMOS_USAGE_CONTAINER_ID",
     "COSMOS_LIMITS_CONTAINER_ID",
+    "COSMOS_RESPONSES_CONTAINER_ID",
     "COSMOS_VERIFY_TLS",
     "MODELS_FILE",
     "PROJECTS_FILE",
     "USAGE_FILE",
+    "RESPONSES_FILE",
     "KEY_VAULT_URL",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
     "ALLOW_ANONYMOUS",
@@ -36,6 +38,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "APIM_SHARED_SECRET",
     "APIM_SHARED_SECRET_PREVIOUS",
     "USAGE_RETENTION_DAYS",
+    "RESPONSES_RETENTION_DAYS",
 )
 
 #: Set by the platform (infra/modules/function-app.bicep), read here too:
@@ -51,6 +54,8 @@ COSMOS_CONTAINERS: dict[str, str] = {
     "projects": "/id",
     "usage-by-day": "/partition",
     "limits": "/id",
+    #: Stored responses: each response (and the chunks of a large one) in a logical partition of its own.
+    "responses": "/response_id",
 }
 
 
@@ -97,10 +102,12 @@ class Settings:
     cosmos_usage_container_id: str = "usage-by-day"
     #: The budget and rate limit counters (shared.limit_stores).
     cosmos_limits_container_id: str = "limits"
+    cosmos_responses_container_id: str = "responses"
     cosmos_verify_tls: bool = True
     models_file: str = "models.json"
     projects_file: str = "projects.json"
     usage_file: str = "usage.jsonl"
+    responses_file: str = "responses.jsonl"
     key_vault_url: str | None = None
     key_vault_verify_challenge_resource: bool = True
     allow_anonymous: bool = False
@@ -126,6 +133,8 @@ class Settings:
     applicationinsights_connection_string: str | None = None
     #: How long Cosmos keeps usage records (the container's default TTL); None = forever.
     usage_retention_days: int | None = None
+    #: How long stored responses are kept (Cosmos's TTL, or the file store's age check); None = forever.
+    responses_retention_days: int | None = 30
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,10 +155,14 @@ class Settings:
             cosmos_projects_container_id=text_or("COSMOS_PROJECTS_CONTAINER_ID", defaults.cosmos_projects_container_id),
             cosmos_usage_container_id=text_or("COSMOS_USAGE_CONTAINER_ID", defaults.cosmos_usage_container_id),
             cosmos_limits_container_id=text_or("COSMOS_LIMITS_CONTAINER_ID", defaults.cosmos_limits_container_id),
+            cosmos_responses_container_id=text_or(
+                "COSMOS_RESPONSES_CONTAINER_ID", defaults.cosmos_responses_container_id
+            ),
             cosmos_verify_tls=_flag("COSMOS_VERIFY_TLS", env.get("COSMOS_VERIFY_TLS", "true")),
             models_file=text_or("MODELS_FILE", defaults.models_file),
             projects_file=text_or("PROJECTS_FILE", defaults.projects_file),
             usage_file=text_or("USAGE_FILE", defaults.usage_file),
+            responses_file=text_or("RESPONSES_FILE", defaults.responses_file),
             key_vault_url=text("KEY_VAULT_URL"),
             key_vault_verify_challenge_resource=_flag(
                 "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
@@ -174,4 +187,5 @@ class Settings:
             apim_shared_secret=text("APIM_SHARED_SECRET"),
             apim_shared_secret_previous=text("APIM_SHARED_SECRET_PREVIOUS"),
             usage_retention_days=_days("USAGE_RETENTION_DAYS", env.get("USAGE_RETENTION_DAYS", "")),
+            responses_retention_days=_days("RESPONSES_RETENTION_DAYS", env.get("RESPONSES_RETENTION_DAYS", "30")),
         )

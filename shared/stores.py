@@ -10,6 +10,12 @@ from .cosmos import ContainerDefinition, CosmosDatabase
 from .limit_stores import CosmosCounterStore, CounterStore, MemoryCounterStore
 from .projects import CosmosProjectStore, FileProjectStore, ProjectStore
 from .settings import COSMOS_CONTAINERS, Settings
+from .stored_responses import (
+    RESPONSES_INDEXING_POLICY,
+    CosmosResponseStore,
+    FileResponseStore,
+    ResponseStore,
+)
 from .usage import USAGE_INDEXING_POLICY, CosmosUsageStore, FileUsageStore, UsageStore
 
 _DAY_SECONDS = 86_400
@@ -19,6 +25,7 @@ def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
     """The gateway's containers, under the ids the settings give them."""
     defaults = Settings()
     retention = settings.usage_retention_days
+    responses_retention = settings.responses_retention_days
     return [
         ContainerDefinition(settings.cosmos_container_id, COSMOS_CONTAINERS[defaults.cosmos_container_id]),
         ContainerDefinition(
@@ -34,6 +41,12 @@ def cosmos_containers(settings: Settings) -> list[ContainerDefinition]:
         ContainerDefinition(
             settings.cosmos_limits_container_id, COSMOS_CONTAINERS[defaults.cosmos_limits_container_id], default_ttl=-1
         ),
+        ContainerDefinition(
+            settings.cosmos_responses_container_id,
+            COSMOS_CONTAINERS[defaults.cosmos_responses_container_id],
+            default_ttl=responses_retention * _DAY_SECONDS if responses_retention else None,
+            indexing_policy=RESPONSES_INDEXING_POLICY,
+        ),
     ]
 
 
@@ -46,6 +59,7 @@ class Stores:
     usage: UsageStore
     #: The budget and rate limit counters: in Cosmos, shared by every instance; else in this process.
     limits: CounterStore
+    responses: ResponseStore
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: The Cosmos database, when the stores are in Cosmos.
     database: CosmosDatabase | None = None
@@ -58,6 +72,7 @@ class Stores:
                 FileProjectStore(settings.projects_file),
                 FileUsageStore(settings.usage_file),
                 MemoryCounterStore(),
+                FileResponseStore(settings.responses_file, settings.responses_retention_days),
             )
         database = CosmosDatabase(
             settings.cosmos_url,
@@ -71,6 +86,7 @@ class Stores:
             CosmosProjectStore(database, settings.cosmos_projects_container_id),
             CosmosUsageStore(database, settings.cosmos_usage_container_id, settings.usage_retention_days),
             CosmosCounterStore(database, settings.cosmos_limits_container_id),
+            CosmosResponseStore(database, settings.cosmos_responses_container_id),
             [database.close],
             database,
         )

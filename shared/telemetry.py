@@ -36,8 +36,9 @@ from .domain import LLMModel, ModelType, Operation, Provider
 from .usage import ANONYMOUS_PROJECT
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
 
     from .providers.base import Attempt
     from .providers.mapper import ProviderCall
@@ -95,8 +96,11 @@ class Telemetry:
     def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
-        meter = meter_provider.get_meter(INSTRUMENTATION_NAME)
+        from .histograms import Histograms
+        from .spans import GatewayTracer
+
+        self.tracer = GatewayTracer(tracer_provider.get_tracer(INSTRUMENTATION_NAME), INSTRUMENTATION_NAME)
+        meter = Histograms(meter_provider, INSTRUMENTATION_NAME)
         self.operation_duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration."
         )
@@ -116,13 +120,13 @@ class Telemetry:
 
         route = getattr(request.scope.get("route"), "path", None) or request.url.path
         # A span already open here (the Functions worker's invocation context, when the
-        # worker's own telemetry is on) is the parent; else the caller's traceparent.
-        local_parent = trace.get_current_span().get_span_context().is_valid
-        span = self.tracer.start_span(
+        # worker's own telemetry is on) is the parent; else the caller's traceparent, if any.
+        remote_parent = "traceparent" in request.headers and not trace.get_current_span().get_span_context().is_valid
+        span = self.tracer.start(
             f"{request.method} {route}",
-            context=None if local_parent else self.propagator.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={
+            SpanKind.SERVER,
+            self.propagator.extract(request.headers) if remote_parent else None,
+            {
                 "http.request.method": request.method,
                 "http.route": route,
                 "url.path": request.url.path,
@@ -151,7 +155,7 @@ class Telemetry:
 
     def attempts(self, attempt: Attempt[T], meter: Meter) -> Attempt[T]:
         """`attempt` with a span per run; the one that succeeds ends when `meter` finishes."""
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, StatusCode
 
         requested = meter.model
@@ -164,13 +168,11 @@ class Telemetry:
             if model.id != requested.id:
                 attributes["gateway.fallback_from"] = requested.id
             operation = attributes["gen_ai.operation.name"]
-            span = self.tracer.start_span(
-                f"{operation} {call.deployment.code}", kind=SpanKind.CLIENT, attributes=attributes
-            )
+            span = self.tracer.start(f"{operation} {call.deployment.code}", SpanKind.CLIENT, None, attributes)
             started = time.monotonic()
+            token = context.attach(trace.set_span_in_context(span))
             try:
-                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                    result = await attempt(model, call)
+                result = await attempt(model, call)
             except BaseException as exc:
                 error_type = _error_type(exc)
                 previous.append(error_type)
@@ -181,6 +183,8 @@ class Telemetry:
                     time.monotonic() - started, _metric_attributes(attributes) | {"error.type": error_type}
                 )
                 raise
+            finally:
+                context.detach(token)
             outcome: dict[str, Any] = {}
             if meter.stream:
                 first_chunk = outcome["gen_ai.response.time_to_first_chunk"] = time.monotonic() - started
@@ -273,19 +277,21 @@ def configure(settings: Settings) -> None:
     What would cost every call CPU for nothing is left out: live metrics and
     the distro's performance counters (a span processor that counts every
     span, and a reader of process counters the Functions platform already
-    reports), metric exemplars (which Application Insights does not take),
-    the GenAI main-agent span processor and the exporter's model layer for
-    the gateway's own spans (`app_insights.gateway_pipeline`).
+    reports), the GenAI main-agent span processor and the exporter's model
+    layer for the gateway's own spans (`app_insights.gateway_pipeline`); the
+    gateway's spans and histograms are its own (`spans`, `histograms`), not
+    the SDK's.
     """
     if not settings.applicationinsights_connection_string:
         return
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
     from .app_insights import gateway_pipeline
 
     os.environ["OTEL_LOGS_EXPORTER"] = "none"
-    os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     with gateway_pipeline(INSTRUMENTATION_NAME):
         configure_azure_monitor(
             connection_string=settings.applicationinsights_connection_string,
@@ -293,7 +299,10 @@ def configure(settings: Settings) -> None:
             enable_performance_counters=False,
             instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS},
         )
-    enable(trace.get_tracer_provider(), metrics.get_meter_provider())
+    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
+    if not isinstance(tracer_provider, TracerProvider) or not isinstance(meter_provider, MeterProvider):
+        raise TypeError("the Azure Monitor distro set up no OpenTelemetry SDK providers to record with")
+    enable(tracer_provider, meter_provider)
 
 
 def enable(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:

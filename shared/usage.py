@@ -465,8 +465,24 @@ def token_counts(usage: Any) -> tuple[int, int]:
     return int(prompt), int(completion)
 
 
+class Report(Protocol):
+    """What a provider reports of a call: a whole answer or a stream
+    (`providers.base.Answer`, `providers.base.Upstream`)."""
+
+    @property
+    def usage(self) -> Any:
+        """Its token counts (OpenAI's `usage` shape), if it gave them."""
+        ...
+
+    @property
+    def model(self) -> str | None:
+        """Its own name for the model that answered, if it gave one."""
+        ...
+
+
 class Meter:
-    """Measures one call and queues its usage record when it ends."""
+    """Measures one call and queues its usage record when it ends, with the
+    token counts of the provider's `report` (a stream's are complete only then)."""
 
     def __init__(
         self,
@@ -486,6 +502,8 @@ class Meter:
         self.stream = stream
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: What the provider that answered reports (set once an attempt succeeds), read when the call ends.
+        self.report: Report | None = None
         #: The provider's own name for the model that answered, when it gave one.
         self.response_model: str | None = None
         #: Called with the meter and the status when the call ends (telemetry's spans).
@@ -494,14 +512,15 @@ class Meter:
         self._started = asyncio.get_running_loop().time()
         self._done = False
 
-    def count(self, usage: Any) -> None:
-        self.prompt_tokens, self.completion_tokens = token_counts(usage)
-
     def finish(self, status: int) -> None:
-        """Queue the record (once); `status` is the HTTP status the caller saw."""
+        """Queue the record (once), with what the report holds by now; `status`
+        is the HTTP status the caller saw."""
         if self._done:
             return
         self._done = True
+        if self.report is not None:
+            self.prompt_tokens, self.completion_tokens = token_counts(self.report.usage)
+            self.response_model = self.report.model
         latency = asyncio.get_running_loop().time() - self._started
         self.recorder.record(
             {

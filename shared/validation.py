@@ -21,6 +21,8 @@ from .errors import InvalidRequest
 MAX_JSON_DEPTH = 64
 #: Larger integers mean nothing to any provider (and some reject them with a 500).
 MAX_INTEGER = 2**31 - 1
+#: OpenAI's most choices per chat completion (and per legacy completion).
+MAX_CHOICES = 128
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -251,3 +253,43 @@ def tools(value: Any, *, nested: bool) -> None:
         parameters = fields.get("parameters")
         if tool_type == "function" and parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest(f"'{at}.parameters' must be a JSON Schema object.", param=f"{at}.parameters")
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return model
+
+
+def stop(body: dict[str, Any]) -> None:
+    given = body.get("stop")
+    if (
+        given is not None
+        and not isinstance(given, str)
+        and not (isinstance(given, list) and len(given) <= 4 and all(isinstance(item, str) for item in given))
+    ):
+        raise InvalidRequest("'stop' must be a string or an array of up to 4 strings.", param="stop")
+
+
+def chat_completion(body: dict[str, Any]) -> None:
+    """A chat completion's body, checked for what the gateway relies on and what would
+    otherwise fail inside LiteLLM or upstream."""
+    require_model(body)
+    messages(body.get("messages"))
+    kind(body, "stream", bool, "a boolean")
+    kind(body, "stream_options", dict, "an object")
+    tools(body.get("tools"), nested=True)
+    integer(body, "n", 1, MAX_CHOICES)
+    integer(body, "max_tokens", 1)
+    integer(body, "max_completion_tokens", 1)
+    integer(body, "top_logprobs", 0, 20)
+    integer(body, "seed", -(2**63), 2**63 - 1)
+    number(body, "temperature", 0, 2)
+    number(body, "top_p", 0, 1)
+    number(body, "presence_penalty", -2, 2)
+    number(body, "frequency_penalty", -2, 2)
+    kind(body, "logprobs", bool, "a boolean")
+    kind(body, "logit_bias", dict, "an object")
+    response_format(body)
+    stop(body)

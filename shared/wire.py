@@ -55,6 +55,16 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(errors="backslashreplace")
 
 
+def sse_data(payload: Any) -> bytes:
+    """One server-sent event of `payload` as JSON, without an event name (a `Framed` holds such events)."""
+    return b"data: " + json_bytes(payload) + b"\n\n"
+
+
+def sse_payloads(data: bytes) -> list[Any]:
+    """The JSON payloads of the events `sse_data` wrote (what a `Framed` holds), in order."""
+    return [json.loads(event[len(b"data: ") :]) for event in data.split(b"\n\n") if event.startswith(b"data: ")]
+
+
 _PROVIDER_FIELDS = "provider_specific_fields"
 #: Subtrees passed on untouched: already OpenAI's shape, where `null` is meaningful.
 _VERBATIM = frozenset({"logprobs"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import openai
 import pytest
 
+from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_openai import FakeAzureOpenAI
 from tests.fakes.google_oauth import FakeGoogleOAuth, make_service_account
+from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.fakes.vertex import FakeVertexAI
 from tests.support import CosmosServer, GatewayProcess, running_gateway, write_catalog
@@ -156,6 +159,24 @@ def gateway(fake_azure: FakeAzureOpenAI, tmp_path_factory: pytest.TempPathFactor
         yield process
 
 
+@pytest.fixture(scope="module")
+def ingestion() -> Iterator[FakeIngestion]:
+    """An Application Insights ingestion endpoint, one per test module."""
+    fake = FakeIngestion()
+    with ServerThread(fake.app) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def identity() -> Iterator[FakeManagedIdentity]:
+    """The managed identity endpoint of an Azure Functions host, one per test module."""
+    fake = FakeManagedIdentity(header_secret="functions-identity-header")
+    with ServerThread(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
 @pytest.fixture(scope="session")
 def cosmos() -> Iterator[CosmosServer]:
     server = CosmosServer().start()
@@ -208,6 +229,20 @@ def vertex_entry(model_id, model_type, code, api_base, secret="$GOOGLE_SA_ONE", 
     }
 
 
+#: An image a caller sends a Vertex model, as a data URL.
+PNG_DATA_URL = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+
+
+def assert_sent_the_image(sent: dict[str, Any], family: str) -> None:
+    """The body sent to Vertex AI carries the image in the family's own form:
+    Gemini's inline data part, or Anthropic's base64 image block."""
+    if family == "gemini":
+        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
+    else:
+        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
+        assert image_block["source"]["type"] == "base64"
+
+
 @pytest.fixture(scope="session")
 def google() -> Iterator[tuple[FakeGoogleOAuth, FakeVertexAI]]:
     oauth = FakeGoogleOAuth()
@@ -215,6 +250,13 @@ def google() -> Iterator[tuple[FakeGoogleOAuth, FakeVertexAI]]:
     with ServerThread(oauth) as oauth_server, ServerThread(vertex) as vertex_server:
         oauth.url, vertex.url = oauth_server.url, vertex_server.url
         yield oauth, vertex
+
+
+@pytest.fixture
+def vertex_client(vertex_gateway: GatewayProcess, google: tuple[FakeGoogleOAuth, FakeVertexAI]) -> openai.OpenAI:
+    """A client of the Vertex gateway, the fake Vertex AI's request log cleared."""
+    google[1].clear()
+    return vertex_gateway.client("local")
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +269,7 @@ def vertex_gateway(
         for name, email in (("GOOGLE_SA_ONE", ACCOUNT_ONE), ("GOOGLE_SA_TWO", ACCOUNT_TWO))
     }
     entries = [
-        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion"))
+        vertex_entry(family, model_type, code, vertex.url, operations=("ChatCompletion", "Completion", "Responses"))
         for family, (model_type, code) in FAMILIES.items()
     ]
     entries += [
@@ -255,14 +297,32 @@ def vertex_gateway(
         vertex_entry("stt-forbidden", "GoogleVertex", "chirp_2-forbidden", vertex.url, operations=["audio_stt"]),
     ]
     entries += [
-        vertex_entry(f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url)
-        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "long-decode", "signature-check")
+        vertex_entry(
+            f"gemini-{fault}", "GoogleVertex", f"gemini-{fault}", vertex.url, operations=("ChatCompletion", "Responses")
+        )
+        for fault in (
+            "rate-limited",
+            "invalid",
+            "forbidden",
+            "broken",
+            "blocked",
+            "long-decode",
+            "signature-check",
+            "midstream-error",
+            "trickle",
+        )
     ]
     # A relayed Azure OpenAI model whose deployment fails, falling back to Gemini (through LiteLLM).
     entries.append(azure_entry("azure-to-gemini", "broken", fake_azure.url, fallbacks=["gemini"]))
     entries.append(
         azure_entry(
             "azure-instruct-to-gemini", "broken", fake_azure.url, operations=["Completion"], fallbacks=["gemini"]
+        )
+    )
+    # The same for the Responses API: Azure's own, then Gemini's over its chat completions.
+    entries.append(
+        azure_entry(
+            "azure-responses-to-gemini", "broken", fake_azure.url, operations=["Responses"], fallbacks=["gemini"]
         )
     )
     directory = tmp_path_factory.mktemp("vertex")

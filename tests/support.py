@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -21,7 +22,10 @@ from typing import Any
 
 import openai
 
+from shared.cosmos import CosmosDatabase
 from shared.projects import hash_key, key_document_id
+from shared.settings import Settings
+from shared.stores import cosmos_containers
 from tests.fakes.server import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -90,6 +94,7 @@ class GatewayProcess:
         self.env |= {
             "PYTHONUNBUFFERED": "1",
             "USAGE_FILE": str(log_path.parent / "usage.jsonl"),
+            "RESPONSES_FILE": str(log_path.parent / "responses.jsonl"),
             "PROJECTS_FILE": str(log_path.parent / "projects.json"),
         } | env
         self._process: subprocess.Popen[bytes] | None = None
@@ -246,6 +251,19 @@ class CosmosServer:
             container.upsert_item(document)
 
 
+def create_containers(url: str, database_id: str) -> None:
+    """The gateway's containers in `database_id`, on the Cosmos DB at `url`, as its set-up creates them."""
+
+    async def create() -> None:
+        database = CosmosDatabase(url, CosmosServer.KEY, database_id, verify_tls=False)
+        try:
+            await database.create_containers(cosmos_containers(Settings()))
+        finally:
+            await database.close()
+
+    asyncio.run(create())
+
+
 def start_fake_upstream(port: int, *options: str) -> subprocess.Popen[bytes]:
     """The fake Azure OpenAI in a process of its own (`python -m bench.upstream`), accepting connections."""
     process = subprocess.Popen(
@@ -313,6 +331,17 @@ WEATHER_TOOLS = [
         },
     }
 ]
+
+
+def streamed_tool_names(chunks: list[Any]) -> list[str]:
+    """The function names a streamed chat completion's chunks call, in order."""
+    return [
+        tool.function.name
+        for chunk in chunks
+        if chunk.choices and chunk.choices[0].delta.tool_calls
+        for tool in chunk.choices[0].delta.tool_calls
+        if tool.function and tool.function.name
+    ]
 
 
 def admin_cli(env: dict[str, str], *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:

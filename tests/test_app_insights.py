@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEYS, azure_entry, gateway_env
 from tests.fakes.app_insights import FakeIngestion
-from tests.fakes.server import ServerThread, free_port
+from tests.fakes.server import free_port
 from tests.support import PROJECT_DIR, GatewayProcess, running_gateway, write_catalog
 
 PROMPT = "turquoise walrus sings opera"
@@ -50,14 +50,6 @@ def catalog(directory, fake_url):
 
 
 @pytest.fixture(scope="module")
-def ingestion():
-    fake = FakeIngestion()
-    with ServerThread(fake.app) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def exporting(ingestion, fake_azure, tmp_path_factory):
     directory = tmp_path_factory.mktemp("app-insights")
     env = gateway_env(
@@ -81,6 +73,29 @@ def eventually(
     raise AssertionError(f"never received {what}; received {ingestion.summary()}; gateway log: {gateway.log()[-3000:]}")
 
 
+def exported_call(ingestion: FakeIngestion, gateway: GatewayProcess, request_id: str) -> tuple[Any, Any]:
+    """The request envelope of the caller's request `request_id` (its `x-request-id`),
+    and the one dependency envelope under it, once both have arrived."""
+
+    def request_envelope():
+        return [
+            e
+            for e in ingestion.of_type("RequestData")
+            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == request_id
+        ]
+
+    [request] = eventually(request_envelope, "the request envelope", ingestion, gateway)
+    parent = request["data"]["baseData"]["id"]
+
+    def dependency_envelope():
+        return [
+            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == parent
+        ]
+
+    [dependency] = eventually(dependency_envelope, "the dependency envelope under the request", ingestion, gateway)
+    return request, dependency
+
+
 def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, ingestion):
     client = openai.OpenAI(
         base_url=f"{exporting.url}/v1",
@@ -90,24 +105,9 @@ def test_a_request_and_its_provider_call_arrive_as_one_transaction(exporting, in
     )
     reply = client.chat.completions.create(model="chat-a", messages=[{"role": "user", "content": PROMPT}])
 
-    def request_envelope():
-        return [
-            e
-            for e in ingestion.of_type("RequestData")
-            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == "ai-chat"
-        ]
-
-    [request] = eventually(request_envelope, "the request envelope", ingestion, exporting)
+    request, dependency = exported_call(ingestion, exporting, "ai-chat")
     assert request["tags"]["ai.operation.id"] == CALLER_TRACE_ID
     assert request["data"]["baseData"]["responseCode"] == "200"
-    request_id = request["data"]["baseData"]["id"]
-
-    def dependency_envelope():
-        return [
-            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == request_id
-        ]
-
-    [dependency] = eventually(dependency_envelope, "the dependency envelope under the request", ingestion, exporting)
     properties = dependency["data"]["baseData"]["properties"]
     assert dependency["tags"]["ai.operation.id"] == CALLER_TRACE_ID
     assert dependency["data"]["baseData"]["name"] == "chat dep-a"

@@ -21,13 +21,14 @@ import openai
 import pytest
 
 from tests.conftest import gateway_env
-from tests.fakes.app_insights import FakeIngestion
 from tests.fakes.azure_foundry import RETRY_AFTER_SECONDS, FakeFoundry
-from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
 from tests.openapi import assert_conforms
-from tests.support import WEATHER_TOOLS, running_gateway, write_catalog
-from tests.test_app_insights import FAST_EXPORT, connection_string, eventually
+from tests.support import WEATHER_TOOLS, running_gateway, streamed_tool_names, write_catalog
+from tests.test_app_insights import FAST_EXPORT, connection_string, exported_call
+from tests.test_responses_vertex import FUNCTION_TOOL
+from tests.test_responses_vertex import events as response_events
+from tests.test_responses_vertex import raw as raw_response
 from tests.test_upstream_budgets import black_hole  # noqa: F401 (a fixture: a port whose handshake never completes)
 
 FOUNDRY_KEY = "foundry-key-3b9d71c0e4a2"
@@ -60,25 +61,9 @@ def foundry_entry(model_id: str, code: str, endpoint: str, keyed: bool = True, *
 
 
 @pytest.fixture(scope="module")
-def identity():
-    fake = FakeManagedIdentity(header_secret="foundry-identity-header")
-    with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def foundry():
     fake = FakeFoundry(FOUNDRY_KEY, DEPLOYMENTS, managed_identity_token)
     with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def ingestion():
-    fake = FakeIngestion()
-    with ServerThread(fake.app) as server:
         fake.url = server.url
         yield fake
 
@@ -90,8 +75,14 @@ def foundry_gateway(foundry, identity, ingestion, black_hole, tmp_path_factory):
     # A deployment on an endpoint that never completes the handshake, then the healthy one.
     ways = [{"name": "dead-end", "parameters": {"endpoint": black_hole}}, {"name": "healthy", "priority": 1}]
     entries = [
-        foundry_entry("deepseek", "DeepSeek-V3-0324", resource),
-        foundry_entry("llama-keyless", "Llama-3.3-70B-Instruct", inference, keyed=False),
+        foundry_entry("deepseek", "DeepSeek-V3-0324", resource, operations=["ChatCompletion", "Responses"]),
+        foundry_entry(
+            "llama-keyless",
+            "Llama-3.3-70B-Instruct",
+            inference,
+            keyed=False,
+            operations=["ChatCompletion", "Responses"],
+        ),
         foundry_entry("foundry-embed", "embed-v-4-0", resource, operations=["embeddings"]),
         foundry_entry("foundry-embed-keyless", "embed-v-4-0", inference, keyed=False, operations=["embeddings"]),
         foundry_entry("foundry-limited", "rate-limited", resource),
@@ -227,14 +218,7 @@ def test_tool_calls_plain_and_streamed(client, foundry):
     chunks = stream_chunks(
         client.chat.completions.create(model="deepseek", messages=USER, tools=WEATHER_TOOLS, stream=True)
     )
-    names = [
-        tool.function.name
-        for chunk in chunks
-        if chunk.choices and chunk.choices[0].delta.tool_calls
-        for tool in chunk.choices[0].delta.tool_calls
-        if tool.function and tool.function.name
-    ]
-    assert names == ["lookup_weather"]
+    assert streamed_tool_names(chunks) == ["lookup_weather"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert_keyed(foundry.requests[1], "/models/chat/completions")
 
@@ -305,6 +289,73 @@ def test_embeddings_with_a_managed_identity(client, foundry):
     (upstream,) = foundry.requests
     assert_managed_identity(upstream, "/models/embeddings")
     assert upstream.json["model"] == "embed-v-4-0"
+
+
+def test_the_responses_api_over_foundry_chat_completions(client, foundry, foundry_gateway):
+    request_id = f"foundry-responses-{uuid.uuid4()}"
+    body = {"model": "deepseek", "input": "hello there foundry", "instructions": "be brief", "max_output_tokens": 50}
+    response = foundry_gateway.client("local", request_id).responses.create(**body)
+    assert response.output_text == "echo: hello there foundry"
+    assert (response.model, response.status, response.usage.output_tokens) == ("deepseek", "completed", 4)
+    record = foundry_gateway.usage_record(request_id)
+    assert (record["operation"], record["model"], record["prompt_tokens"]) == ("Responses", "deepseek", 5)
+    (upstream,) = foundry.requests
+    assert_keyed(upstream, "/models/chat/completions")
+    assert upstream.json["model"] == "DeepSeek-V3-0324" and upstream.json["max_tokens"] == 50
+    assert upstream.json["messages"] == [{"role": "system", "content": "be brief"}, *USER]
+    assert raw_response(foundry_gateway, body)["output"][0]["type"] == "message"
+
+    streamed = response_events(foundry_gateway, body)
+    text = "".join(event["delta"] for event in streamed if event["type"] == "response.output_text.delta")
+    assert text == "echo: hello there foundry"
+    final = streamed[-1]
+    assert final["type"] == "response.completed" and final["response"]["usage"]["output_tokens"] == 4
+    assert foundry.requests[-1].json["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_foundry_function_call_and_its_output_make_a_tool_turn(client, foundry, foundry_gateway, stream):
+    body = {"model": "llama-keyless", "input": "Paris", "tools": [FUNCTION_TOOL]}
+    if stream:
+        streamed = response_events(foundry_gateway, body)
+        (done,) = [event for event in streamed if event["type"] == "response.function_call_arguments.done"]
+        assert done["name"] == "lookup_weather"
+        output = streamed[-1]["response"]["output"]
+    else:
+        output = raw_response(foundry_gateway, body)["output"]
+    (call,) = [item for item in output if item["type"] == "function_call"]
+    assert call["name"] == "lookup_weather" and json.loads(call["arguments"]) == {"echo": "Paris"}
+
+    answered = client.responses.create(
+        model="llama-keyless",
+        input=[
+            {"role": "user", "content": "Paris"},
+            {"type": "function_call", "call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny and 21C"},
+        ],
+    )
+    assert answered.output_text == "echo: sunny and 21C" and answered.status == "completed"
+    sent = foundry.requests[-1]
+    assert_managed_identity(sent, "/models/chat/completions")
+    assert sent.json["messages"][1]["tool_calls"][0]["id"] == call["call_id"]
+    assert sent.json["messages"][2] == {"role": "tool", "tool_call_id": call["call_id"], "content": "sunny and 21C"}
+
+
+def test_a_stored_foundry_response_is_continued_with_previous_response_id(client, foundry):
+    first = client.responses.create(model="deepseek", input="my name is Ada")
+    second = client.responses.create(model="deepseek", previous_response_id=first.id, input="what is my name")
+    assert second.previous_response_id == first.id and second.output_text == "echo: what is my name"
+    sent = foundry.requests[-1].json
+    assert "previous_response_id" not in sent  # the gateway keeps the conversation, not the provider
+    assert sent["messages"] == [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "echo: my name is Ada"},
+        {"role": "user", "content": "what is my name"},
+    ]
+    assert client.responses.retrieve(second.id).output_text == "echo: what is my name"
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
 
 
 def test_a_rate_limited_deployment_answers_429_with_its_retry_after(client, foundry):
@@ -403,22 +454,7 @@ def test_a_foundry_call_is_traced_as_an_azure_ai_inference_dependency(foundry_ga
     else:
         usage = client.chat.completions.create(model="deepseek", messages=USER).usage
 
-    def request_envelope():
-        return [
-            e
-            for e in ingestion.of_type("RequestData")
-            if e["data"]["baseData"].get("properties", {}).get("gateway.request_id") == request_id
-        ]
-
-    [request] = eventually(request_envelope, "the request envelope", ingestion, foundry_gateway)
-    parent = request["data"]["baseData"]["id"]
-
-    def dependency_envelope():
-        return [
-            e for e in ingestion.of_type("RemoteDependencyData") if e["tags"].get("ai.operation.parentId") == parent
-        ]
-
-    [dependency] = eventually(dependency_envelope, "the dependency envelope", ingestion, foundry_gateway)
+    _, dependency = exported_call(ingestion, foundry_gateway, request_id)
     properties = dependency["data"]["baseData"]["properties"]
     assert dependency["data"]["baseData"]["name"] == "chat DeepSeek-V3-0324"
     assert properties["gen_ai.provider.name"] == "azure.ai.inference"

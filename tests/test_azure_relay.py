@@ -21,11 +21,11 @@ import httpx
 import openai
 import pytest
 
-from shared import payloads
 from shared.domain import LLMModel
 from shared.errors import GatewayError
 from shared.providers import azure_relay
 from shared.providers.aiohttp_client import ConnectionPool
+from shared.providers.arguments import CHAT_COMPLETION_FIELDS, EMBEDDING_FIELDS, litellm_arguments
 from shared.providers.litellm_calls import LiteLLM
 from shared.providers.litellm_import import litellm
 from shared.providers.mapper import AzureDeployment, ProviderCall, ProviderMapper, Transports, relayable_azure
@@ -75,7 +75,7 @@ def _relay() -> azure_relay.AzureRelay:
 
 def _mapper() -> ProviderMapper:
     litellm_transport = LiteLLM()
-    transports = Transports(litellm_transport, _relay(), litellm_transport, litellm_transport)
+    transports = Transports(litellm_transport, _relay(), litellm_transport, litellm_transport, litellm_transport)
     return ProviderMapper(_Literal(), _Token(), transports)  # type: ignore[arg-type]
 
 
@@ -144,7 +144,7 @@ def test_the_relay_sends_what_litellm_sends(
     body: dict[str, Any] = {"model": "chat-relay", "messages": MESSAGES, "temperature": 0.2, "tools": [TOOL]}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
-    arguments = payloads.litellm_arguments(body, payloads.CHAT_COMPLETION_FIELDS)
+    arguments = litellm_arguments(body, CHAT_COMPLETION_FIELDS)
 
     async def through_litellm(llm: Any, call: ProviderCall) -> None:
         answer = await llm.acompletion(**call.keyword_arguments(arguments))
@@ -179,7 +179,7 @@ def test_relayed_embeddings_go_where_litellm_sends_them(
     if credential == "api-key":
         parameters["api_key"] = UPSTREAM_KEYS["dep-a"]
     body: dict[str, Any] = {"model": "chat-relay"} | EMBEDDING_BODIES[case]
-    arguments = payloads.litellm_arguments(body, payloads.EMBEDDING_FIELDS)
+    arguments = litellm_arguments(body, EMBEDDING_FIELDS)
 
     async def through_litellm(llm: Any, call: ProviderCall) -> None:
         await llm.aembedding(**call.keyword_arguments(arguments))

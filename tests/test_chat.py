@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from tests.conftest import API_VERSION, UPSTREAM_KEYS
-from tests.support import WEATHER_TOOLS
+from tests.support import WEATHER_TOOLS, streamed_tool_names
 
 USER = [{"role": "user", "content": "hello there gateway"}]
 
@@ -78,14 +78,7 @@ def test_tool_calls_come_back_plain_and_streaming(client, fake_azure):
     assert fake_azure.requests[0].json["tools"] == TOOLS
 
     chunks = list(client.chat.completions.create(model="chat-a", messages=USER, tools=TOOLS, stream=True))
-    names = [
-        tool.function.name
-        for chunk in chunks
-        if chunk.choices and chunk.choices[0].delta.tool_calls
-        for tool in chunk.choices[0].delta.tool_calls
-        if tool.function and tool.function.name
-    ]
-    assert names == ["lookup_weather"]
+    assert streamed_tool_names(chunks) == ["lookup_weather"]
 
 
 def test_image_parts_and_options_pass_through_untouched(client, fake_azure):

@@ -70,3 +70,19 @@ def test_the_readme_layout_names_every_module_and_only_modules_that_exist() -> N
     assert modules - named == set(), "add these modules to the README's layout"
     missing = {path for path in named if not (PROJECT_DIR / path).exists()}
     assert missing == set(), "the README's layout names these, which do not exist"
+
+
+#: The gateway's modules below the providers package, the only ones it may import (layers point down).
+BELOW_PROVIDERS = frozenset({"domain", "errors", "secrets", "validation", "wire"})
+
+
+def test_the_providers_import_nothing_above_them() -> None:
+    import ast
+
+    offenders = []
+    for path in sorted((PROJECT_DIR / "shared" / "providers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                named = [node.module] if node.module else [alias.name for alias in node.names]
+                offenders += [f"{path.name}: {name}" for name in named if name.split(".")[0] not in BELOW_PROVIDERS]
+    assert not offenders, f"provider modules importing a layer above them: {offenders}"

@@ -135,12 +135,6 @@ def test_a_provider_rate_limit_is_passed_on(client, fake_azure):
 # Vertex AI: LiteLLM sends the prompt as a chat turn and answers a text completion
 
 
-@pytest.fixture
-def vertex_client(vertex_gateway, google):
-    google[1].clear()
-    return openai.OpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_completion_from_every_vertex_family(vertex_client, google, family):
     completion = vertex_client.completions.create(model=family, prompt=PROMPT, max_tokens=100)

@@ -141,7 +141,7 @@ def test_a_foundry_model_serves_chat_and_embeddings():
 @pytest.mark.parametrize(
     ("code", "operations", "field"),
     [
-        ("Phi-4", ["Responses"], "operations"),
+        ("Phi-4", ["Completion"], "operations"),
         ("Phi-4", ["images"], "operations"),
         ("Phi-4", ["audio_stt"], "operations"),
         # LiteLLM sends these to Foundry's Anthropic API, agents and model router, not the model inference API.

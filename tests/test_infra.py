@@ -10,7 +10,6 @@ then PATH.
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import os
@@ -421,21 +420,17 @@ def test_cosmos_role_assignments_are_written_one_after_the_other():
 
 
 def app_routes() -> set[tuple[str, str]]:
-    """(METHOD, /path) of every @app.route in function_app.py."""
-    tree = ast.parse((REPO / "function_app.py").read_text())
+    """(METHOD, /path) of every HTTP function `function_app.app` registers."""
+    import function_app
+
     routes = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for decorator in node.decorator_list:
-            if not (isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", None) == "route"):
-                continue
-            arguments = {k.arg: ast.literal_eval(k.value) for k in decorator.keywords if k.arg in ("route", "methods")}
-            assert "methods" in arguments, f"{node.name}: give the route explicit methods"
-            if "{*" in arguments["route"]:
-                continue  # the catch-all answers unknown routes; API Management answers those itself
-            for method in arguments["methods"]:
-                routes.add((method.upper(), "/" + arguments["route"].strip("/")))
+    for builder in function_app.app._function_builders:
+        name, trigger = builder._function.get_function_name(), builder._function.get_trigger()
+        assert trigger.methods, f"{name}: give the route explicit methods"
+        if "{*" in trigger.route:
+            continue  # the catch-all answers unknown routes; API Management answers those itself
+        for method in trigger.methods:
+            routes.add((str(getattr(method, "value", method)).upper(), "/" + trigger.route.strip("/")))
     return routes
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import API_VERSION, azure_entry, gateway_env
 from tests.fakes.key_vault import FakeKeyVault, tls_files
-from tests.fakes.managed_identity import FakeManagedIdentity
 from tests.fakes.server import ServerThread
+from tests.openapi import assert_conforms
 from tests.support import running_gateway, write_catalog
 
 VAULT_KEY = "vault-held-key-5d1c9e2a7b"
@@ -27,14 +27,6 @@ USER = [{"role": "user", "content": "from the vault"}]
 
 def managed_identity_token(token: str) -> bool:
     return token.startswith("mi-token-cognitiveservices.azure.com-")
-
-
-@pytest.fixture(scope="module")
-def identity():
-    fake = FakeManagedIdentity(header_secret="functions-identity-header")
-    with ServerThread(fake) as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +66,13 @@ def vault_gateway(fake_azure, vault, identity, tmp_path_factory):
                 fake_azure.url,
                 operations=["ChatCompletion", "embeddings", "images", "audio_tts", "Responses"],
                 parameters={"endpoint": fake_azure.url, "api_version": "2025-04-01-preview"},
+            ),
+            azure_entry(
+                "keyless-legacy",
+                "dep-keyless",
+                fake_azure.url,
+                operations=["Completion", "audio_translation"],
+                parameters={"endpoint": fake_azure.url, "api_version": API_VERSION},
             ),
             azure_entry(
                 "vault-missing", "dep-vault", fake_azure.url, parameters=vault_key | {"api_key": "$NOT_IN_VAULT"}
@@ -216,6 +215,38 @@ def test_a_keyless_models_token_travels_in_the_authorization_header_only(vault_g
         assert managed_identity_token(token)
         assert token.encode() not in request.body, request.path
         assert "azure_ad_token" not in (request.json or {}), request.path
+
+
+def test_a_keyless_completion_and_translation_send_the_managed_identity_token(vault_gateway, fake_azure):
+    client = vault_gateway.client()
+    fake_azure.clear()
+    raw = client.completions.with_raw_response.create(model="keyless-legacy", prompt="from the vault")
+    assert_conforms("CreateCompletionResponse", raw.http_response.json(), "keyless completion")
+    assert raw.parse().choices[0].text == "echo: from the vault"
+    chunks = list(
+        client.completions.create(
+            model="keyless-legacy", prompt="from the vault", stream=True, stream_options={"include_usage": True}
+        )
+    )
+    for chunk in chunks:
+        assert_conforms("CreateCompletionResponse", chunk.to_dict(), "keyless completion chunk")
+    assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices) == "echo: from the vault"
+    translation = client.audio.translations.with_raw_response.create(
+        model="keyless-legacy", file=("a.wav", b"RIFF-not-really")
+    )
+    assert_conforms("CreateTranslationResponseJson", translation.http_response.json(), "keyless translation")
+    assert translation.parse().text
+
+    upstream = fake_azure.requests_for("dep-keyless")
+    assert [(r.path, r.query["api-version"]) for r in upstream] == [
+        ("/openai/deployments/dep-keyless/completions", API_VERSION),
+        ("/openai/deployments/dep-keyless/completions", API_VERSION),
+        ("/openai/deployments/dep-keyless/audio/translations", API_VERSION),
+    ]
+    for request in upstream:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        assert managed_identity_token(token), request.path
+        assert "api-key" not in request.headers and token.encode() not in request.body, request.path
 
 
 def test_no_vault_secret_or_token_reaches_the_log(vault_gateway, identity):

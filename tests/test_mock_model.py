@@ -236,6 +236,7 @@ SCHEMAS = {
     "/v1/chat/completions": ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"),
     "/v1/responses": ("Response", "ResponseStreamEvent"),
     "/v1/embeddings": ("CreateEmbeddingResponse", None),
+    "/v1/completions": ("CreateCompletionResponse", "CreateCompletionResponse"),
 }
 
 
@@ -468,6 +469,49 @@ def test_the_mock_model_streams_the_responses_api(conforming, mocked):
     record = wait_for_record(mocked, "mock-responses-stream")
     assert record["stream"] is True and record["status"] == 200
     assert record["completion_tokens"] == final.usage.output_tokens > 0
+
+
+def test_the_mock_model_answers_a_legacy_completion(conforming, mocked):
+    completion = conforming("mock-completion").completions.create(model="mock", prompt="Say hello", max_tokens=20)
+
+    assert completion.object == "text_completion" and completion.model == "mock"
+    assert completion.id.startswith("cmpl-") and abs(completion.created - time.time()) < 60
+    assert [(choice.index, choice.text, choice.finish_reason) for choice in completion.choices] == [
+        (0, SHIPPED_ANSWER, "stop")
+    ]
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, len(SHIPPED_ANSWER.split()))
+    record = wait_for_record(mocked, "mock-completion")
+    assert (record["operation"], record["model"], record["stream"]) == ("Completion", "mock", False)
+    assert record["completion_tokens"] == completion.usage.completion_tokens
+
+    several = conforming().completions.create(model="mock", prompt=["one", "two three"], n=2, echo=True)
+    assert [choice.index for choice in several.choices] == [0, 1, 2, 3]
+    assert [choice.text for choice in several.choices] == [f"one{SHIPPED_ANSWER}"] * 2 + [
+        f"two three{SHIPPED_ANSWER}"
+    ] * 2
+    assert several.usage.prompt_tokens == 3
+    tokens = conforming().completions.create(model="mock", prompt=[[1, 2, 3], [4]], echo=True)
+    assert [choice.text for choice in tokens.choices] == [SHIPPED_ANSWER] * 2 and tokens.usage.prompt_tokens == 4
+
+
+@pytest.mark.parametrize("include_usage", [False, True], ids=["no-usage-chunk", "usage-chunk"])
+def test_the_mock_model_streams_a_legacy_completion(conforming, mocked, include_usage):
+    request_id = f"mock-completion-stream-{include_usage}"
+    chunks = list(
+        conforming(request_id).completions.create(
+            model="mock", prompt="Say hello", stream=True, stream_options={"include_usage": include_usage}
+        )
+    )
+
+    texts = [chunk.choices[0].text for chunk in chunks if chunk.choices]
+    assert "".join(texts) == SHIPPED_ANSWER and len(texts) > 2
+    finished = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
+    assert finished[-1] == "stop" and set(finished[:-1]) == {None}
+    assert len({chunk.id for chunk in chunks}) == 1 and {chunk.model for chunk in chunks} == {"mock"}
+    assert (chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0) is include_usage
+    record = wait_for_record(mocked, request_id)
+    assert (record["operation"], record["stream"]) == ("Completion", True)
+    assert record["completion_tokens"] == len(SHIPPED_ANSWER.split())
 
 
 def test_the_mock_model_streams_a_function_call_through_the_responses_api(conforming):

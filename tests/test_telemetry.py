@@ -15,8 +15,8 @@ from typing import Any
 
 import openai
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -46,9 +46,11 @@ class Recorded:
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
         self.metrics = InMemoryMetricReader()
+        #: As Application Insights' exporter reads them: each collection holds what came since the last.
+        self.deltas = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.providers = (tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+        self.providers = (tracer_provider, MeterProvider(metric_readers=[self.metrics, self.deltas]))
         self.usage_file: Path | None = None
 
     def usage_record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -78,8 +80,8 @@ class Recorded:
         children = [s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id]
         return root, sorted(children, key=lambda s: s.start_time)
 
-    def points(self, name: str) -> list[Any]:
-        data = self.metrics.get_metrics_data()
+    def points(self, name: str, reader: InMemoryMetricReader | None = None) -> list[Any]:
+        data = (reader or self.metrics).get_metrics_data()
         return [
             point
             for resource in (data.resource_metrics if data else [])
@@ -261,6 +263,26 @@ def test_metrics_count_tokens_and_durations_by_project_model_deployment_and_stat
         for p in durations
     )
     assert_nothing_private(recorded)
+
+
+def test_delta_metrics_count_each_token_once_in_the_collection_after_its_call(traced):
+    server, recorded = traced
+
+    def chat_a_input_tokens() -> list[Any]:
+        return [
+            point
+            for point in recorded.points("gen_ai.client.token.usage", recorded.deltas)
+            if point.attributes["gateway.model"] == "chat-a" and point.attributes["gen_ai.token.type"] == "input"
+        ]
+
+    chat_a_input_tokens()  # what earlier calls left
+    replies = [client(server, f"t-delta-{n}").chat.completions.create(model="chat-a", messages=USER) for n in range(2)]
+
+    [point] = chat_a_input_tokens()
+    assert point.count == 2
+    assert point.sum == sum(reply.usage.prompt_tokens for reply in replies)
+    assert point.min == min(reply.usage.prompt_tokens for reply in replies)
+    assert chat_a_input_tokens() == []  # counted once: nothing new since
 
 
 def wire(envelope: Any) -> Any:

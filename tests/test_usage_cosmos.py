@@ -17,7 +17,7 @@ from shared.settings import COSMOS_CONTAINERS, Settings, SettingsError
 from shared.stores import cosmos_containers
 from shared.usage import LOST_RECORD_MARKER, CosmosUsageStore, UsageRecorder
 from tests.fakes.cosmos_faults import Fault, FaultyCosmos, partition_of
-from tests.support import CosmosServer, admin_cli
+from tests.support import CosmosServer, admin_cli, create_containers
 
 USAGE = Settings().cosmos_usage_container_id
 
@@ -36,14 +36,7 @@ def database_id(request, faulty):
     faulty.refused.clear()
     name = f"usage-{request.node.name}"[:60].replace("[", "-").replace("]", "").replace("/", "-")
 
-    async def create():
-        database = CosmosDatabase(faulty.url, CosmosServer.KEY, name, verify_tls=False)
-        try:
-            await database.create_containers(cosmos_containers(Settings()))
-        finally:
-            await database.close()
-
-    asyncio.run(create())
+    create_containers(faulty.url, name)
     return name
 
 
@@ -256,9 +249,14 @@ def test_records_of_the_former_container_are_copied_into_day_partitions_once(cos
 @pytest.mark.parametrize(("value", "ttl"), [("30", 30 * 86400), ("0", None), ("", None), (" 365 ", 365 * 86400)])
 def test_usage_retention_days_sets_the_usage_containers_ttl(value, ttl):
     containers = cosmos_containers(Settings.from_environment({"USAGE_RETENTION_DAYS": value}))
-    # The limit counters: TTL on, no default (each counter document carries its own `ttl`).
-    expected = {"models": None, "projects": None, USAGE: ttl, Settings().cosmos_limits_container_id: -1}
-    assert {c.id: c.default_ttl for c in containers} == expected
+    assert {c.id: c.default_ttl for c in containers} == {
+        "models": None,
+        "projects": None,
+        USAGE: ttl,
+        # The limit counters: TTL on, no default (each counter document carries its own `ttl`).
+        Settings().cosmos_limits_container_id: -1,
+        "responses": 30 * 86400,
+    }
 
 
 @pytest.mark.parametrize("value", ["1.5", "-3", "a month"])

@@ -13,22 +13,17 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES
+from tests.conftest import ACCOUNT_ONE, ACCOUNT_TWO, FAMILIES, PNG_DATA_URL, assert_sent_the_image
+from tests.openapi import assert_conforms
 from tests.support import WEATHER_TOOLS
 
 USER = [{"role": "user", "content": "hello there"}]
 TOOLS = WEATHER_TOOLS
 
 
-@pytest.fixture
-def client(vertex_gateway, google):
-    google[1].clear()
-    return openai.OpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_chat_plain_for_every_family(client, google, family):
-    completion = client.chat.completions.create(model=family, messages=USER, max_tokens=100)
+def test_chat_plain_for_every_family(vertex_client, google, family):
+    completion = vertex_client.chat.completions.create(model=family, messages=USER, max_tokens=100)
     assert completion.choices[0].message.content == "echo: hello there"
     assert completion.model == family
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, 3)
@@ -36,12 +31,12 @@ def test_chat_plain_for_every_family(client, google, family):
     assert upstream.extra["account"] == ACCOUNT_ONE
 
 
-def test_a_relayed_azure_model_falls_back_to_a_vertex_model(client, google, fake_azure):
-    completion = client.chat.completions.create(model="azure-to-gemini", messages=USER)
+def test_a_relayed_azure_model_falls_back_to_a_vertex_model(vertex_client, google, fake_azure):
+    completion = vertex_client.chat.completions.create(model="azure-to-gemini", messages=USER)
     assert completion.model == "gemini"
     assert completion.choices[0].message.content == "echo: hello there"
     chunks = list(
-        client.chat.completions.create(
+        vertex_client.chat.completions.create(
             model="azure-to-gemini", messages=USER, stream=True, stream_options={"include_usage": True}
         )
     )
@@ -53,9 +48,9 @@ def test_a_relayed_azure_model_falls_back_to_a_vertex_model(client, google, fake
 
 
 @pytest.mark.parametrize("family", ["gemini", "claude", "llama", "mistral", "qwen"])
-def test_chat_streaming_with_usage_for_families(client, family):
+def test_chat_streaming_with_usage_for_families(vertex_client, family):
     chunks = list(
-        client.chat.completions.create(
+        vertex_client.chat.completions.create(
             model=family, messages=USER, max_tokens=100, stream=True, stream_options={"include_usage": True}
         )
     )
@@ -66,46 +61,43 @@ def test_chat_streaming_with_usage_for_families(client, family):
 
 
 @pytest.mark.parametrize("family", ["gemini", "claude"])
-def test_tool_calling(client, family):
-    completion = client.chat.completions.create(model=family, messages=USER, tools=TOOLS, max_tokens=100)
+def test_tool_calling(vertex_client, family):
+    completion = vertex_client.chat.completions.create(model=family, messages=USER, tools=TOOLS, max_tokens=100)
     call = completion.choices[0].message.tool_calls[0]
     assert call.function.name == "lookup_weather"
     assert json.loads(call.function.arguments) == {"echo": "hello there"}
 
 
 @pytest.mark.parametrize("family", ["gemini", "claude"])
-def test_image_parts_reach_the_model(client, google, family):
-    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+def test_image_parts_reach_the_model(vertex_client, google, family):
     messages = [
         {
             "role": "user",
-            "content": [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": image}}],
+            "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": PNG_DATA_URL}},
+            ],
         }
     ]
-    completion = client.chat.completions.create(model=family, messages=messages, max_tokens=20)
+    completion = vertex_client.chat.completions.create(model=family, messages=messages, max_tokens=20)
     assert completion.usage.prompt_tokens == 2  # one text word + one image part
-    sent = google[1].requests[0].json
-    if family == "gemini":
-        assert any("inline_data" in part or "inlineData" in part for part in sent["contents"][0]["parts"])
-    else:
-        (image_block,) = [block for block in sent["messages"][0]["content"] if block["type"] == "image"]
-        assert image_block["source"]["type"] == "base64"
+    assert_sent_the_image(google[1].requests[0].json, family)
 
 
-def test_gemini_embeddings(client, google):
-    result = client.embeddings.create(
+def test_gemini_embeddings(vertex_client, google):
+    result = vertex_client.embeddings.create(
         model="gemini-embed", input="embed these words", dimensions=4, encoding_format="float"
     )
     assert len(result.data[0].embedding) == 4
     assert result.usage.prompt_tokens == 3
     assert google[1].requests[0].extra["method"] == "predict"
     # The SDK's default asks for base64, which LiteLLM refuses for Vertex: the gateway encodes it.
-    default = client.embeddings.create(model="gemini-embed", input="embed these words", dimensions=4)
+    default = vertex_client.embeddings.create(model="gemini-embed", input="embed these words", dimensions=4)
     assert default.data[0].embedding == pytest.approx(result.data[0].embedding)
 
 
-def test_imagen_with_the_models_own_account_and_no_secret_in_the_body(client, google, vertex_gateway):
-    images = client.images.generate(model="imagen", prompt="a red fox", n=2, size="1792x1024")
+def test_imagen_with_the_models_own_account_and_no_secret_in_the_body(vertex_client, google, vertex_gateway):
+    images = vertex_client.images.generate(model="imagen", prompt="a red fox", n=2, size="1792x1024")
     assert len(images.data) == 2
     assert base64.b64decode(images.data[0].b64_json).startswith(b"\x89PNG")
     (upstream,) = google[1].requests
@@ -116,11 +108,11 @@ def test_imagen_with_the_models_own_account_and_no_secret_in_the_body(client, go
     }
 
 
-def test_no_credential_ever_reaches_an_upstream_body(client, google, vertex_gateway):
-    client.chat.completions.create(model="claude", messages=USER, max_tokens=50)
-    client.chat.completions.create(model="llama", messages=USER)
-    client.images.generate(model="imagen", prompt="a fox")
-    client.embeddings.create(model="gemini-embed", input="x")
+def test_no_credential_ever_reaches_an_upstream_body(vertex_client, google, vertex_gateway):
+    vertex_client.chat.completions.create(model="claude", messages=USER, max_tokens=50)
+    vertex_client.chat.completions.create(model="llama", messages=USER)
+    vertex_client.images.generate(model="imagen", prompt="a fox")
+    vertex_client.embeddings.create(model="gemini-embed", input="x")
     assert google[1].requests
     secrets = [account["private_key"] for account in vertex_gateway.accounts.values()]
     secrets += [line for secret in secrets for line in secret.splitlines()[1:3]]
@@ -130,25 +122,25 @@ def test_no_credential_ever_reaches_an_upstream_body(client, google, vertex_gate
         assert not any(secret in body for secret in secrets)
 
 
-def test_tokens_are_reused_across_calls(client, google):
+def test_tokens_are_reused_across_calls(vertex_client, google):
     oauth = google[0]
     before = dict(oauth.tokens_issued)
     for _ in range(5):
-        client.chat.completions.create(model="gemini", messages=USER)
-        client.chat.completions.create(model="claude", messages=USER, max_tokens=10)
-        client.images.generate(model="imagen", prompt="x")
+        vertex_client.chat.completions.create(model="gemini", messages=USER)
+        vertex_client.chat.completions.create(model="claude", messages=USER, max_tokens=10)
+        vertex_client.images.generate(model="imagen", prompt="x")
     assert oauth.tokens_issued.get(ACCOUNT_ONE, 0) - before.get(ACCOUNT_ONE, 0) <= 2
     assert oauth.tokens_issued.get(ACCOUNT_TWO, 0) - before.get(ACCOUNT_TWO, 0) <= 1
 
 
 def test_concurrent_calls_carry_their_own_accounts_token(vertex_gateway, google):
     google[1].clear()
-    client = openai.AsyncOpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
+    vertex_client = openai.AsyncOpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
 
     async def scenario():
         return await asyncio.gather(
             *(
-                client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"call {i}"}])
+                vertex_client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"call {i}"}])
                 for i in range(50)
                 for model in ("gemini", "gemini-two")
             )
@@ -179,9 +171,9 @@ def test_vertex_errors_map_to_the_openai_table(vertex_gateway, model, status, er
     assert response.json()["error"]["type"] == error_type
 
 
-def test_a_streaming_rate_limit_is_a_429(client):
+def test_a_streaming_rate_limit_is_a_429(vertex_client):
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model="gemini-rate-limited", messages=USER, stream=True)
+        vertex_client.chat.completions.create(model="gemini-rate-limited", messages=USER, stream=True)
 
 
 def test_a_safety_block_is_not_a_server_error(vertex_gateway):
@@ -208,9 +200,11 @@ def test_a_refusal_carries_the_providers_own_message(vertex_gateway, stream):
 
 
 @pytest.mark.parametrize("family", ["gemini", "claude"])
-def test_the_callers_parameters_reach_the_model(client, google, family):
+def test_the_callers_parameters_reach_the_model(vertex_client, google, family):
     messages = [{"role": "system", "content": "be brief"}, *USER]
-    client.chat.completions.create(model=family, messages=messages, max_tokens=40, temperature=0.25, stop=["END"])
+    vertex_client.chat.completions.create(
+        model=family, messages=messages, max_tokens=40, temperature=0.25, stop=["END"]
+    )
     (upstream,) = google[1].requests
     sent = upstream.json
     if family == "gemini":
@@ -276,3 +270,31 @@ def test_a_replayed_thought_signature_gemini_refuses_is_sent_again_as_the_placeh
     ]
     assert base64.b64encode(b"minted-elsewhere").decode() in signatures[0]
     assert base64.b64encode(b"skip_thought_signature_validator").decode() in signatures[1]
+
+
+def test_a_stream_cut_across_reads_mid_line_and_mid_character_comes_out_whole(vertex_client):
+    words = "héllo wörld ✓ 𝄞 là"
+    chunks = list(
+        vertex_client.chat.completions.create(
+            model="gemini-trickle",
+            messages=[{"role": "user", "content": words}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for position, chunk in enumerate(chunks):
+        assert_conforms("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True), f"chunk {position}")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"echo: {words}"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == len(words.split()) + 1
+
+
+def test_the_chunks_before_an_error_mid_stream_reach_the_caller_before_it(vertex_client):
+    stream = vertex_client.chat.completions.create(model="gemini-midstream-error", messages=USER, stream=True)
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            received.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "echo: hello "
+    assert raised.value.body["type"] == "rate_limit_error"
+    assert "Resource exhausted" in raised.value.message

@@ -19,12 +19,6 @@ from tests.support import wav_bytes
 SPEECH = [("mp3", "MP3", "audio/mpeg"), ("opus", "OGG_OPUS", "audio/ogg"), ("wav", "LINEAR16", "audio/wav")]
 
 
-@pytest.fixture
-def client(vertex_gateway, google):
-    google[1].clear()
-    return openai.OpenAI(base_url=f"{vertex_gateway.url}/v1", api_key="local", max_retries=0)
-
-
 def private_keys(gateway) -> list[str]:
     return [account["private_key"] for account in gateway.accounts.values()]
 
@@ -39,8 +33,10 @@ def assert_no_credential_in(text: str, gateway) -> None:
 
 
 @pytest.mark.parametrize(("audio_format", "encoding", "content_type"), SPEECH)
-def test_cloud_text_to_speech_in_each_format(client, google, vertex_gateway, audio_format, encoding, content_type):
-    speech = client.audio.speech.create(
+def test_cloud_text_to_speech_in_each_format(
+    vertex_client, google, vertex_gateway, audio_format, encoding, content_type
+):
+    speech = vertex_client.audio.speech.create(
         model="cloud-tts", voice="alloy", input="say this", response_format=audio_format, speed=1.25
     )
     assert speech.content == fake_audio(encoding, "say this")
@@ -57,15 +53,17 @@ def test_cloud_text_to_speech_in_each_format(client, google, vertex_gateway, aud
     assert_no_credential_in(upstream.body.decode(), vertex_gateway)
 
 
-def test_speech_without_a_format_is_mp3_as_on_openai(client, google):
-    with client.audio.speech.with_streaming_response.create(model="cloud-tts", voice="alloy", input="hi") as response:
+def test_speech_without_a_format_is_mp3_as_on_openai(vertex_client, google):
+    with vertex_client.audio.speech.with_streaming_response.create(
+        model="cloud-tts", voice="alloy", input="hi"
+    ) as response:
         assert response.headers["content-type"] == "audio/mpeg"
         assert b"".join(response.iter_bytes()) == fake_audio("MP3", "hi")
     assert google[1].requests[0].json["audioConfig"]["audioEncoding"] == "MP3"
 
 
-def test_a_google_voice_name_is_sent_as_it_is(client, google):
-    client.audio.speech.create(model="cloud-tts", voice="en-GB-Chirp3-HD-Charon", input="hello")
+def test_a_google_voice_name_is_sent_as_it_is(vertex_client, google):
+    vertex_client.audio.speech.create(model="cloud-tts", voice="en-GB-Chirp3-HD-Charon", input="hello")
     assert google[1].requests[0].json["voice"] == {"languageCode": "en-GB", "name": "en-GB-Chirp3-HD-Charon"}
 
 
@@ -93,15 +91,15 @@ def test_speech_fields_google_does_not_take_are_a_400(vertex_gateway, google, ex
     assert google[1].requests == []
 
 
-def test_speech_is_metered_and_refusals_are_mapped(client, vertex_gateway, google):
+def test_speech_is_metered_and_refusals_are_mapped(vertex_client, vertex_gateway, google):
     vertex_gateway.client("local", "vertex-tts-1").audio.speech.create(model="cloud-tts", voice="alloy", input="x")
     record = vertex_gateway.usage_record("vertex-tts-1")
     assert (record["model"], record["operation"], record["status"]) == ("cloud-tts", "audio_tts", 200)
 
     with pytest.raises(openai.RateLimitError):  # the fake faults on a voice named after the fault
-        client.audio.speech.create(model="cloud-tts", voice="en-US-rate-limited", input="x")
+        vertex_client.audio.speech.create(model="cloud-tts", voice="en-US-rate-limited", input="x")
     with pytest.raises(openai.APIStatusError) as forbidden:
-        client.audio.speech.create(model="cloud-tts", voice="en-US-forbidden", input="x")
+        vertex_client.audio.speech.create(model="cloud-tts", voice="en-US-forbidden", input="x")
     assert (forbidden.value.status_code, forbidden.value.code) == (502, "upstream_error")
     assert_no_credential_in(forbidden.value.response.text, vertex_gateway)
     assert_no_credential_in(vertex_gateway.log(), vertex_gateway)
@@ -110,9 +108,9 @@ def test_speech_is_metered_and_refusals_are_mapped(client, vertex_gateway, googl
 # Transcription
 
 
-def test_speech_to_text_v2_as_json_and_text(client, google, vertex_gateway):
+def test_speech_to_text_v2_as_json_and_text(vertex_client, google, vertex_gateway):
     audio = wav_bytes()
-    result = client.audio.transcriptions.create(model="chirp-stt", file=("clip.wav", audio), language="en")
+    result = vertex_client.audio.transcriptions.create(model="chirp-stt", file=("clip.wav", audio), language="en")
     assert_conforms("CreateTranscriptionResponseJson", result.to_dict())
     assert result.text == f"transcribed {len(audio)} bytes"
     (upstream,) = google[1].requests
@@ -123,15 +121,17 @@ def test_speech_to_text_v2_as_json_and_text(client, google, vertex_gateway):
     assert base64.b64decode(upstream.json["content"]) == audio
     assert_no_credential_in(upstream.body.decode(), vertex_gateway)
 
-    text = client.audio.transcriptions.create(model="chirp-stt", file=("clip.wav", audio), response_format="text")
+    text = vertex_client.audio.transcriptions.create(
+        model="chirp-stt", file=("clip.wav", audio), response_format="text"
+    )
     assert text == f"transcribed {len(audio)} bytes"
 
 
 def test_gemini_transcription_is_metered_in_tokens(vertex_gateway, google):
     google[1].clear()
     audio = wav_bytes()
-    client = vertex_gateway.client("local", "vertex-stt-gemini")
-    result = client.audio.transcriptions.create(model="gemini-stt", file=("clip.wav", audio))
+    vertex_client = vertex_gateway.client("local", "vertex-stt-gemini")
+    result = vertex_client.audio.transcriptions.create(model="gemini-stt", file=("clip.wav", audio))
     assert_conforms("CreateTranscriptionResponseJson", result.to_dict())
     assert result.text == f"transcribed {len(audio)} bytes"
     (upstream,) = google[1].requests
@@ -169,11 +169,11 @@ def test_transcription_fields_google_does_not_take_are_a_400(vertex_gateway, goo
     assert google[1].requests == []
 
 
-def test_transcription_refusals_are_mapped(client, vertex_gateway):
+def test_transcription_refusals_are_mapped(vertex_client, vertex_gateway):
     with pytest.raises(openai.RateLimitError):
-        client.audio.transcriptions.create(model="stt-rate-limited", file=("a.wav", wav_bytes()))
+        vertex_client.audio.transcriptions.create(model="stt-rate-limited", file=("a.wav", wav_bytes()))
     with pytest.raises(openai.APIStatusError) as forbidden:
-        client.audio.transcriptions.create(model="stt-forbidden", file=("a.wav", wav_bytes()))
+        vertex_client.audio.transcriptions.create(model="stt-forbidden", file=("a.wav", wav_bytes()))
     assert (forbidden.value.status_code, forbidden.value.code) == (502, "upstream_error")
     assert_no_credential_in(forbidden.value.response.text, vertex_gateway)
 

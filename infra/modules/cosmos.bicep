@@ -18,6 +18,10 @@ param autoscaleMaxThroughput int = 1000
 @minValue(0)
 param usageRetentionDays int = 0
 
+@description('Days Cosmos keeps each stored response (default TTL of the responses container). 0 = forever.')
+@minValue(0)
+param responsesRetentionDays int = 30
+
 // The usage container's indexing policy: only what the report query filters on
 // (shared/usage.py USAGE_INDEXING_POLICY; tests/test_infra.py checks).
 var usageIndexingPolicy = {
@@ -37,6 +41,23 @@ var usageIndexingPolicy = {
     }
     {
       path: '/"_etag"/?'
+    }
+  ]
+}
+
+// The responses container is only read by response id: nothing else is indexed
+// (shared/stored_responses.py RESPONSES_INDEXING_POLICY).
+var responsesIndexingPolicy = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    {
+      path: '/response_id/?'
+    }
+  ]
+  excludedPaths: [
+    {
+      path: '/*'
     }
   ]
 }
@@ -69,6 +90,14 @@ var containers = [
     name: 'limits'
     partitionKey: '/id'
     settings: { defaultTtl: -1 }
+  }
+  {
+    // Stored responses (COSMOS_RESPONSES_CONTAINER_ID): a response and the chunks of a large one
+    // share the response's id as partition key, so each logical partition holds one response;
+    // read by a query scoped to that partition: only the response id is indexed.
+    name: 'responses'
+    partitionKey: '/response_id'
+    settings: union({ indexingPolicy: responsesIndexingPolicy }, responsesRetentionDays > 0 ? { defaultTtl: responsesRetentionDays * 86400 } : {})
   }
 ]
 

@@ -6,6 +6,7 @@ azure_relay.py     Azure OpenAI chat completions and embeddings, sent by the gat
 litellm_calls.py   every other operation and provider, through LiteLLM (translations: the openai client)
 litellm_import.py  LiteLLM, imported on first need
 vertex.py          Vertex AI: Imagen's image generation, LiteLLM for the rest (held to what it can send Google)
+responses_chat.py  the Responses API over chat completions, around a provider's own transport (Vertex)
 mock.py            the Mock model: no provider called
 errors.py          provider failures as gateway errors
 """

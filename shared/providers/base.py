@@ -3,7 +3,8 @@
 Each way of calling a provider is a `Transport` (httpx's transports are the
 model): the Azure OpenAI relay (`azure_relay.py`), LiteLLM
 (`litellm_calls.py`), Vertex Imagen (`vertex.py`), Gemini and Claude chat
-on Vertex (`vertex_chat.py`) and the Mock (`mock.py`).
+on Vertex (`vertex_chat.py`), the Responses API over a deployment's chat
+completions (`responses_chat.py`, wrapping another transport) and the Mock (`mock.py`).
 `mapper.ProviderMapper` gives each deployment its transport once, when it
 maps the catalog entry to a `mapper.ProviderCall`; the gateway asks the
 call's transport for a whole answer or a stream, whatever the provider.
@@ -34,7 +35,7 @@ class Request:
     operation: Operation
     #: The caller's validated body (the relay sends it as it is), `stream_options` set to meter a stream.
     body: dict[str, Any]
-    #: The same request as LiteLLM's keyword arguments (`payloads.litellm_arguments`).
+    #: The same request as LiteLLM's keyword arguments (`arguments.litellm_arguments`).
     arguments: dict[str, Any]
     #: Whether the caller asked for a stream's usage chunk (the gateway always asks the provider for it).
     caller_wants_usage: bool = False

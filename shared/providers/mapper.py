@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from ..domain import Deployment, LLMModel, ModelType, Operation, Provider
 from ..errors import ConfigurationError
-from ..secrets import SecretResolver
 from .base import Transport
 from .litellm_import import litellm
 
@@ -87,6 +86,13 @@ class TokenSource(Protocol):
     """Bearer tokens for a scope (Entra ID through managed identity in Azure)."""
 
     async def token(self, scope: str) -> str: ...
+
+
+class SecretReferences(Protocol):
+    """The values of the secret references (`"$NAME"`) in a deployment's
+    parameters (`secrets.SecretResolver`: the environment or Key Vault)."""
+
+    async def resolve_parameters(self, parameters: dict[str, Any], *, model_id: str) -> dict[str, Any]: ...
 
 
 class EntraToken:
@@ -253,13 +259,15 @@ class Transports:
     azure_relay: Transport
     #: Vertex AI deployments (Imagen for images, Gemini and Claude chat translated by the gateway).
     vertex: Transport
+    #: Azure AI Foundry deployments (LiteLLM's, the Responses API over their chat completions).
+    foundry: Transport
     mock: Transport
 
 
 class ProviderMapper:
     def __init__(
         self,
-        secrets: SecretResolver,
+        secrets: SecretReferences,
         tokens: TokenSource,
         transports: Transports,
         connect_seconds: float = DEFAULT_CONNECT_SECONDS,
@@ -343,7 +351,7 @@ class ProviderMapper:
         timeout = arguments["timeout"]
         return ProviderCall(
             deployment,
-            self.transports.litellm,
+            self.transports.foundry,
             arguments,
             (credential,),
             litellm_client=functools.partial(self.http_client, timeout, auth),

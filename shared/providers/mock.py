@@ -1,8 +1,8 @@
 """The Mock model's transport: no provider is called, the gateway answers.
 
 It stands in for a provider in callers' tests and CI, so it answers what
-they send the way OpenAI would: chat completions and the Responses API,
-whole or streamed, with a tool call when tools are offered (`tool_call` in
+they send the way OpenAI would: chat completions, the Responses API and
+legacy completions, whole or streamed, with a tool call when tools are offered (`tool_call` in
 the catalog's parameters chooses it), JSON for a `json_object` or
 `json_schema` response format, a new id and the current time on each answer,
 and embeddings of the `dimensions` asked for. The answers are OpenAI's wire
@@ -83,6 +83,9 @@ class Mock:
         if request.operation is Operation.RESPONSES:
             body = wire.response(response(request.body, parameters, code), model.id)
             return Answer(body, body["usage"], code)
+        if request.operation is Operation.COMPLETION:
+            body = wire.text_completion(text_completion(request.body, parameters, code), model.id)
+            return Answer(body, body["usage"], code)
         assert request.operation is Operation.CHAT_COMPLETION, "a Mock model's catalog entry offers no other operation"
         body = wire.chat_completion(chat_completion(request.body, parameters, code), model.id)
         return Answer(body, body["usage"], code)
@@ -94,6 +97,10 @@ class Mock:
         if request.operation is Operation.RESPONSES:
             events = response_events(response(request.body, parameters, code))
             return LiteLLMStream(_each(events), model.id, (), wire.ResponseEvents(model.id))
+        if request.operation is Operation.COMPLETION:
+            pieces = text_chunks(text_completion(request.body, parameters, code))
+            shaper = wire.TextCompletionStream(model.id, request.caller_wants_usage)
+            return LiteLLMStream(_each(pieces), model.id, (), shaper)
         chunks = chat_chunks(chat_completion(request.body, parameters, code))
         return LiteLLMStream(_each(chunks), model.id, (), wire.ChatStream(model.id, request.caller_wants_usage))
 
@@ -294,6 +301,54 @@ def chat_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield head | {"choices": [], "usage": completion["usage"]}
 
 
+# Legacy completions.
+
+
+def text_completion(body: dict[str, Any], parameters: dict[str, Any], code: str) -> dict[str, Any]:
+    """A `CreateCompletionResponse` for `body`: for each prompt, `n` choices of
+    `parameters.response` (after the prompt itself when `echo` asks for it, for a
+    prompt given as text), numbered as OpenAI numbers them, prompt by prompt."""
+    prompts = _inputs(body["prompt"])
+    text = str(parameters.get("response", DEFAULT_RESPONSE))
+    n = int(body.get("n") or 1)
+    echo = bool(body.get("echo"))
+    choices = [
+        {
+            "index": position * n + index,
+            "text": (prompt if echo and isinstance(prompt, str) else "") + text,
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        for position, prompt in enumerate(prompts)
+        for index in range(n)
+    ]
+    prompt_tokens = sum(_tokens(prompt) for prompt in prompts)
+    completion_tokens = _count(text) * len(choices)
+    return {
+        "id": _new_id("cmpl-"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": code,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def text_chunks(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A legacy completion as OpenAI streams it: each choice's text a word at a
+    time, its finish reason on a last empty piece, then the usage chunk."""
+    head = {key: completion[key] for key in ("id", "object", "created", "model")}
+    for choice in completion["choices"]:
+        for piece in _pieces(choice["text"]):
+            yield head | {"choices": [choice | {"text": piece, "finish_reason": None}]}
+        yield head | {"choices": [choice | {"text": ""}]}
+    yield head | {"choices": [], "usage": completion["usage"]}
+
+
 # The Responses API.
 
 #: Request fields a `Response` repeats, as OpenAI's do.
@@ -410,8 +465,8 @@ def mock_embeddings(given: Any, dimensions: int, model_id: str) -> dict[str, Any
     """A `CreateEmbeddingResponse`: for each input a unit vector of `dimensions`
     numbers drawn from the input itself (the same input, the same vector),
     a token per word or token id."""
-    inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
-    tokens = sum(len(item) if isinstance(item, list) else max(1, len(item.split())) for item in inputs)
+    inputs = _inputs(given)
+    tokens = sum(_tokens(item) for item in inputs)
     return {
         "object": "list",
         "data": [
@@ -421,6 +476,16 @@ def mock_embeddings(given: Any, dimensions: int, model_id: str) -> dict[str, Any
         "model": model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _inputs(given: Any) -> list[Any]:
+    """An embedding's inputs or a completion's prompts: texts, or lists of token ids."""
+    return [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given)
+
+
+def _tokens(item: str | list[int]) -> int:
+    """A token per word of a text (at least one) or per token id."""
+    return len(item) if isinstance(item, list) else _count(item)
 
 
 def embedding_of(item: str | list[int], dimensions: int) -> list[float]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import functools
 import json
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ import aiohttp
 from .. import wire
 from ..domain import LLMModel, ModelType, Operation
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
-from ..wire import ChatStream, Event
+from ..wire import ChatStream, Event, Framed, sse_data
 from .aiohttp_client import ConnectionPool, failure, post
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, provider_error, scrub
@@ -184,8 +185,10 @@ class VertexChat:
         request = await self._request(model, call, body, stream=True)
         request, response = await self._accepted(model.id, call, request, self._send)
         text = _Text(response, model.id)
+        lines = _Lines(text)
         open_hop = functools.partial(self._streamed_hop, model.id, call, request)
-        return VertexStream(text, request, _parser(request, text, open_hop), ChatStream(model.id, caller_wants_usage))
+        parser = _parser(request, text, lines, open_hop)
+        return VertexStream(text, lines, request, parser, ChatStream(model.id, caller_wants_usage))
 
     async def _accepted(
         self,
@@ -411,6 +414,60 @@ class _Text:
         self.response.release()
 
 
+class _Lines:
+    """The `data:` lines of a stream's first response, as LiteLLM's stream parsers
+    read them (split by LiteLLM's own splitter), and whether the next one is
+    already here (`ready`): what arrived in one read goes to the caller as one
+    frame. The parsers make nothing of the other lines (blank lines, `event:`
+    names, comments), so they are not handed over. (A long decode's next hops
+    are read by LiteLLM from `_Text.aiter_text`.)"""
+
+    def __init__(self, text: _Text) -> None:
+        from litellm.llms.custom_httpx.sse_lines import _SSELineSplitter
+
+        self.content = text.response.content
+        self.model_id = text.model_id
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._splitter = _SSELineSplitter()
+        self._lines: deque[str] = deque()
+        self._ended = False
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._lines:
+            if self._ended:
+                raise StopAsyncIteration
+            try:
+                piece = await self.content.readany()
+            except Exception as exc:
+                raise failure(exc, self.model_id) from None
+            if piece:
+                self._take(piece)
+            else:
+                self._ended = True
+                self._keep(self._splitter.feed(self._decoder.decode(b"", final=True)))
+                self._keep(self._splitter.flush())
+        return self._lines.popleft()
+
+    def ready(self) -> bool:
+        """Whether a whole `data:` line is here without waiting for the provider (a
+        failure to read is not: the next read reports it)."""
+        if not self._lines and not self._ended:
+            try:
+                self._take(self.content.read_nowait())
+            except Exception:
+                return False
+        return bool(self._lines)
+
+    def _take(self, piece: bytes) -> None:
+        self._keep(self._splitter.feed(self._decoder.decode(piece)))
+
+    def _keep(self, lines: tuple[str, ...]) -> None:
+        self._lines.extend(line for line in lines if line.startswith("data:"))
+
+
 def _with_body(request: _Request, body: Mapping[str, Any]) -> _Request:
     """`request` with another body of LiteLLM's (the resent one, a long decode's next hop), to the URL that takes it."""
     from litellm.llms.vertex_ai.gemini.long_decode import url_for
@@ -463,12 +520,11 @@ async def _gemini_result(request: _Request, first: _Raw, hop: Callable[[Mapping[
     )
 
 
-def _parser(request: _Request, text: _Text, open_hop: Callable[[Mapping[str, Any]], Awaitable[_Text]]) -> Any:
-    """LiteLLM's stream parser for the provider, over `text`: SSE lines to `ModelResponseStream`s
-    (Gemini's opens the next hops of a long decode with `open_hop`)."""
-    from litellm.llms.custom_httpx.sse_lines import aiter_sse_lines
-
-    lines = aiter_sse_lines(text.aiter_text())
+def _parser(
+    request: _Request, text: _Text, lines: _Lines, open_hop: Callable[[Mapping[str, Any]], Awaitable[_Text]]
+) -> Any:
+    """LiteLLM's stream parser for the provider, over `lines` (of `text`): SSE lines to
+    `ModelResponseStream`s (Gemini's opens the next hops of a long decode with `open_hop`)."""
     if request.claude:
         from litellm.llms.anthropic.chat.handler import ModelResponseIterator as AnthropicChunks
 
@@ -492,11 +548,14 @@ class VertexStream:
     carries `role: assistant`, the finish reason comes in a chunk of its own
     at the end, and the usage (the provider's latest count) in a choiceless
     chunk after it, which `wire.ChatStream` passes on only to a caller who
-    asked for it.
+    asked for it. The chunks of what arrived in one read from the provider
+    go to the caller as one frame (as the Azure relay's do); those before a
+    failure are sent before it.
     """
 
-    def __init__(self, text: _Text, request: _Request, parser: Any, chunks: ChatStream) -> None:
+    def __init__(self, text: _Text, lines: _Lines, request: _Request, parser: Any, chunks: ChatStream) -> None:
         self.text = text
+        self.lines = lines
         self.request = request
         self.parser = parser
         self.chunks = chunks
@@ -515,22 +574,35 @@ class VertexStream:
 
     async def events(self) -> AsyncGenerator[Event | None, None]:
         parsed = aiter(self.parser)
+        frame: list[bytes] = []
         while True:
             try:
-                item = await anext(parsed)
-                if isinstance(item, dict):
-                    continue  # Anthropic's parser answers an SSE line that is not data (`event:`) with a dict
-                chunk = self._chunk(item)
+                chunk = self._chunk(await anext(parsed))
             except StopAsyncIteration:
                 break
-            except GatewayError:
-                raise
             except Exception as exc:
-                raise _provider_failure(exc, self.chunks.model_id, self.request.secrets) from None
-            yield self.chunks.event(chunk) if chunk is not None else None
-        yield self.chunks.event(self._ending(self._finish or "stop"))
+                error = exc if isinstance(exc, GatewayError) else None
+                error = error or _provider_failure(exc, self.chunks.model_id, self.request.secrets)
+                if frame:
+                    yield None, Framed(b"".join(frame))
+                raise error from None
+            if chunk is not None and (event := self.chunks.event(chunk)) is not None:
+                frame.append(sse_data(event[1]))
+            if not self.lines.ready():
+                yield (None, Framed(b"".join(frame))) if frame else None
+                frame = []
+        for ending in self._endings():
+            if (event := self.chunks.event(ending)) is not None:
+                frame.append(sse_data(event[1]))
+        if frame:
+            yield None, Framed(b"".join(frame))
+
+    def _endings(self) -> list[dict[str, Any]]:
+        """The finish reason's chunk, and the usage's when the provider counted."""
+        endings = [self._ending(self._finish or "stop")]
         if self._usage:
-            yield self.chunks.event(self._ending(None) | {"choices": [], "usage": self._usage})
+            endings.append(self._ending(None) | {"choices": [], "usage": self._usage})
+        return endings
 
     def _chunk(self, parsed: Any) -> dict[str, Any] | None:
         """One of LiteLLM's chunks as the caller's, or None when it carries nothing to send."""

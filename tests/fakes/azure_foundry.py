@@ -33,7 +33,7 @@ import json
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -90,8 +90,8 @@ class FakeFoundry:
         self.requests: list[RecordedRequest] = []
         self.app = Starlette(
             routes=[
-                Route("/models/chat/completions", self._chat, methods=["POST"]),
-                Route("/models/embeddings", self._embeddings, methods=["POST"]),
+                Route("/models/chat/completions", self._admitted(self._chat), methods=["POST"]),
+                Route("/models/embeddings", self._admitted(self._embeddings), methods=["POST"]),
             ]
         )
 
@@ -131,10 +131,16 @@ class FakeFoundry:
             return recorded, _content_filtered()
         return recorded, None
 
-    async def _chat(self, request: Request) -> Response:
-        recorded, refusal = await self._admit(request)
-        if refusal is not None:
-            return refusal
+    def _admitted(self, answer: Callable[[RecordedRequest], Response]) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint: the request recorded and admitted (`_admit`), then answered by `answer`."""
+
+        async def endpoint(request: Request) -> Response:
+            recorded, refusal = await self._admit(request)
+            return refusal if refusal is not None else answer(recorded)
+
+        return endpoint
+
+    def _chat(self, recorded: RecordedRequest) -> Response:
         body = recorded.json
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -142,9 +148,10 @@ class FakeFoundry:
         if any(not isinstance(m, dict) or m.get("role") not in ROLES for m in messages):
             return _error(400, "BadRequest", "Every message needs a 'role' of: " + ", ".join(sorted(ROLES)))
         users = [_text(m.get("content")) for m in messages if m["role"] == "user"]
-        text = "echo: " + (users[-1] if users else "")
+        answered_tool = messages[-1]["role"] == "tool"  # the model answers with what the tool gave
+        text = "echo: " + (_text(messages[-1].get("content")) if answered_tool else users[-1] if users else "")
         prompt = sum(_words(_text(m.get("content"))) for m in messages)
-        tools = body.get("tools") or []
+        tools = [] if answered_tool else body.get("tools") or []
         call = None
         if tools:
             arguments = json.dumps({"echo": text.removeprefix("echo: ")})
@@ -164,10 +171,7 @@ class FakeFoundry:
         choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop", "logprobs": None}
         return JSONResponse(head | {"object": "chat.completion", "choices": [choice], "usage": usage})
 
-    async def _embeddings(self, request: Request) -> Response:
-        recorded, refusal = await self._admit(request)
-        if refusal is not None:
-            return refusal
+    def _embeddings(self, recorded: RecordedRequest) -> Response:
         body = recorded.json
         given = body.get("input")
         inputs = [given] if isinstance(given, str) else given

@@ -41,10 +41,14 @@ answers 200 with a candidate whose `finishReason` is SAFETY; `long-decode` answe
 hops (`finishReason: CONTINUATION` with a `continuationToken`, then the rest for the call that
 sends the token back, as LiteLLM's Gemini long decoding expects); `signature-check` refuses
 (400) a history replaying a thought signature other than Google's skip-validator placeholder.
+Streamed, Gemini's `midstream-error` sends its first two chunks and then a 429 RESOURCE_EXHAUSTED
+error event, all in one write (as Vertex does within a 200 answer), and `trickle` sends its
+stream three bytes per write, a millisecond apart (lines and UTF-8 characters cut across reads).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -124,11 +128,14 @@ def leaf_text(value: Any) -> str:
 
 def sse(payload: dict[str, Any], event: str | None = None) -> bytes:
     prefix = f"event: {event}\n" if event else ""
-    return f"{prefix}data: {json.dumps(payload)}\n\n".encode()
+    return f"{prefix}data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-async def iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
+async def iterate(chunks: Iterable[bytes], pace: float = 0.0) -> AsyncIterator[bytes]:
+    """`chunks`, one write each; `pace` seconds apart (a provider's pace between its writes)."""
+    for position, chunk in enumerate(chunks):
+        if position and pace:
+            await asyncio.sleep(pace)
         yield chunk
 
 
@@ -332,6 +339,14 @@ def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
         chunks = list(gemini_hops(body, turn, model, stream))
     else:
         chunks = list(gemini_chunks(body, turn, model, stream))
+    if stream and "midstream-error" in model:
+        error = {"code": 429, "message": "Resource exhausted. Please try again later.", "status": "RESOURCE_EXHAUSTED"}
+        written = b"".join(sse(chunk) for chunk in [*chunks[:2], {"error": error}])
+        return StreamingResponse(iterate([written]), media_type="text/event-stream")
+    if stream and "trickle" in model:
+        written = b"".join(sse(chunk) for chunk in chunks)
+        pieces = (written[start : start + 3] for start in range(0, len(written), 3))
+        return StreamingResponse(iterate(pieces, pace=0.001), media_type="text/event-stream")
     if stream:
         return StreamingResponse(iterate(sse(chunk) for chunk in chunks), media_type="text/event-stream")
     return JSONResponse(chunks[0])
