@@ -309,7 +309,7 @@ def vertex_gateway(
         vertex_entry(
             f"gemini-tts-{fault}", "GoogleVertex", f"gemini-2.5-flash-tts-{fault}", vertex.url, operations=["audio_tts"]
         )
-        for fault in ("rate-limited", "invalid", "forbidden", "broken")
+        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "unsafe")
     ]
     entries += [
         vertex_entry(

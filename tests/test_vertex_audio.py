@@ -144,6 +144,15 @@ def test_gemini_speech_as_pcm_in_a_gemini_voice_with_instructions(vertex_client,
     assert sent["contents"][0]["parts"] == [{"text": "Say cheerfully: have a nice day"}]
 
 
+def test_gemini_speech_reuses_the_cached_google_token(vertex_client, google):
+    oauth = google[0]
+    vertex_client.audio.speech.create(model="gemini-tts", voice="alloy", input="warm up", response_format="pcm")
+    before = oauth.tokens_issued.get(ACCOUNT_TWO, 0)
+    for _ in range(3):
+        vertex_client.audio.speech.create(model="gemini-tts", voice="alloy", input="again", response_format="pcm")
+    assert oauth.tokens_issued.get(ACCOUNT_TWO, 0) == before  # not one token fetch per call, as LiteLLM's speech does
+
+
 def test_gemini_speech_is_metered_in_tokens_at_the_model_costs(vertex_gateway, google):
     google[1].clear()
     client = vertex_gateway.client("local", "vertex-gemini-tts-1")
@@ -173,6 +182,7 @@ def test_what_gemini_speech_does_not_take_is_a_400_naming_the_field(vertex_gatew
     assert response.status_code == 400, response.text
     assert_conforms("ErrorResponse", response.json())
     assert response.json()["error"]["param"] == param
+    assert param != "response_format" or "wav" in response.json()["error"]["message"]  # what it takes
     assert google[1].requests == []
 
 
@@ -192,6 +202,14 @@ def test_gemini_speech_refusals_are_mapped(vertex_client, vertex_gateway, model,
     assert_conforms("ErrorResponse", caught.value.response.json())
     assert_no_credential_in(caught.value.response.text, vertex_gateway)
     assert_no_credential_in(vertex_gateway.log(), vertex_gateway)
+
+
+@pytest.mark.parametrize("model", ["gemini-tts-blocked", "gemini-tts-unsafe"])
+def test_speech_googles_safety_filters_block_is_a_400_not_a_server_error(vertex_client, model):
+    with pytest.raises(openai.BadRequestError) as caught:
+        vertex_client.audio.speech.create(model=model, voice="alloy", input="x", response_format="wav")
+    assert caught.value.code == "content_filter"
+    assert_conforms("ErrorResponse", caught.value.response.json())
 
 
 def test_a_voice_gemini_does_not_have_is_googles_400(vertex_client):

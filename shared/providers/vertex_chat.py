@@ -401,10 +401,16 @@ def _claude(
 
 
 def _speech_audio(result: Any, model_id: str) -> bytes:
-    """The PCM of Gemini's answer (LiteLLM's `ModelResponse`: the inline audio as the message's `audio`)."""
+    """The PCM of Gemini's answer (LiteLLM's `ModelResponse`: the inline audio as the
+    message's `audio`). None, when Google's safety filters blocked the text, is a 400
+    (`content_filter`, as LiteLLM names the finish); none otherwise, a 502."""
     choices = getattr(result, "choices", None) or []
     audio = getattr(getattr(choices[0], "message", None), "audio", None) if choices else None
     data = getattr(audio, "data", None)
+    if not data and choices and getattr(choices[0], "finish_reason", None) == "content_filter":
+        raise UpstreamRejected(
+            400, f"Model '{model_id}' made no audio: Google's safety filters blocked the input.", code="content_filter"
+        )
     if not data:
         raise UpstreamError(f"Model '{model_id}' answered without audio.")
     try:

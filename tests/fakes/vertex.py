@@ -371,7 +371,7 @@ def gemini_speech(body: dict[str, Any], model: str) -> Response:
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
-    if "tts" in model and not stream:
+    if "tts" in model and not stream and "blocked" not in model and "unsafe" not in model:
         return gemini_speech(body, model)
     if "signature-check" in model and foreign_signature(body):
         return google_error(400, "Invalid thought signature.")
