@@ -92,11 +92,12 @@ VERTEX_CODE_PREFIXES: dict[ModelType, tuple[str, ...]] = {
 }
 
 #: Operations the gateway can serve per Google model type. Speech is Cloud
-#: Text-to-Speech and transcription Speech-to-Text v2 or Gemini transcription,
-#: both through LiteLLM, on `GoogleVertex` models (see `_check_vertex_audio`
-#: for the codes and `api_base` each takes); the Responses API is served over each
-#: model's chat completions (`providers/responses_chat.py`). A legacy completion is LiteLLM's: the prompt as a
-#: chat message, the answer as a `text_completion`.
+#: Text-to-Speech (through LiteLLM) or Gemini speech (`providers/vertex_chat.py`),
+#: transcription Speech-to-Text v2 or Gemini transcription (through LiteLLM), on
+#: `GoogleVertex` models (see `_check_vertex_audio` for the codes and `api_base`
+#: each takes); the Responses API is served over each model's chat completions
+#: (`providers/responses_chat.py`). A legacy completion is LiteLLM's: the prompt
+#: as a chat message, the answer as a `text_completion`.
 GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
     model_type: frozenset({Operation.CHAT_COMPLETION, Operation.COMPLETION, Operation.RESPONSES})
     for model_type in VERTEX_CODE_PREFIXES
@@ -115,6 +116,14 @@ GOOGLE_OPERATIONS: dict[ModelType, frozenset[Operation]] = {
 }
 #: How a Cloud Text-to-Speech model's `api_base` ends: LiteLLM sends speech to it as it is.
 CLOUD_TTS_PATH = "/v1/text:synthesize"
+
+
+def gemini_speech(code: str) -> bool:
+    """Whether a Vertex `code` names a Gemini text-to-speech model (`gemini-2.5-flash-tts`,
+    `gemini-2.5-flash-preview-tts`...): LiteLLM's rule, a code naming both `gemini` and `tts`."""
+    lowered = code.lower()
+    return "gemini" in lowered and "tts" in lowered
+
 
 #: What the gateway serves on an Azure AI Foundry deployment (the model inference API's
 #: chat completions and embeddings, and the Responses API over its chat completions).
@@ -315,22 +324,25 @@ class LLMModel:
 
 
 def _check_vertex_audio(operations: tuple[Operation, ...], deployment: Deployment, where: str, fail: Any) -> None:
-    """What LiteLLM 1.110.2 can do with Vertex speech and transcription.
+    """What the gateway can do with Vertex speech and transcription.
 
-    Speech (`audio_tts`) is Cloud Text-to-Speech: `code` names the model (such
-    as `chirp`; the voice picks the speaker) and `api_base`, if set, is the
-    whole synthesize URL (LiteLLM posts to it as it is), so such a model serves
-    speech only. Gemini speech is refused: LiteLLM sends it to Google's public
-    hosts whatever `api_base` says. Transcription (`audio_stt`) is Speech-to-Text
+    Speech (`audio_tts`) is Cloud Text-to-Speech through LiteLLM: `code` names
+    the model (such as `chirp`; the voice picks the speaker) and `api_base`, if
+    set, is the whole synthesize URL (LiteLLM posts to it as it is), so such a
+    model serves speech only. Or it is Gemini speech (`gemini_speech`: a code
+    naming `gemini` and `tts`), sent by the gateway to Gemini's `generateContent`
+    (`providers/vertex_chat.py`), `api_base` the root URL as for chat; another
+    Gemini code cannot list it. Transcription (`audio_stt`) is Speech-to-Text
     v2's recognizer model (`chirp_2`, `chirp_3`...) or a Gemini transcription
     model (its code names `transcribe`), `api_base` their root URL.
     """
     code = deployment.code.lower()
-    if Operation.AUDIO_TTS in operations and "gemini" in code:
+    speaks = gemini_speech(code)
+    if Operation.AUDIO_TTS in operations and "gemini" in code and not speaks:
         raise fail(
             "operations",
-            "lists audio_tts for a Gemini model, which the gateway cannot serve (LiteLLM sends Gemini speech "
-            "to Google's public endpoints whatever api_base says); use a Cloud Text-to-Speech model such as chirp",
+            "lists audio_tts for a Gemini model that is not a text-to-speech model (its code names 'tts', "
+            "such as gemini-2.5-flash-tts); use one, or a Cloud Text-to-Speech model such as chirp",
         )
     if Operation.AUDIO_STT in operations and "gemini" in code and "transcribe" not in code:
         raise fail(
@@ -341,7 +353,13 @@ def _check_vertex_audio(operations: tuple[Operation, ...], deployment: Deploymen
     api_base = deployment.parameters.get("api_base")
     synthesizes = isinstance(api_base, str) and api_base.rstrip("/").endswith(CLOUD_TTS_PATH)
     reference = isinstance(api_base, str) and api_base.startswith("$")  # a secret: not known until a call
-    if Operation.AUDIO_TTS in operations and api_base and not reference and not synthesizes:
+    if speaks and synthesizes:
+        raise fail(
+            f"{where}parameters.api_base",
+            f"of a Gemini speech model is Vertex AI's root URL (as for chat), not a {CLOUD_TTS_PATH} URL",
+        )
+    cloud_speech = Operation.AUDIO_TTS in operations and not speaks
+    if cloud_speech and api_base and not reference and not synthesizes:
         raise fail(f"{where}parameters.api_base", f"of an audio_tts model must be the URL ending in {CLOUD_TTS_PATH}")
     if synthesizes and set(operations) != {Operation.AUDIO_TTS}:
         raise fail(f"{where}parameters.api_base", "is a Cloud Text-to-Speech URL: the model can list audio_tts only")

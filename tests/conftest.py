@@ -295,6 +295,21 @@ def vertex_gateway(
         vertex_entry("gemini-stt", "GoogleVertex", "gemini-3.5-transcribe", vertex.url, operations=["audio_stt"]),
         vertex_entry("stt-rate-limited", "GoogleVertex", "chirp_2-rate-limited", vertex.url, operations=["audio_stt"]),
         vertex_entry("stt-forbidden", "GoogleVertex", "chirp_2-forbidden", vertex.url, operations=["audio_stt"]),
+        # Gemini speech: generateContent at the root URL, as for chat.
+        vertex_entry(
+            "gemini-tts",
+            "GoogleVertex",
+            "gemini-2.5-flash-preview-tts",
+            vertex.url,
+            secret="$GOOGLE_SA_TWO",
+            operations=["audio_tts"],
+        ),
+    ]
+    entries += [
+        vertex_entry(
+            f"gemini-tts-{fault}", "GoogleVertex", f"gemini-2.5-flash-tts-{fault}", vertex.url, operations=["audio_tts"]
+        )
+        for fault in ("rate-limited", "invalid", "forbidden", "broken", "blocked", "unsafe")
     ]
     entries += [
         vertex_entry(

@@ -5,8 +5,9 @@ included, into the request body it sends to Google, sends no token at all when
 `api_base` is set, and fetches a new OAuth token on every call. So image
 generation on Vertex goes through this small adapter: Imagen's `:predict`
 with a bearer token from credentials cached per service account. `Vertex` is
-the transport of Vertex deployments: Imagen for images, LiteLLM for the rest,
-legacy completions, speech and transcription held to what LiteLLM can send Google.
+the transport of Vertex deployments: Imagen for images, `fallback` (Gemini and
+Claude chat and Gemini speech, LiteLLM for the rest) for every other operation,
+legacy completions, speech and transcription held to what can be sent Google.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..domain import LLMModel, Operation
+from ..domain import LLMModel, Operation, gemini_speech
 from ..errors import ConfigurationError, InvalidRequest, UpstreamError, UpstreamTimeout
 from .base import Answer, Request, Transport, Upstream
 from .errors import from_status, lowered, scrub
@@ -33,9 +34,9 @@ class GoogleAudio:
 
     what: str
     #: The `response_format`s Google answers, as OpenAI names them, and the one
-    #: sent when the caller names none (OpenAI's default).
+    #: sent when the caller names none (OpenAI's default), None when one must be named.
     formats: tuple[str, ...]
-    default_format: str
+    default_format: str | None
     #: The request fields LiteLLM passes on to Google (it refuses the others,
     #: or drops them without a word).
     fields: frozenset[str]
@@ -57,6 +58,12 @@ GOOGLE_AUDIO: dict[Operation, GoogleAudio] = {
         "transcription", ("json", "text"), "json", frozenset({"file", "language", "response_format"})
     ),
 }
+#: Gemini speech (`vertex_chat.VertexChat.speech`) answers 24 kHz 16-bit mono PCM,
+#: served as it is or in a WAV file; it has no other encoding (OpenAI's default,
+#: mp3, included), so a request names one, and it has no speaking rate.
+GEMINI_SPEECH = GoogleAudio(
+    "Gemini speech", ("wav", "pcm"), None, frozenset({"input", "voice", "response_format", "instructions"})
+)
 
 
 class GoogleTokens:
@@ -163,21 +170,21 @@ class Vertex:
 
     async def whole(self, model: LLMModel, call: ProviderCall, request: Request) -> Answer[Any]:
         if request.operation is not Operation.IMAGES:
-            return await self.fallback.whole(model, call, _for_google(model, request))
+            return await self.fallback.whole(model, call, _for_google(model, call.deployment.code, request))
         arguments = call.arguments | {"timeout": call.http_timeout()}
         return Answer(await self.imagen.generate(model.id, call.deployment.code, arguments, request.body))
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
-        return await self.fallback.stream(model, call, _for_google(model, request))
+        return await self.fallback.stream(model, call, _for_google(model, call.deployment.code, request))
 
 
-def _for_google(model: LLMModel, request: Request) -> Request:
-    """`request` as LiteLLM can send it to Vertex AI, or a 400 naming the field
-    it cannot: a legacy completion's one prompt (LiteLLM would make a list of
-    prompts one conversation, and cannot send token ids) and none of the
-    fields a chat has no equivalent of (`CHAT_HAS_NO`); speech and
-    transcription's fields and formats (see `GOOGLE_AUDIO`), a speech voice
-    named (Cloud Text-to-Speech has no voice objects)."""
+def _for_google(model: LLMModel, code: str, request: Request) -> Request:
+    """`request` as Vertex AI can be sent it for the deployment's `code`, or a 400
+    naming the field it cannot: a legacy completion's one prompt (LiteLLM would
+    make a list of prompts one conversation, and cannot send token ids) and none
+    of the fields a chat has no equivalent of (`CHAT_HAS_NO`); speech and
+    transcription's fields and formats (see `GOOGLE_AUDIO`, and `GEMINI_SPEECH`
+    for a Gemini speech code), a speech voice named (Google has no voice objects)."""
     if request.operation is Operation.COMPLETION:
         if not isinstance(request.body.get("prompt"), str):
             raise InvalidRequest(f"Model '{model.id}' (Vertex AI) takes one prompt, a string.", param="prompt")
@@ -187,7 +194,8 @@ def _for_google(model: LLMModel, request: Request) -> Request:
                     f"Model '{model.id}' (Vertex AI) answers a completion as a chat, which has no '{name}'.",
                     param=name,
                 )
-    audio = GOOGLE_AUDIO.get(request.operation)
+    speaks = request.operation is Operation.AUDIO_TTS and gemini_speech(code)
+    audio = GEMINI_SPEECH if speaks else GOOGLE_AUDIO.get(request.operation)
     if audio is None:
         return request
     for name in request.body:
@@ -197,8 +205,14 @@ def _for_google(model: LLMModel, request: Request) -> Request:
                 param=name,
             )
     if request.operation is Operation.AUDIO_TTS and not isinstance(request.body.get("voice"), str):
-        raise InvalidRequest(f"Model '{model.id}' (Vertex AI speech) takes a voice name.", param="voice")
+        raise InvalidRequest(f"Model '{model.id}' (Vertex AI {audio.what}) takes a voice name.", param="voice")
     chosen = request.body.get("response_format") or audio.default_format
+    if chosen is None:
+        raise InvalidRequest(
+            f"Model '{model.id}' (Vertex AI {audio.what}) answers response_format {' or '.join(audio.formats)} "
+            "only (not OpenAI's default, mp3): name one.",
+            param="response_format",
+        )
     if chosen not in audio.formats:
         raise InvalidRequest(
             f"Model '{model.id}' (Vertex AI {audio.what}) answers response_format {', '.join(audio.formats)}; "

@@ -1,4 +1,4 @@
-"""Chat completions on Vertex AI's Gemini and Claude, without `litellm.acompletion`.
+"""Chat completions on Vertex AI's Gemini and Claude, and Gemini speech, without `litellm.acompletion`.
 
 LiteLLM's provider classes still do the provider's part: its parameter
 mapping, request and response translation, URLs and its stream parsers
@@ -22,13 +22,21 @@ own functions: a long decode is continued hop by hop to its end, and a
 replayed thought signature Gemini refuses is sent again as Google's
 placeholder. Its context caching is not needed: a message carrying a
 `cache_control` mark goes through `litellm.acompletion`.
+
+Gemini speech (`audio_tts` on a code `domain.gemini_speech` names) is sent
+the same way, as the chat LiteLLM's own speech bridge makes of it (the text,
+`modalities: [audio]`, the voice): `litellm.aspeech` would send it to Google's
+public host whatever `api_base` says, with a token of its own per call.
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 import functools
+import io
 import json
+import wave
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -37,7 +45,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .. import wire
-from ..domain import LLMModel, ModelType, Operation
+from ..domain import LLMModel, ModelType, Operation, gemini_speech
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from ..wire import ChatStream, Event, Framed, sse_data
 from .aiohttp_client import ConnectionPool, failure, post
@@ -72,6 +80,9 @@ _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call
 #: Fields of a request that are not LiteLLM's OpenAI parameters.
 _NOT_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options"})
 ANTHROPIC_VERSION = "vertex-2023-10-16"
+#: What Gemini speech answers (`audio/L16;codec=pcm;rate=24000`): 24 kHz mono, 2 bytes a sample.
+GEMINI_SPEECH_RATE = 24_000
+GEMINI_SPEECH_SAMPLE_BYTES = 2
 
 
 def serves(model: LLMModel, body: dict[str, Any]) -> bool:
@@ -143,8 +154,8 @@ class _Request:
 
 class VertexChat:
     """The transport of Vertex AI deployments' chat completions that `serves` takes
-    (sent through the process's connection pool, `pool`); every other request
-    goes to `fallback`."""
+    and Gemini speech (sent through the process's connection pool, `pool`); every
+    other request goes to `fallback`."""
 
     def __init__(self, tokens: GoogleTokens, pool: ConnectionPool, fallback: Transport) -> None:
         self.tokens = tokens
@@ -155,7 +166,30 @@ class VertexChat:
         if request.operation is Operation.CHAT_COMPLETION and serves(model, request.body):
             answer = await self.completion(model, call, request.body)
             return replace(answer, body=wire.chat_completion(answer.body, model.id))
+        if request.operation is Operation.AUDIO_TTS and gemini_speech(call.deployment.code):
+            return await self.speech(model, call, request.body, request.arguments["response_format"])
         return await self.fallback.whole(model, call, request)
+
+    async def speech(
+        self, model: LLMModel, call: ProviderCall, body: dict[str, Any], response_format: str
+    ) -> Answer[bytes]:
+        """Gemini speech: the caller's `input` (after its `instructions`, as Google's
+        style prompt: `Say cheerfully: ...`) as a chat asking for audio, which
+        LiteLLM translates to `generateContent` with `responseModalities: [AUDIO]`
+        and the voice (OpenAI's names mapped to Gemini's prebuilt voices, others sent
+        as they are) in `speechConfig`. Gemini answers 24 kHz 16-bit mono PCM, sent
+        as it is (`pcm`) or in a WAV file (`wav`); its tokens are the usage."""
+        text = body["input"]
+        if body.get("instructions"):
+            text = f"{body['instructions']}: {text}"
+        chat = {
+            "messages": [{"role": "user", "content": text}],
+            "modalities": ["audio"],
+            "audio": {"voice": body["voice"], "format": "pcm16"},
+        }
+        answer = await self.completion(model, call, chat)
+        pcm = _speech_audio(answer.body, model.id)
+        return replace(answer, body=pcm if response_format == "pcm" else _wav(pcm))
 
     async def stream(self, model: LLMModel, call: ProviderCall, request: Request) -> Upstream:
         if request.operation is Operation.CHAT_COMPLETION and serves(model, request.body):
@@ -364,6 +398,36 @@ def _claude(
     if stream:
         data["stream"] = True
     return _Request(url, headers, data, _encoded(data), True, code, messages, optional, secrets)
+
+
+def _speech_audio(result: Any, model_id: str) -> bytes:
+    """The PCM of Gemini's answer (LiteLLM's `ModelResponse`: the inline audio as the
+    message's `audio`). None, when Google's safety filters blocked the text, is a 400
+    (`content_filter`, as LiteLLM names the finish); none otherwise, a 502."""
+    choices = getattr(result, "choices", None) or []
+    audio = getattr(getattr(choices[0], "message", None), "audio", None) if choices else None
+    data = getattr(audio, "data", None)
+    if not data and choices and getattr(choices[0], "finish_reason", None) == "content_filter":
+        raise UpstreamRejected(
+            400, f"Model '{model_id}' made no audio: Google's safety filters blocked the input.", code="content_filter"
+        )
+    if not data:
+        raise UpstreamError(f"Model '{model_id}' answered without audio.")
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        raise UpstreamError(f"Model '{model_id}' answered with audio the gateway cannot read.") from None
+
+
+def _wav(pcm: bytes) -> bytes:
+    """Gemini speech's PCM in a WAV file."""
+    file = io.BytesIO()
+    with wave.open(file, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(GEMINI_SPEECH_SAMPLE_BYTES)
+        out.setframerate(GEMINI_SPEECH_RATE)
+        out.writeframes(pcm)
+    return file.getvalue()
 
 
 def _encoded(payload: Mapping[str, Any]) -> bytes:

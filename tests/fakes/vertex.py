@@ -5,7 +5,8 @@ fake's root URL (Imagen and Cloud TTS take a full URL as `api_base` instead):
 
 - `POST /{v}/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}`
   - google `generateContent` / `streamGenerateContent?alt=sse`: Gemini chat,
-    function calls, inline media, audio output, Gemini transcription.
+    function calls, inline media, audio output, Gemini transcription; for a
+    model whose name has `tts`, Gemini speech (`gemini_speech`).
   - google `predict`: text embeddings (`instances[].content`) or Imagen
     (`instances[].prompt`).
   - anthropic `rawPredict` / `streamRawPredict`: Claude, Anthropic Messages.
@@ -318,9 +319,60 @@ def foreign_signature(body: dict[str, Any]) -> bool:
     return any(field(part, "thoughtSignature") not in (None, SKIP_SIGNATURE) for part in parts)
 
 
+#: Gemini speech's prebuilt voices, as Google lists them.
+GEMINI_VOICES = frozenset(
+    {
+        *("Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe"),
+        *("Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi"),
+        *("Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi"),
+        *("Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat"),
+    }
+)
+
+
+def gemini_speech_pcm(voice: str, text: str) -> bytes:
+    """The fake's speech for `text` in `voice`: 16-bit samples (an even number of bytes) naming both."""
+    spoken = f"{voice}:{text}".encode()
+    return spoken + b"\0" * (len(spoken) % 2)
+
+
+def gemini_speech(body: dict[str, Any], model: str) -> Response:
+    """A Gemini TTS model's answer, as Google documents it: the request's one user
+    turn of text spoken in `speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName`
+    (one of `GEMINI_VOICES`), `generationConfig.responseModalities` exactly
+    `["AUDIO"]`; the audio inline as base64 PCM (`audio/L16;codec=pcm;rate=24000`),
+    prompt tokens the text's words, candidate tokens the audio's samples."""
+    contents = body.get("contents") or []
+    parts = [part for content in contents for part in content.get("parts") or []]
+    if len(contents) != 1 or contents[0].get("role", "user") != "user" or not all("text" in p for p in parts):
+        return google_error(400, "A text-to-speech request takes one user turn of text.")
+    config = field(body, "generationConfig") or {}
+    if field(config, "responseModalities") != ["AUDIO"]:
+        return google_error(400, "Text-to-speech models only answer the AUDIO response modality.")
+    voice_config = field(field(field(config, "speechConfig") or {}, "voiceConfig") or {}, "prebuiltVoiceConfig")
+    voice = field(voice_config or {}, "voiceName")
+    if voice not in GEMINI_VOICES:
+        return google_error(400, f"Voice name {voice} is not supported.")
+    text = " ".join(part["text"] for part in parts)
+    pcm = gemini_speech_pcm(voice, text)
+    inline = {"mimeType": f"audio/L16;codec=pcm;rate={PCM_RATE}", "data": base64.b64encode(pcm).decode()}
+    candidate = {"content": {"role": "model", "parts": [{"inlineData": inline}]}, "finishReason": "STOP"}
+    samples = len(pcm) // 2
+    usage = {
+        "promptTokenCount": words(text),
+        "candidatesTokenCount": samples,
+        "totalTokenCount": words(text) + samples,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": words(text)}],
+        "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": samples}],
+    }
+    return JSONResponse(gemini_envelope(model, new_id(), candidates=[candidate], usageMetadata=usage))
+
+
 def gemini_response(body: dict[str, Any], model: str, stream: bool) -> Response:
     if field(field(body, "generationConfig") or {}, "audioTranscriptionConfig") is not None:
         return gemini_transcription(body, model)
+    if "tts" in model and not stream and "blocked" not in model and "unsafe" not in model:
+        return gemini_speech(body, model)
     if "signature-check" in model and foreign_signature(body):
         return google_error(400, "Invalid thought signature.")
     turn = gemini_turn(body)
