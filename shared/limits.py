@@ -26,6 +26,7 @@ the remainder the instance last saw, and flushes what it used once the store is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -168,10 +169,14 @@ class Limiter:
         self._current: dict[tuple[str, str], Counter] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._admissions = itertools.count()
 
     async def admit(self, caller: Caller, request_id: str, worst: Worst) -> Admission:
         """Reserve `worst` against every limit of `caller`, or raise the refusal (429, or 503 under "deny"),
         which carries the x-ratelimit headers of the caller's limits."""
+        # The caller chooses its request id (`x-request-id`), so calls may share one: each admission
+        # holds and settles under a key of its own.
+        request_id = f"{request_id}#{next(self._admissions)}"
         now = self.clock()
         counters = []
         for scope in caller.limits:

@@ -246,3 +246,24 @@ def test_settling_twice_counts_once():
     headers = asyncio.run(scenario())
     assert headers["x-ratelimit-remaining-tokens"] == "993"
     assert headers["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_calls_sharing_a_caller_s_request_id_each_hold_and_settle_their_own_reservation():
+    """`x-request-id` is the caller's to choose: calls that repeat one must not replace each other's
+    reservations (admitting more than the budget) nor settle each other's (leaving spending uncounted)."""
+
+    async def scenario():
+        limiter = Limiter(Interleaving(), clock=Clock().of(0.0))
+        who = caller(budget_usd=2.0)
+        first = await limiter.admit(who, "same-id", Worst(1, 1, 1.0))
+        second = await limiter.admit(who, "same-id", Worst(1, 1, 1.0))
+        with pytest.raises((BudgetExhausted, LimitReached)):
+            await limiter.admit(who, "same-id", Worst(1, 1, 1.0))
+        first.settle(1, 1, 1.0)
+        second.settle(1, 1, 1.0)
+        rows = await limiter.report(who.limits)
+        stop_background_tasks()
+        return rows[0]
+
+    row = asyncio.run(scenario())
+    assert row["spent"] == pytest.approx(2.0)
