@@ -63,6 +63,25 @@ def _openai_operations(gateway: Gateway) -> list[tuple[str, str, list[str], Endp
     ]
 
 
+def _management_routes(gateway: Gateway) -> list[tuple[str, str, list[str], Endpoint]]:
+    """The project's own usage and limits, and the admin API: the function name, the route,
+    the methods and the use case."""
+    management = gateway.management
+    limits, model = "v1/admin/projects/{project_id}/limits", "v1/admin/models/{model_id}"
+    return [
+        ("usage", "v1/usage", _GET, management.own_usage),
+        ("limits", "v1/limits", _GET, management.own_limits),
+        ("manage_get_limits", limits, _GET, management.project_limits),
+        ("manage_put_limits", limits, ["PUT"], management.put_project_limits),
+        ("manage_delete_limits", limits, ["DELETE"], management.delete_project_limits),
+        ("manage_usage", "v1/admin/usage", _GET, management.project_usage),
+        ("manage_list_models", "v1/admin/models", _GET, management.list_models),
+        ("manage_get_model", model, _GET, management.get_model),
+        ("manage_put_model", model, ["PUT"], management.put_model),
+        ("manage_delete_model", model, ["DELETE"], management.delete_model),
+    ]
+
+
 def create_app(settings: Settings) -> GatewayApp:
     """The app with every route, serving a gateway built from `settings`."""
     service = compose(settings)
@@ -93,45 +112,8 @@ def create_app(settings: Settings) -> GatewayApp:
         else:
             serve(f"azure_{name}", f"openai/{path}", methods, endpoint)
 
-    @app.route(route="v1/usage", methods=["GET", "HEAD"])
-    async def usage(req: Request) -> Response:
-        return await handle(req, gateway.management.own_usage)
-
-    @app.route(route="v1/limits", methods=["GET", "HEAD"])
-    async def limits(req: Request) -> Response:
-        return await handle(req, gateway.management.own_limits)
-
-    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["GET", "HEAD"])
-    async def manage_get_limits(req: Request) -> Response:
-        return await handle(req, gateway.management.project_limits)
-
-    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["PUT"])
-    async def manage_put_limits(req: Request) -> Response:
-        return await handle(req, gateway.management.put_project_limits)
-
-    @app.route(route="v1/admin/projects/{project_id}/limits", methods=["DELETE"])
-    async def manage_delete_limits(req: Request) -> Response:
-        return await handle(req, gateway.management.delete_project_limits)
-
-    @app.route(route="v1/admin/usage", methods=["GET", "HEAD"])
-    async def manage_usage(req: Request) -> Response:
-        return await handle(req, gateway.management.project_usage)
-
-    @app.route(route="v1/admin/models", methods=["GET", "HEAD"])
-    async def manage_list_models(req: Request) -> Response:
-        return await handle(req, gateway.management.list_models)
-
-    @app.route(route="v1/admin/models/{model_id}", methods=["GET", "HEAD"])
-    async def manage_get_model(req: Request) -> Response:
-        return await handle(req, gateway.management.get_model)
-
-    @app.route(route="v1/admin/models/{model_id}", methods=["PUT"])
-    async def manage_put_model(req: Request) -> Response:
-        return await handle(req, gateway.management.put_model)
-
-    @app.route(route="v1/admin/models/{model_id}", methods=["DELETE"])
-    async def manage_delete_model(req: Request) -> Response:
-        return await handle(req, gateway.management.delete_model)
+    for name, route, methods, endpoint in _management_routes(gateway):
+        serve(name, route, methods, endpoint)
 
     @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     async def zz_unknown_route(req: Request) -> Response:
