@@ -26,6 +26,7 @@ the remainder the instance last saw, and flushes what it used once the store is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -70,7 +71,7 @@ class Counter:
     #: The slice leased (as the store holds it), and when the lease expires (Unix time).
     held: float = 0.0
     expires: float = 0.0
-    #: Calls in flight: request id -> (worst case, when the reservation lapses).
+    #: Calls in flight: reservation (`Admission.reservation`) -> (worst case, when it lapses).
     reservations: dict[str, tuple[float, float]] = field(default_factory=dict)
     reserved: float = 0.0
     #: Settled and not yet flushed into the store's `spent`.
@@ -95,11 +96,8 @@ class Counter:
         """Whether `amount` fits in what is free (sums of float amounts drift by a rounding or two)."""
         return self.free(now) >= amount - self.limit * 1e-9
 
-    def hold(self, request_id: str, amount: float, lapses: float) -> None:
-        previous = self.reservations.get(request_id)
-        if previous is not None:
-            self.reserved -= previous[0]
-        self.reservations[request_id] = (amount, lapses)
+    def hold(self, reservation: str, amount: float, lapses: float) -> None:
+        self.reservations[reservation] = (amount, lapses)
         self.reserved += amount
 
     def settle(self, request_id: str, actual: float) -> None:
@@ -132,12 +130,14 @@ def rate_headers(counters: list[Counter], now: float) -> dict[str, str]:
 
 
 class Admission:
-    """One admitted call's reservations: settled once when the call ends (`settle`)."""
+    """One admitted call's reservations: settled once when the call ends (`settle`). They are held under
+    `reservation`, the request id made unique: a caller chooses its request ids, and two calls in flight
+    with the same one are still two reservations, each settled at its own cost."""
 
-    def __init__(self, limiter: Limiter, counters: list[Counter], request_id: str) -> None:
+    def __init__(self, limiter: Limiter, counters: list[Counter], reservation: str) -> None:
         self.limiter = limiter
         self.counters = counters
-        self.request_id = request_id
+        self.reservation = reservation
 
     def headers(self) -> dict[str, str]:
         return rate_headers(self.counters, self.limiter.clock())
@@ -145,7 +145,7 @@ class Admission:
     def settle(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
         actual = {BUDGET: cost, TOKENS: prompt_tokens + completion_tokens, REQUESTS: 1}
         for counter in self.counters:
-            counter.settle(self.request_id, actual[counter.kind])
+            counter.settle(self.reservation, actual[counter.kind])
 
 
 class Limiter:
@@ -168,11 +168,13 @@ class Limiter:
         self._current: dict[tuple[str, str], Counter] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._admitted = itertools.count()
 
     async def admit(self, caller: Caller, request_id: str, worst: Worst) -> Admission:
         """Reserve `worst` against every limit of `caller`, or raise the refusal (429, or 503 under "deny"),
         which carries the x-ratelimit headers of the caller's limits."""
         now = self.clock()
+        reservation = f"{request_id}#{next(self._admitted)}"
         counters = []
         for scope in caller.limits:
             if scope.quota is None:
@@ -181,17 +183,17 @@ class Limiter:
         taken: list[Counter] = []
         try:
             for counter in counters:
-                await self._reserve(counter, request_id, worst.amount(counter.kind))
+                await self._reserve(counter, reservation, worst.amount(counter.kind))
                 taken.append(counter)
         except BaseException as exc:
             for counter in taken:
-                counter.settle(request_id, 0.0)
+                counter.settle(reservation, 0.0)
             if isinstance(exc, GatewayError):
                 exc.headers = rate_headers(counters, self.clock()) | exc.headers
             raise
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._renew_forever())
-        return Admission(self, taken, request_id)
+        return Admission(self, taken, reservation)
 
     def _counter(self, scope: Scope, quota: Quota, measured: Counted, now: float) -> Counter:
         current = self._current.get((scope.name, measured.kind))

@@ -312,3 +312,25 @@ def test_the_cli_sets_shows_and_clears_limits(tmp_path):
     assert refused.returncode == 1 and "limits.budget_usd" in refused.stderr
     admin_cli(env, "limits", "clear", "team")
     assert "limits" not in {d["id"]: d for d in json.loads(projects.read_text())}["team"]
+
+
+def test_calls_sharing_a_caller_s_request_id_are_each_reserved_and_charged(limited):
+    """The request id is the caller's to choose: two calls in flight with the same one are two reservations."""
+    key = key_of("stream")
+    headers = {"Authorization": f"Bearer {key}", "x-request-id": "lim-twice"}
+    before = row(limits_report(limited, key), "budget")["spent"]
+    body = {"model": "slow-stream", "messages": USER, "stream": True, "max_tokens": 50}
+    with httpx.stream("POST", f"{limited.url}/v1/chat/completions", json=body, headers=headers) as streamed:
+        assert streamed.status_code == 200  # admitted: its worst case is reserved while it streams
+        whole = httpx.post(f"{limited.url}/v1/chat/completions", json=body | {"stream": False}, headers=headers)
+        assert whole.status_code == 200
+        for _ in streamed.iter_lines():
+            pass
+    deadline = time.monotonic() + 10
+    while len(records := [r for r in limited.usage_records() if r["request_id"] == "lim-twice"]) < 2:
+        assert time.monotonic() < deadline, "no usage records for both calls"
+        time.sleep(0.05)
+    while (now := row(limits_report(limited, key), "budget"))["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now["reserved"] == 0
+    assert now["spent"] - before == pytest.approx(sum(r["cost"] for r in records))
