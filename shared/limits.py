@@ -197,7 +197,12 @@ class Limiter:
 
     def _counter(self, scope: Scope, quota: Quota, measured: Counted, now: float) -> Counter:
         current = self._current.get((scope.name, measured.kind))
-        if current is not None and now < current.window.ends and current.limit == measured.limit:
+        if (
+            current is not None
+            and now < current.window.ends
+            and current.limit == measured.limit
+            and current.quota.budget_period == quota.budget_period
+        ):
             current.quota = quota
             return current
         span = window(measured.kind, quota.budget_period, now)

@@ -246,3 +246,16 @@ def test_settling_twice_counts_once():
     headers = asyncio.run(scenario())
     assert headers["x-ratelimit-remaining-tokens"] == "993"
     assert headers["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_a_budget_whose_period_changes_counts_in_the_new_period_s_window():
+    async def scenario():
+        limiter = Limiter(Interleaving(), clock=Clock().of(0.0))
+        (await limiter.admit(caller(budget_usd=10.0), "month", Worst(1, 1, 6.0))).settle(1, 1, 6.0)
+        daily = caller(budget_usd=10.0, budget_period="day")
+        admission = await limiter.admit(daily, "day", Worst(1, 1, 6.0))  # today's window has spent nothing
+        windows = {counter.window.id for counter in admission.counters}
+        stop_background_tasks()
+        return windows
+
+    assert asyncio.run(scenario()) == {"2026-12-07"}
