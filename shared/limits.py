@@ -303,13 +303,22 @@ class Limiter:
                 f"(${counter.spent + counter.used:.6g} of it); this call may cost up to ${amount:.6g}. "
                 f"It resets at {datetime.fromtimestamp(counter.window.ends, UTC):%Y-%m-%dT%H:%M:%SZ}.",
             )
-        retry_after = resets if exhausted else min(resets, RENEW_SECONDS)
         what = "budget" if counter.kind == BUDGET else f"{counter.kind} per minute"
+        kind = TOKENS if counter.kind == BUDGET else counter.kind
+        if amount > counter.limit * (1 + 1e-9):  # no window will fit it: retrying is waiting for nothing
+            return LimitReached(
+                f"This call needs {amount:g} {counter.kind}, more than the limit of {counter.limit:g} "
+                f"{what} of {counter.scope}; lower its max_tokens (or max_output_tokens), or its prompt.",
+                kind=kind,
+                retry_after=math.ceil(resets),
+                headers={"x-should-retry": "false"},
+            )
+        retry_after = resets if exhausted else min(resets, RENEW_SECONDS)
         why = "is used up" if exhausted else "is held by calls in flight"
         return LimitReached(
             f"The {what} limit of {counter.scope} ({counter.limit:g}) {why} for {counter.window.id}; "
             f"this call needs {amount:g}. Retry in {math.ceil(retry_after)} s.",
-            kind=TOKENS if counter.kind == BUDGET else counter.kind,
+            kind=kind,
             retry_after=math.ceil(retry_after),
         )
 

@@ -170,6 +170,18 @@ def test_tokens_per_minute_counts_each_call_at_its_worst_case_until_it_ends(limi
     assert refused[0].code == "rate_limit_exceeded" and refused[0].body["type"] == "tokens"
 
 
+def test_a_call_larger_than_the_whole_limit_is_refused_once_and_not_retried(limited):
+    client, sent = counting_client(limited, key_of("tpm"), max_retries=2)
+    limit = PROJECTS["tpm"]["tokens_per_minute"]
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="chat-a", messages=USER, max_tokens=limit)
+    error = refused.value
+    assert error.code == "rate_limit_exceeded" and error.body["type"] == "tokens"
+    assert f"more than the limit of {limit}" in error.body["message"]
+    assert error.response.headers["x-should-retry"] == "false"
+    assert len(sent) == 1, "no retry can fit a call whose worst case exceeds the whole limit"
+
+
 def test_a_key_s_limits_apply_in_addition_to_its_project_s(limited):
     def attempt():
         client, _ = counting_client(limited, KEYED_KEY, max_retries=0)
