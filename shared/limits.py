@@ -113,6 +113,15 @@ class Counter:
         return max(0.0, self.limit - self.spent - self.others - self.used - self.reserved)
 
 
+def _dollars(value: float) -> float:
+    return round(value, 10)
+
+
+def _count(value: float) -> int:
+    """Tokens or requests as a whole number (slices are fractions of what is free): rounded down."""
+    return math.floor(value + 1e-9)
+
+
 def _seconds(value: float) -> str:
     return f"{max(0.0, value):.1f}".rstrip("0").rstrip(".") + "s"
 
@@ -390,16 +399,17 @@ class Limiter:
                 spent = state.spent + (local.used if local else 0.0)
                 reserved = sum(lease["reserved"] for lease in live)
                 held = sum(lease["amount"] for lease in live)
+                amount = _dollars if measured.kind == BUDGET else _count
                 rows.append(
                     {
                         "scope": scope.name,
                         "limit": measured.kind,
                         "window": span.id,
                         "max": measured.limit,
-                        "spent": round(spent, 10),
-                        "reserved": round(reserved, 10),
-                        "leased": round(max(0.0, held - reserved), 10),
-                        "remaining": round(max(0.0, measured.limit - spent - held), 10),
+                        "spent": amount(spent),
+                        "reserved": amount(reserved),
+                        "leased": amount(max(0.0, held - reserved)),
+                        "remaining": amount(max(0.0, measured.limit - spent - held)),
                         "resets_at": datetime.fromtimestamp(span.ends, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     }
                 )

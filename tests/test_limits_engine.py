@@ -259,3 +259,19 @@ def test_a_budget_whose_period_changes_counts_in_the_new_period_s_window():
         return windows
 
     assert asyncio.run(scenario()) == {"2026-12-07"}
+
+
+def test_the_report_counts_tokens_and_requests_in_whole_numbers():
+    async def scenario():
+        limiter = Limiter(Interleaving(), clock=Clock().of(0.0))
+        who = caller(tokens_per_minute=100, requests_per_minute=5)
+        (await limiter.admit(who, "r", Worst(3, 4, 0.0))).settle(3, 4, 0.0)
+        await limiter.renew()  # flushes what was used, and leases a quarter of what is left: 23.25 tokens
+        rows = await limiter.report(who.limits)
+        stop_background_tasks()
+        return rows
+
+    for row in asyncio.run(scenario()):
+        numbers = {name: row[name] for name in ("max", "spent", "reserved", "leased", "remaining")}
+        assert all(type(value) is int for value in numbers.values()), row
+        assert numbers["spent"] + numbers["leased"] + numbers["remaining"] <= numbers["max"]
