@@ -1,5 +1,5 @@
 """Budgets and rate limits across gateway processes sharing one Cosmos DB: the stated bound under concurrency,
-an instance killed holding reservations, and Cosmos frozen under "deny" and "allow"."""
+with the store slow, an instance killed holding reservations, and Cosmos frozen under "deny" and "allow"."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from shared.limits import LEASE_SECONDS, RENEW_SECONDS, SKEW_SECONDS
 from shared.quota import prompt_tokens
 from shared.settings import COSMOS_CONTAINERS, Settings
 from tests.conftest import catalog_documents, gateway_env
+from tests.fakes.cosmos_faults import Delay, FaultyCosmos
 from tests.support import CosmosServer, GatewayProcess, key_document, running_gateway
 
 USER = [{"role": "user", "content": "count these words"}]
@@ -63,7 +64,7 @@ def gateways(server: CosmosServer, database: str, directory: Path, count: int, *
         for index in range(count):
             place = directory / f"gateway-{index}"
             place.mkdir()
-            settings = gateway_env(ALLOW_ANONYMOUS="false", **server.settings(database), **env)
+            settings = gateway_env(ALLOW_ANONYMOUS="false", **(server.settings(database) | env))
             processes.append(stack.enter_context(running_gateway(place, settings)))
         yield processes
 
@@ -135,6 +136,54 @@ def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos
         assert spent > budget - CHAT_WORST
         # Once spent, every instance refuses, at once.
         assert [call(process, "spender") for process in processes] == ["429 insufficient_quota"] * 3
+
+
+def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(cosmos, fake_azure, tmp_path):
+    """Every request to the limits container answered after 1 to 3 s. The store timeout is raised above the
+    first use of a container (its properties, then the query: up to 6 s here), so the store is slow and
+    never unavailable."""
+    budget = 0.0015
+    seed(cosmos, "limits-slow", fake_azure.url, {"spender": {"budget_usd": budget}, "plain": None})
+    proxy = FaultyCosmos(cosmos.url).start()
+    proxy.delay = Delay(1.0, 3.0, LIMITS)
+    try:
+        slow = {"COSMOS_URL": proxy.url, "STORE_TIMEOUT_SECONDS": "15"}
+        with gateways(cosmos, "limits-slow", tmp_path, 2, **slow) as processes:
+            for process in processes:  # the keys and the catalog cached: only the limits container is slow
+                assert call(process, "plain") == "ok"
+            outcomes: Tally[str] = Tally()
+            plain_seconds: list[float] = []
+            lock = threading.Lock()
+
+            def spender(gateway: GatewayProcess) -> None:
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline:
+                    outcome = call(gateway, "spender")
+                    with lock:
+                        outcomes[outcome] += 1
+                    if outcome == "429 insufficient_quota":
+                        return
+                    assert outcome in ("ok", "429 rate_limit_exceeded"), outcome
+
+            def plain(gateway: GatewayProcess) -> None:
+                while not outcomes["429 insufficient_quota"]:
+                    started = time.monotonic()
+                    assert call(gateway, "plain") == "ok"
+                    plain_seconds.append(time.monotonic() - started)
+
+            with ThreadPoolExecutor(14) as pool:
+                watchers = [pool.submit(plain, process) for process in processes]
+                list(pool.map(spender, [processes[index % 2] for index in range(12)]))
+                for watcher in watchers:
+                    watcher.result()
+            stored = records(cosmos, "limits-slow", "spender", outcomes["ok"])
+            assert len(stored) == outcomes["ok"]
+            spent = sum(record["cost"] for record in stored)
+            assert budget - CHAT_WORST < spent <= budget + 1e-12
+            # A project without limits never waits for the limits store (each of its requests takes >= 1 s).
+            assert plain_seconds and max(plain_seconds) < proxy.delay.low, max(plain_seconds)
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.parametrize(
