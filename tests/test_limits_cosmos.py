@@ -58,13 +58,17 @@ def seed(server: CosmosServer, database: str, fake_url: str, projects: dict[str,
 
 
 @contextmanager
-def gateways(server: CosmosServer, database: str, directory: Path, count: int, **env: str) -> Iterator[list]:
+def gateways(
+    server: CosmosServer, database: str, directory: Path, count: int, each: list[dict] | None = None, **env: str
+) -> Iterator[list]:
+    """`count` gateways on the `database`, with the settings `env` (and the `index`th with `each[index]` too)."""
     with ExitStack() as stack:
         processes = []
         for index in range(count):
             place = directory / f"gateway-{index}"
             place.mkdir()
-            settings = gateway_env(ALLOW_ANONYMOUS="false", **(server.settings(database) | env))
+            own = each[index] if each else {}
+            settings = gateway_env(ALLOW_ANONYMOUS="false", **(server.settings(database) | env | own))
             processes.append(stack.enter_context(running_gateway(place, settings)))
         yield processes
 
@@ -107,10 +111,36 @@ def call(gateway: GatewayProcess, project: str) -> str:
     return "ok"
 
 
+def skewed_clock_env(seconds: float) -> dict[str, str]:
+    """The settings of a gateway whose clock runs `seconds` ahead of this machine's (tests/fakes/skewed_clock)."""
+    folder = Path(__file__).parent / "fakes" / "skewed_clock"
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "SKEWED_CLOCK_SECONDS": str(seconds)}
+
+
+def clock_offset(gateway: GatewayProcess) -> float:
+    """How far ahead of this machine's the gateway's clock runs, as a call's x-ratelimit-reset-requests tells
+    (seconds to the end of the gateway's minute): the project `clock` has a requests per minute limit."""
+    before = time.time()
+    answer = client(gateway, "clock").chat.completions.with_raw_response.create(**CHAT_BODY)
+    real = (before + time.time()) / 2
+    into_its_minute = -float(answer.headers["x-ratelimit-reset-requests"].rstrip("s")) % 60
+    return (into_its_minute - real % 60 + 30) % 60 - 30
+
+
 def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos, fake_azure, tmp_path):
     budget = 0.004
-    seed(cosmos, "limits-budget", fake_azure.url, {"spender": {"budget_usd": budget}})
-    with gateways(cosmos, "limits-budget", tmp_path, 3) as processes:
+    seed(
+        cosmos,
+        "limits-budget",
+        fake_azure.url,
+        {"spender": {"budget_usd": budget}, "clock": {"requests_per_minute": 1_000_000}},
+    )
+    # Their clocks differ by up to SKEW_SECONDS (one behind, one on time, one ahead).
+    clocks = [-SKEW_SECONDS * 0.45, 0.0, SKEW_SECONDS * 0.45]
+    each = [skewed_clock_env(seconds) for seconds in clocks]
+    with gateways(cosmos, "limits-budget", tmp_path, 3, each=each) as processes:
+        assert [clock_offset(process) for process in processes] == pytest.approx(clocks, abs=0.3)
         outcomes: Tally[str] = Tally()
         lock = threading.Lock()
 
