@@ -346,3 +346,39 @@ def test_calls_sharing_a_caller_s_request_id_are_each_reserved_and_charged(limit
         time.sleep(0.05)
     assert now["reserved"] == 0
     assert now["spent"] - before == pytest.approx(sum(r["cost"] for r in records))
+
+
+AUDIO = ("hello.wav", b"RIFF....WAVEfmt ", "audio/wav")
+OPERATIONS = {
+    "completions": lambda c: c.completions.with_raw_response.create(model="instruct", prompt="hi", max_tokens=5),
+    "completions stream": lambda c: c.completions.with_raw_response.create(
+        model="instruct", prompt="hi", max_tokens=5, stream=True
+    ),
+    "responses": lambda c: c.responses.with_raw_response.create(model="responses-model", input="hi"),
+    "responses stream": lambda c: c.responses.with_raw_response.create(
+        model="responses-model", input="hi", stream=True
+    ),
+    "embeddings": lambda c: c.embeddings.with_raw_response.create(model="embed-only", input="hi"),
+    "images": lambda c: c.images.with_raw_response.generate(model="image-model", prompt="a cat"),
+    "speech": lambda c: c.audio.speech.with_raw_response.create(model="tts-model", voice="alloy", input="hi"),
+    "transcriptions": lambda c: c.audio.transcriptions.with_raw_response.create(model="stt-model", file=AUDIO),
+    "translations": lambda c: c.audio.translations.with_raw_response.create(model="translator", file=AUDIO),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_every_operation_is_admitted_with_headers_and_settled_at_its_cost(limited, operation):
+    key = key_of("stream")
+    client, _ = counting_client(limited, key, max_retries=0)
+    before = row(limits_report(limited, key), "budget")["spent"]
+    request_id = f"lim-{operation.replace(' ', '-')}"
+    answer = OPERATIONS[operation](client.with_options(default_headers={"x-request-id": request_id}))
+    assert answer.headers["x-ratelimit-limit-tokens"] == "1000000"
+    parsed = answer.parse()
+    if operation.endswith("stream"):
+        list(parsed)  # read to its end
+    record = limited.usage_record(request_id)
+    deadline = time.monotonic() + 10
+    while (now := row(limits_report(limited, key), "budget"))["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now["reserved"] == 0 and now["spent"] - before == pytest.approx(record["cost"])
