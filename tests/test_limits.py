@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
@@ -13,7 +14,7 @@ import pytest
 from shared.quota import prompt_tokens
 from tests.conftest import catalog_documents, gateway_env
 from tests.openapi import assert_conforms
-from tests.support import admin_cli, key_document, running_gateway, write_catalog
+from tests.support import admin_cli, key_document, running_gateway, skewed_clock_env, write_catalog
 
 ADMIN_KEY = "sk-gw-limits-admin-0001"
 USER = [{"role": "user", "content": "count these words"}]
@@ -382,3 +383,46 @@ def test_every_operation_is_admitted_with_headers_and_settled_at_its_cost(limite
     while (now := row(limits_report(limited, key), "budget"))["reserved"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert now["reserved"] == 0 and now["spent"] - before == pytest.approx(record["cost"])
+
+
+def test_a_spent_daily_budget_is_whole_again_once_the_utc_day_rolls_over(fake_azure, tmp_path):
+    """A gateway whose clock reads a few seconds before midnight (tests/fakes/skewed_clock)."""
+    key = "sk-gw-limits-daily-0001"
+    budget = 2.5 * worst_cost()
+    (tmp_path / "projects.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": "daily",
+                    "type": "project",
+                    "name": "daily",
+                    "limits": {"budget_usd": budget, "budget_period": "day"},
+                },
+                key_document(key, "daily"),
+            ]
+        )
+    )
+    catalog = write_catalog(tmp_path / "models.json", catalog_documents(fake_azure.url))
+    now = time.time()
+    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    ahead = midnight.timestamp() - now - 10  # its clock: 10 s before midnight when it starts
+    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(tmp_path / "projects.json"))
+    with running_gateway(tmp_path, env | skewed_clock_env(ahead)) as gateway:
+        client, _ = counting_client(gateway, key, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(100):
+                chat(client)
+        assert refused.value.code == "insufficient_quota"
+        day = midnight - timedelta(days=1)
+        assert f"for {day:%Y-%m-%d}" in refused.value.body["message"]
+        assert f"resets at {midnight:%Y-%m-%dT%H:%M:%SZ}" in refused.value.body["message"]
+        deadline = time.monotonic() + 30
+        while True:  # until the gateway's clock passes midnight
+            try:
+                chat(client)
+                break
+            except openai.RateLimitError as error:
+                assert error.code == "insufficient_quota" and time.monotonic() < deadline
+                time.sleep(0.2)
+        fresh = row(limits_report(gateway, key), "budget")
+        assert fresh["window"] == f"{midnight:%Y-%m-%d}" and fresh["spent"] == pytest.approx(CALL_COST)

@@ -22,7 +22,7 @@ from shared.quota import prompt_tokens
 from shared.settings import COSMOS_CONTAINERS, Settings
 from tests.conftest import catalog_documents, gateway_env
 from tests.fakes.cosmos_faults import Delay, FaultyCosmos
-from tests.support import CosmosServer, GatewayProcess, key_document, running_gateway
+from tests.support import CosmosServer, GatewayProcess, key_document, running_gateway, skewed_clock_env
 
 USER = [{"role": "user", "content": "count these words"}]
 MAX_TOKENS = 10
@@ -109,13 +109,6 @@ def call(gateway: GatewayProcess, project: str) -> str:
     except (openai.RateLimitError, openai.InternalServerError) as error:
         return f"{error.status_code} {error.code}"
     return "ok"
-
-
-def skewed_clock_env(seconds: float) -> dict[str, str]:
-    """The settings of a gateway whose clock runs `seconds` ahead of this machine's (tests/fakes/skewed_clock)."""
-    folder = Path(__file__).parent / "fakes" / "skewed_clock"
-    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
-    return {"PYTHONPATH": path, "SKEWED_CLOCK_SECONDS": str(seconds)}
 
 
 def clock_offset(gateway: GatewayProcess) -> float:
