@@ -71,7 +71,7 @@ class Counter:
     #: The slice leased (as the store holds it), and when the lease expires (Unix time).
     held: float = 0.0
     expires: float = 0.0
-    #: Calls in flight: request id -> (worst case, when the reservation lapses).
+    #: Calls in flight: reservation (`Admission.reservation`) -> (worst case, when it lapses).
     reservations: dict[str, tuple[float, float]] = field(default_factory=dict)
     reserved: float = 0.0
     #: Settled and not yet flushed into the store's `spent`.
@@ -96,11 +96,8 @@ class Counter:
         """Whether `amount` fits in what is free (sums of float amounts drift by a rounding or two)."""
         return self.free(now) >= amount - self.limit * 1e-9
 
-    def hold(self, request_id: str, amount: float, lapses: float) -> None:
-        previous = self.reservations.get(request_id)
-        if previous is not None:
-            self.reserved -= previous[0]
-        self.reservations[request_id] = (amount, lapses)
+    def hold(self, reservation: str, amount: float, lapses: float) -> None:
+        self.reservations[reservation] = (amount, lapses)
         self.reserved += amount
 
     def settle(self, request_id: str, actual: float) -> None:
@@ -114,6 +111,15 @@ class Counter:
     def remaining(self) -> float:
         """What is left of the limit, as far as this instance knows."""
         return max(0.0, self.limit - self.spent - self.others - self.used - self.reserved)
+
+
+def _dollars(value: float) -> float:
+    return round(value, 10)
+
+
+def _count(value: float) -> int:
+    """Tokens or requests as a whole number (slices are fractions of what is free): rounded down."""
+    return math.floor(value + 1e-9)
 
 
 def _seconds(value: float) -> str:
@@ -133,12 +139,14 @@ def rate_headers(counters: list[Counter], now: float) -> dict[str, str]:
 
 
 class Admission:
-    """One admitted call's reservations: settled once when the call ends (`settle`)."""
+    """One admitted call's reservations: settled once when the call ends (`settle`). They are held under
+    `reservation`, the request id made unique: a caller chooses its request ids, and two calls in flight
+    with the same one are still two reservations, each settled at its own cost."""
 
-    def __init__(self, limiter: Limiter, counters: list[Counter], request_id: str) -> None:
+    def __init__(self, limiter: Limiter, counters: list[Counter], reservation: str) -> None:
         self.limiter = limiter
         self.counters = counters
-        self.request_id = request_id
+        self.reservation = reservation
 
     def headers(self) -> dict[str, str]:
         return rate_headers(self.counters, self.limiter.clock())
@@ -146,7 +154,7 @@ class Admission:
     def settle(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
         actual = {BUDGET: cost, TOKENS: prompt_tokens + completion_tokens, REQUESTS: 1}
         for counter in self.counters:
-            counter.settle(self.request_id, actual[counter.kind])
+            counter.settle(self.reservation, actual[counter.kind])
 
 
 class Limiter:
@@ -169,15 +177,13 @@ class Limiter:
         self._current: dict[tuple[str, str], Counter] = {}
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._admissions = itertools.count()
+        self._admitted = itertools.count()
 
     async def admit(self, caller: Caller, request_id: str, worst: Worst) -> Admission:
         """Reserve `worst` against every limit of `caller`, or raise the refusal (429, or 503 under "deny"),
         which carries the x-ratelimit headers of the caller's limits."""
-        # The caller chooses its request id (`x-request-id`), so calls may share one: each admission
-        # holds and settles under a key of its own.
-        request_id = f"{request_id}#{next(self._admissions)}"
         now = self.clock()
+        reservation = f"{request_id}#{next(self._admitted)}"
         counters = []
         for scope in caller.limits:
             if scope.quota is None:
@@ -186,21 +192,26 @@ class Limiter:
         taken: list[Counter] = []
         try:
             for counter in counters:
-                await self._reserve(counter, request_id, worst.amount(counter.kind))
+                await self._reserve(counter, reservation, worst.amount(counter.kind))
                 taken.append(counter)
         except BaseException as exc:
             for counter in taken:
-                counter.settle(request_id, 0.0)
+                counter.settle(reservation, 0.0)
             if isinstance(exc, GatewayError):
                 exc.headers = rate_headers(counters, self.clock()) | exc.headers
             raise
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._renew_forever())
-        return Admission(self, taken, request_id)
+        return Admission(self, taken, reservation)
 
     def _counter(self, scope: Scope, quota: Quota, measured: Counted, now: float) -> Counter:
         current = self._current.get((scope.name, measured.kind))
-        if current is not None and now < current.window.ends and current.limit == measured.limit:
+        if (
+            current is not None
+            and now < current.window.ends
+            and current.limit == measured.limit
+            and current.quota.budget_period == quota.budget_period
+        ):
             current.quota = quota
             return current
         span = window(measured.kind, quota.budget_period, now)
@@ -301,13 +312,22 @@ class Limiter:
                 f"(${counter.spent + counter.used:.6g} of it); this call may cost up to ${amount:.6g}. "
                 f"It resets at {datetime.fromtimestamp(counter.window.ends, UTC):%Y-%m-%dT%H:%M:%SZ}.",
             )
-        retry_after = resets if exhausted else min(resets, RENEW_SECONDS)
         what = "budget" if counter.kind == BUDGET else f"{counter.kind} per minute"
+        kind = TOKENS if counter.kind == BUDGET else counter.kind
+        if amount > counter.limit * (1 + 1e-9):  # no window will fit it: retrying is waiting for nothing
+            return LimitReached(
+                f"This call needs {amount:g} {counter.kind}, more than the limit of {counter.limit:g} "
+                f"{what} of {counter.scope}; lower its max_tokens (or max_output_tokens), or its prompt.",
+                kind=kind,
+                retry_after=math.ceil(resets),
+                headers={"x-should-retry": "false"},
+            )
+        retry_after = resets if exhausted else min(resets, RENEW_SECONDS)
         why = "is used up" if exhausted else "is held by calls in flight"
         return LimitReached(
             f"The {what} limit of {counter.scope} ({counter.limit:g}) {why} for {counter.window.id}; "
             f"this call needs {amount:g}. Retry in {math.ceil(retry_after)} s.",
-            kind=TOKENS if counter.kind == BUDGET else counter.kind,
+            kind=kind,
             retry_after=math.ceil(retry_after),
         )
 
@@ -379,16 +399,17 @@ class Limiter:
                 spent = state.spent + (local.used if local else 0.0)
                 reserved = sum(lease["reserved"] for lease in live)
                 held = sum(lease["amount"] for lease in live)
+                amount = _dollars if measured.kind == BUDGET else _count
                 rows.append(
                     {
                         "scope": scope.name,
                         "limit": measured.kind,
                         "window": span.id,
                         "max": measured.limit,
-                        "spent": round(spent, 10),
-                        "reserved": round(reserved, 10),
-                        "leased": round(max(0.0, held - reserved), 10),
-                        "remaining": round(max(0.0, measured.limit - spent - held), 10),
+                        "spent": amount(spent),
+                        "reserved": amount(reserved),
+                        "leased": amount(max(0.0, held - reserved)),
+                        "remaining": amount(max(0.0, measured.limit - spent - held)),
                         "resets_at": datetime.fromtimestamp(span.ends, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     }
                 )

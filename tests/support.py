@@ -174,6 +174,13 @@ class GatewayProcess:
             _stop(self._process)
 
 
+def skewed_clock_env(seconds: float) -> dict[str, str]:
+    """The settings of a gateway whose clock runs `seconds` ahead of this machine's (tests/fakes/skewed_clock)."""
+    folder = Path(__file__).parent / "fakes" / "skewed_clock"
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "SKEWED_CLOCK_SECONDS": str(seconds)}
+
+
 @contextlib.contextmanager
 def running_gateway(directory: Path, env: dict[str, str]) -> Iterator[GatewayProcess]:
     """A gateway started with `env` (its log, usage and projects files in `directory`), stopped afterwards:

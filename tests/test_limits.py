@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
@@ -13,7 +14,7 @@ import pytest
 from shared.quota import prompt_tokens
 from tests.conftest import catalog_documents, gateway_env
 from tests.openapi import assert_conforms
-from tests.support import admin_cli, key_document, running_gateway, write_catalog
+from tests.support import admin_cli, key_document, running_gateway, skewed_clock_env, write_catalog
 
 ADMIN_KEY = "sk-gw-limits-admin-0001"
 USER = [{"role": "user", "content": "count these words"}]
@@ -170,6 +171,18 @@ def test_tokens_per_minute_counts_each_call_at_its_worst_case_until_it_ends(limi
     assert refused[0].code == "rate_limit_exceeded" and refused[0].body["type"] == "tokens"
 
 
+def test_a_call_larger_than_the_whole_limit_is_refused_once_and_not_retried(limited):
+    client, sent = counting_client(limited, key_of("tpm"), max_retries=2)
+    limit = PROJECTS["tpm"]["tokens_per_minute"]
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="chat-a", messages=USER, max_tokens=limit)
+    error = refused.value
+    assert error.code == "rate_limit_exceeded" and error.body["type"] == "tokens"
+    assert f"more than the limit of {limit}" in error.body["message"]
+    assert error.response.headers["x-should-retry"] == "false"
+    assert len(sent) == 1, "no retry can fit a call whose worst case exceeds the whole limit"
+
+
 def test_a_key_s_limits_apply_in_addition_to_its_project_s(limited):
     def attempt():
         client, _ = counting_client(limited, KEYED_KEY, max_retries=0)
@@ -312,3 +325,104 @@ def test_the_cli_sets_shows_and_clears_limits(tmp_path):
     assert refused.returncode == 1 and "limits.budget_usd" in refused.stderr
     admin_cli(env, "limits", "clear", "team")
     assert "limits" not in {d["id"]: d for d in json.loads(projects.read_text())}["team"]
+
+
+def test_calls_sharing_a_caller_s_request_id_are_each_reserved_and_charged(limited):
+    """The request id is the caller's to choose: two calls in flight with the same one are two reservations."""
+    key = key_of("stream")
+    headers = {"Authorization": f"Bearer {key}", "x-request-id": "lim-twice"}
+    before = row(limits_report(limited, key), "budget")["spent"]
+    body = {"model": "slow-stream", "messages": USER, "stream": True, "max_tokens": 50}
+    with httpx.stream("POST", f"{limited.url}/v1/chat/completions", json=body, headers=headers) as streamed:
+        assert streamed.status_code == 200  # admitted: its worst case is reserved while it streams
+        whole = httpx.post(f"{limited.url}/v1/chat/completions", json=body | {"stream": False}, headers=headers)
+        assert whole.status_code == 200
+        for _ in streamed.iter_lines():
+            pass
+    deadline = time.monotonic() + 10
+    while len(records := [r for r in limited.usage_records() if r["request_id"] == "lim-twice"]) < 2:
+        assert time.monotonic() < deadline, "no usage records for both calls"
+        time.sleep(0.05)
+    while (now := row(limits_report(limited, key), "budget"))["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now["reserved"] == 0
+    assert now["spent"] - before == pytest.approx(sum(r["cost"] for r in records))
+
+
+AUDIO = ("hello.wav", b"RIFF....WAVEfmt ", "audio/wav")
+OPERATIONS = {
+    "completions": lambda c: c.completions.with_raw_response.create(model="instruct", prompt="hi", max_tokens=5),
+    "completions stream": lambda c: c.completions.with_raw_response.create(
+        model="instruct", prompt="hi", max_tokens=5, stream=True
+    ),
+    "responses": lambda c: c.responses.with_raw_response.create(model="responses-model", input="hi"),
+    "responses stream": lambda c: c.responses.with_raw_response.create(
+        model="responses-model", input="hi", stream=True
+    ),
+    "embeddings": lambda c: c.embeddings.with_raw_response.create(model="embed-only", input="hi"),
+    "images": lambda c: c.images.with_raw_response.generate(model="image-model", prompt="a cat"),
+    "speech": lambda c: c.audio.speech.with_raw_response.create(model="tts-model", voice="alloy", input="hi"),
+    "transcriptions": lambda c: c.audio.transcriptions.with_raw_response.create(model="stt-model", file=AUDIO),
+    "translations": lambda c: c.audio.translations.with_raw_response.create(model="translator", file=AUDIO),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_every_operation_is_admitted_with_headers_and_settled_at_its_cost(limited, operation):
+    key = key_of("stream")
+    client, _ = counting_client(limited, key, max_retries=0)
+    before = row(limits_report(limited, key), "budget")["spent"]
+    request_id = f"lim-{operation.replace(' ', '-')}"
+    answer = OPERATIONS[operation](client.with_options(default_headers={"x-request-id": request_id}))
+    assert answer.headers["x-ratelimit-limit-tokens"] == "1000000"
+    parsed = answer.parse()
+    if operation.endswith("stream"):
+        list(parsed)  # read to its end
+    record = limited.usage_record(request_id)
+    deadline = time.monotonic() + 10
+    while (now := row(limits_report(limited, key), "budget"))["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert now["reserved"] == 0 and now["spent"] - before == pytest.approx(record["cost"])
+
+
+def test_a_spent_daily_budget_is_whole_again_once_the_utc_day_rolls_over(fake_azure, tmp_path):
+    """A gateway whose clock reads a few seconds before midnight (tests/fakes/skewed_clock)."""
+    key = "sk-gw-limits-daily-0001"
+    budget = 2.5 * worst_cost()
+    (tmp_path / "projects.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": "daily",
+                    "type": "project",
+                    "name": "daily",
+                    "limits": {"budget_usd": budget, "budget_period": "day"},
+                },
+                key_document(key, "daily"),
+            ]
+        )
+    )
+    catalog = write_catalog(tmp_path / "models.json", catalog_documents(fake_azure.url))
+    now = time.time()
+    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    ahead = midnight.timestamp() - now - 10  # its clock: 10 s before midnight when it starts
+    env = gateway_env(ALLOW_ANONYMOUS="false", MODELS_FILE=str(catalog), PROJECTS_FILE=str(tmp_path / "projects.json"))
+    with running_gateway(tmp_path, env | skewed_clock_env(ahead)) as gateway:
+        client, _ = counting_client(gateway, key, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            for _ in range(100):
+                chat(client)
+        assert refused.value.code == "insufficient_quota"
+        day = midnight - timedelta(days=1)
+        assert f"for {day:%Y-%m-%d}" in refused.value.body["message"]
+        assert f"resets at {midnight:%Y-%m-%dT%H:%M:%SZ}" in refused.value.body["message"]
+        deadline = time.monotonic() + 30
+        while True:  # until the gateway's clock passes midnight
+            try:
+                chat(client)
+                break
+            except openai.RateLimitError as error:
+                assert error.code == "insufficient_quota" and time.monotonic() < deadline
+                time.sleep(0.2)
+        fresh = row(limits_report(gateway, key), "budget")
+        assert fresh["window"] == f"{midnight:%Y-%m-%d}" and fresh["spent"] == pytest.approx(CALL_COST)

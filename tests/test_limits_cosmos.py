@@ -1,5 +1,5 @@
 """Budgets and rate limits across gateway processes sharing one Cosmos DB: the stated bound under concurrency,
-an instance killed holding reservations, and Cosmos frozen under "deny" and "allow"."""
+with the store slow, an instance killed holding reservations, and Cosmos frozen under "deny" and "allow"."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from shared.limits import LEASE_SECONDS, RENEW_SECONDS, SKEW_SECONDS
 from shared.quota import prompt_tokens
 from shared.settings import COSMOS_CONTAINERS, Settings
 from tests.conftest import catalog_documents, gateway_env
-from tests.support import CosmosServer, GatewayProcess, key_document, running_gateway
+from tests.fakes.cosmos_faults import Delay, FaultyCosmos
+from tests.support import CosmosServer, GatewayProcess, key_document, running_gateway, skewed_clock_env
 
 USER = [{"role": "user", "content": "count these words"}]
 MAX_TOKENS = 10
@@ -57,13 +58,17 @@ def seed(server: CosmosServer, database: str, fake_url: str, projects: dict[str,
 
 
 @contextmanager
-def gateways(server: CosmosServer, database: str, directory: Path, count: int, **env: str) -> Iterator[list]:
+def gateways(
+    server: CosmosServer, database: str, directory: Path, count: int, each: list[dict] | None = None, **env: str
+) -> Iterator[list]:
+    """`count` gateways on the `database`, with the settings `env` (and the `index`th with `each[index]` too)."""
     with ExitStack() as stack:
         processes = []
         for index in range(count):
             place = directory / f"gateway-{index}"
             place.mkdir()
-            settings = gateway_env(ALLOW_ANONYMOUS="false", **server.settings(database), **env)
+            own = each[index] if each else {}
+            settings = gateway_env(ALLOW_ANONYMOUS="false", **(server.settings(database) | env | own))
             processes.append(stack.enter_context(running_gateway(place, settings)))
         yield processes
 
@@ -106,10 +111,29 @@ def call(gateway: GatewayProcess, project: str) -> str:
     return "ok"
 
 
+def clock_offset(gateway: GatewayProcess) -> float:
+    """How far ahead of this machine's the gateway's clock runs, as a call's x-ratelimit-reset-requests tells
+    (seconds to the end of the gateway's minute): the project `clock` has a requests per minute limit."""
+    before = time.time()
+    answer = client(gateway, "clock").chat.completions.with_raw_response.create(**CHAT_BODY)
+    real = (before + time.time()) / 2
+    into_its_minute = -float(answer.headers["x-ratelimit-reset-requests"].rstrip("s")) % 60
+    return (into_its_minute - real % 60 + 30) % 60 - 30
+
+
 def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos, fake_azure, tmp_path):
     budget = 0.004
-    seed(cosmos, "limits-budget", fake_azure.url, {"spender": {"budget_usd": budget}})
-    with gateways(cosmos, "limits-budget", tmp_path, 3) as processes:
+    seed(
+        cosmos,
+        "limits-budget",
+        fake_azure.url,
+        {"spender": {"budget_usd": budget}, "clock": {"requests_per_minute": 1_000_000}},
+    )
+    # Their clocks differ by up to SKEW_SECONDS (one behind, one on time, one ahead).
+    clocks = [-SKEW_SECONDS * 0.45, 0.0, SKEW_SECONDS * 0.45]
+    each = [skewed_clock_env(seconds) for seconds in clocks]
+    with gateways(cosmos, "limits-budget", tmp_path, 3, each=each) as processes:
+        assert [clock_offset(process) for process in processes] == pytest.approx(clocks, abs=0.3)
         outcomes: Tally[str] = Tally()
         lock = threading.Lock()
 
@@ -135,6 +159,54 @@ def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos
         assert spent > budget - CHAT_WORST
         # Once spent, every instance refuses, at once.
         assert [call(process, "spender") for process in processes] == ["429 insufficient_quota"] * 3
+
+
+def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(cosmos, fake_azure, tmp_path):
+    """Every request to the limits container answered after 1 to 3 s. The store timeout is raised above the
+    first use of a container (its properties, then the query: up to 6 s here), so the store is slow and
+    never unavailable."""
+    budget = 0.0015
+    seed(cosmos, "limits-slow", fake_azure.url, {"spender": {"budget_usd": budget}, "plain": None})
+    proxy = FaultyCosmos(cosmos.url).start()
+    proxy.delay = Delay(1.0, 3.0, LIMITS)
+    try:
+        slow = {"COSMOS_URL": proxy.url, "STORE_TIMEOUT_SECONDS": "15"}
+        with gateways(cosmos, "limits-slow", tmp_path, 2, **slow) as processes:
+            for process in processes:  # the keys and the catalog cached: only the limits container is slow
+                assert call(process, "plain") == "ok"
+            outcomes: Tally[str] = Tally()
+            plain_seconds: list[float] = []
+            lock = threading.Lock()
+
+            def spender(gateway: GatewayProcess) -> None:
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline:
+                    outcome = call(gateway, "spender")
+                    with lock:
+                        outcomes[outcome] += 1
+                    if outcome == "429 insufficient_quota":
+                        return
+                    assert outcome in ("ok", "429 rate_limit_exceeded"), outcome
+
+            def plain(gateway: GatewayProcess) -> None:
+                while not outcomes["429 insufficient_quota"]:
+                    started = time.monotonic()
+                    assert call(gateway, "plain") == "ok"
+                    plain_seconds.append(time.monotonic() - started)
+
+            with ThreadPoolExecutor(14) as pool:
+                watchers = [pool.submit(plain, process) for process in processes]
+                list(pool.map(spender, [processes[index % 2] for index in range(12)]))
+                for watcher in watchers:
+                    watcher.result()
+            stored = records(cosmos, "limits-slow", "spender", outcomes["ok"])
+            assert len(stored) == outcomes["ok"]
+            spent = sum(record["cost"] for record in stored)
+            assert budget - CHAT_WORST < spent <= budget + 1e-12
+            # A project without limits never waits for the limits store (each of its requests takes >= 1 s).
+            assert plain_seconds and max(plain_seconds) < proxy.delay.low, max(plain_seconds)
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,32 @@ def test_calls_sharing_a_caller_s_request_id_each_hold_and_settle_their_own_rese
 
     row = asyncio.run(scenario())
     assert row["spent"] == pytest.approx(2.0)
+
+
+def test_a_budget_whose_period_changes_counts_in_the_new_period_s_window():
+    async def scenario():
+        limiter = Limiter(Interleaving(), clock=Clock().of(0.0))
+        (await limiter.admit(caller(budget_usd=10.0), "month", Worst(1, 1, 6.0))).settle(1, 1, 6.0)
+        daily = caller(budget_usd=10.0, budget_period="day")
+        admission = await limiter.admit(daily, "day", Worst(1, 1, 6.0))  # today's window has spent nothing
+        windows = {counter.window.id for counter in admission.counters}
+        stop_background_tasks()
+        return windows
+
+    assert asyncio.run(scenario()) == {"2026-12-07"}
+
+
+def test_the_report_counts_tokens_and_requests_in_whole_numbers():
+    async def scenario():
+        limiter = Limiter(Interleaving(), clock=Clock().of(0.0))
+        who = caller(tokens_per_minute=100, requests_per_minute=5)
+        (await limiter.admit(who, "r", Worst(3, 4, 0.0))).settle(3, 4, 0.0)
+        await limiter.renew()  # flushes what was used, and leases a quarter of what is left: 23.25 tokens
+        rows = await limiter.report(who.limits)
+        stop_background_tasks()
+        return rows
+
+    for row in asyncio.run(scenario()):
+        numbers = {name: row[name] for name in ("max", "spent", "reserved", "leased", "remaining")}
+        assert all(type(value) is int for value in numbers.values()), row
+        assert numbers["spent"] + numbers["leased"] + numbers["remaining"] <= numbers["max"]

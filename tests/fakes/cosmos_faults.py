@@ -3,14 +3,17 @@
 The npm server never answers 403 "partition full", 403 "no role yet" or 429:
 this proxy forwards every request to it (plain HTTP in, HTTPS out) and, while
 a fault is set, answers the matching document writes itself with the status,
-the `x-ms-substatus` header and the body Cosmos sends. It also points the
+the `x-ms-substatus` header and the body Cosmos sends; while a `Delay` is set,
+it forwards the requests to one container only after a pause (a slow store). It also points the
 account's endpoints at itself, so the SDK keeps talking through it, and keeps
 every request it saw for tests to read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,18 @@ class Fault:
         return self.document_id is None or (request.json or {}).get("id") == self.document_id
 
 
+@dataclass
+class Delay:
+    """Forward each request to the container `container_id` after `low` to `high` seconds (drawn uniformly)."""
+
+    low: float
+    high: float
+    container_id: str
+
+    def matches(self, request: RecordedRequest) -> bool:
+        return f"/colls/{self.container_id}/" in request.path or request.path.endswith(f"/colls/{self.container_id}")
+
+
 def partition_of(request: RecordedRequest) -> str | None:
     header = request.headers.get("x-ms-documentdb-partitionkey")
     return json.loads(header)[0] if header else None
@@ -59,6 +74,7 @@ class FaultyCosmos:
     def __init__(self, upstream_url: str) -> None:
         self.upstream_url = upstream_url
         self.faults: list[Fault] = []
+        self.delay: Delay | None = None
         self.requests: list[RecordedRequest] = []
         #: Document writes answered with a fault.
         self.refused: list[RecordedRequest] = []
@@ -98,6 +114,8 @@ class FaultyCosmos:
                     self.refused.append(request)
                     await self._answer(send, fault)
                     return
+        if self.delay is not None and self.delay.matches(request):
+            await asyncio.sleep(random.uniform(self.delay.low, self.delay.high))
         async with httpx.AsyncClient(verify=False, timeout=30) as client:
             response = await client.request(
                 scope["method"],
