@@ -162,13 +162,13 @@ def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos
 
 
 def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(cosmos, fake_azure, tmp_path):
-    """Every request to the limits container answered after 1 to 3 s. The store timeout is raised above the
-    first use of a container (its properties, then the query: up to 6 s here), so the store is slow and
+    """Every request to the limits container answered after 0.5 to 1.5 s. The store timeout is raised above
+    the first use of a container (its properties, then the query: up to 3 s here), so the store is slow and
     never unavailable."""
-    budget = 0.0015
+    budget = 0.00075
     seed(cosmos, "limits-slow", fake_azure.url, {"spender": {"budget_usd": budget}, "plain": None})
     proxy = FaultyCosmos(cosmos.url).start()
-    proxy.delay = Delay(1.0, 3.0, LIMITS)
+    proxy.delay = Delay(0.5, 1.5, LIMITS)
     try:
         slow = {"COSMOS_URL": proxy.url, "STORE_TIMEOUT_SECONDS": "15"}
         with gateways(cosmos, "limits-slow", tmp_path, 2, **slow) as processes:
@@ -203,7 +203,7 @@ def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(c
             assert len(stored) == outcomes["ok"]
             spent = sum(record["cost"] for record in stored)
             assert budget - CHAT_WORST < spent <= budget + 1e-12
-            # A project without limits never waits for the limits store (each of its requests takes >= 1 s).
+            # A project without limits never waits for the limits store (each of its requests takes >= 0.5 s).
             assert plain_seconds and max(plain_seconds) < proxy.delay.low, max(plain_seconds)
     finally:
         proxy.stop()
