@@ -138,14 +138,7 @@ def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos
         lock = threading.Lock()
 
         def worker(gateway: GatewayProcess) -> None:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                outcome = call(gateway, "spender")
-                with lock:
-                    outcomes[outcome] += 1
-                if outcome == "429 insufficient_quota":
-                    return
-                assert outcome in ("ok", "429 rate_limit_exceeded"), outcome
+            spend_until_refused(gateway, outcomes, lock, 90)
 
         with ThreadPoolExecutor(24) as pool:
             list(pool.map(worker, [processes[index % 3] for index in range(24)]))
@@ -159,6 +152,18 @@ def test_concurrent_calls_on_three_instances_spend_the_budget_and_no_more(cosmos
         assert spent > budget - CHAT_WORST
         # Once spent, every instance refuses, at once.
         assert [call(process, "spender") for process in processes] == ["429 insufficient_quota"] * 3
+
+
+def spend_until_refused(gateway: GatewayProcess, outcomes: Tally[str], lock: threading.Lock, seconds: float) -> None:
+    """Calls as "spender" until its budget is refused (at most `seconds`), each outcome tallied."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        outcome = call(gateway, "spender")
+        with lock:
+            outcomes[outcome] += 1
+        if outcome == "429 insufficient_quota":
+            return
+        assert outcome in ("ok", "429 rate_limit_exceeded"), outcome
 
 
 def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(cosmos, fake_azure, tmp_path):
@@ -179,14 +184,7 @@ def test_a_slow_store_keeps_the_bound_and_leaves_projects_without_limits_alone(c
             lock = threading.Lock()
 
             def spender(gateway: GatewayProcess) -> None:
-                deadline = time.monotonic() + 240
-                while time.monotonic() < deadline:
-                    outcome = call(gateway, "spender")
-                    with lock:
-                        outcomes[outcome] += 1
-                    if outcome == "429 insufficient_quota":
-                        return
-                    assert outcome in ("ok", "429 rate_limit_exceeded"), outcome
+                spend_until_refused(gateway, outcomes, lock, 240)
 
             def plain(gateway: GatewayProcess) -> None:
                 while not outcomes["429 insufficient_quota"]:
