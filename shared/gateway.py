@@ -85,16 +85,17 @@ class Gateway:
         return JSONResult(_model_object(await self.catalog.visible(caller.project, inbound.path_param("model_id"))))
 
     async def chat_completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
-        return await self._completion(inbound, payloads.chat_completion)
+        return await self._json_call(inbound, payloads.chat_completion)
 
     async def completions(self, inbound: Inbound) -> JSONResult | Content | EventStream:
         """The legacy `/v1/completions`: a prompt, answered whole or streamed."""
-        return await self._completion(inbound, payloads.completion)
+        return await self._json_call(inbound, payloads.completion)
 
-    async def _completion(
+    async def _json_call(
         self, inbound: Inbound, read: Callable[[dict[str, Any]], Request]
     ) -> JSONResult | Content | EventStream:
-        """A chat or legacy completion (`read` parses which), answered whole or streamed."""
+        """A JSON request (`read` parses which operation's) answered whole, or streamed when it asks
+        and its operation can (chat and legacy completions)."""
         caller = await self.authenticator.caller(inbound.headers)
         request = await inbound.json(read)
         call = await self.calls.route(inbound.request_id, caller, request)
@@ -104,19 +105,11 @@ class Gateway:
         model, events = await call.stream(request)
         return EventStream(events, headers=_answered_by(model, call))
 
-    async def embeddings(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.embedding)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        model, embedded = await call.whole(request)
-        return _answer(embedded, model, call)
+    async def embeddings(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        return await self._json_call(inbound, payloads.embedding)
 
-    async def image_generations(self, inbound: Inbound) -> JSONResult | Content:
-        caller = await self.authenticator.caller(inbound.headers)
-        request = await inbound.json(payloads.image_generation)
-        call = await self.calls.route(inbound.request_id, caller, request)
-        model, payload = await call.whole(request)
-        return _answer(payload, model, call)
+    async def image_generations(self, inbound: Inbound) -> JSONResult | Content | EventStream:
+        return await self._json_call(inbound, payloads.image_generation)
 
     async def speech(self, inbound: Inbound) -> Content:
         caller = await self.authenticator.caller(inbound.headers)
